@@ -1,0 +1,146 @@
+# shellcheck shell=sh
+# Shared functions of the Redis/Sentinel pod scripts (POSIX sh; runs on the official redis
+# image, where sh is dash). Sourced by redis-start.sh, sentinel-start.sh, redis-prestop.sh,
+# sentinel-prestop.sh and redis-probe.sh. Outside Kubernetes (tests) every input comes from
+# the environment; nothing here reads /etc/hosts or the Kubernetes API.
+#
+# Environment (defaults in brackets):
+#   REDIS_MODE            sentinel | standalone [sentinel]
+#   POD_NAME              this pod's name, ending in -<ordinal> [$(hostname)]
+#   ORDINAL               this pod's ordinal [suffix of POD_NAME]
+#   STATEFULSET_NAME      name of the StatefulSet [POD_NAME without -<ordinal>]
+#   REPLICAS              pods in the StatefulSet [3]
+#   HEADLESS_DOMAIN       <headless-svc>.<ns>.svc.<cluster-domain> []
+#   ANNOUNCE_HOST         stable name of this pod announced to peers [POD_NAME.HEADLESS_DOMAIN]
+#   PEER_HOSTS            stable names of all pods, ordinal order, space-separated
+#                         [STATEFULSET_NAME-i.HEADLESS_DOMAIN for i in 0..REPLICAS-1]
+#   LOCAL_ADDR            address at which this pod reaches its own redis/sentinel [127.0.0.1]
+#   BIND_ADDRESS          redis/sentinel `bind` [* -::*]
+#   REDIS_PORT            [6379]          SENTINEL_PORT   [26379]
+#   MASTER_NAME           sentinel master set name [mymaster]
+#   REDIS_PASSWORD        or REDIS_PASSWORD_FILE: password of redis (empty: no auth)
+#   SENTINEL_PASSWORD     or SENTINEL_PASSWORD_FILE: password of the sentinels (empty: no auth)
+#   DATA_DIR              redis data (AOF) and persisted sentinel.conf [/data]
+#   CONF_DIR              writable directory for the generated redis.conf [/run/redis]
+#   DISCOVERY_TIMEOUT     seconds a starting pod keeps asking the sentinels [10]
+#   CLI_TIMEOUT           seconds for one redis-cli call [3]
+#   REDIS_SERVER          redis-server command [redis-server]
+#   REDIS_CLI             redis-cli command [redis-cli]
+
+: "${REDIS_MODE:=sentinel}"
+: "${POD_NAME:=$(hostname)}"
+: "${ORDINAL:=${POD_NAME##*-}}"
+: "${STATEFULSET_NAME:=${POD_NAME%-*}}"
+: "${REPLICAS:=3}"
+: "${HEADLESS_DOMAIN:=}"
+: "${LOCAL_ADDR:=127.0.0.1}"
+: "${BIND_ADDRESS:=* -::*}"
+: "${REDIS_PORT:=6379}"
+: "${SENTINEL_PORT:=26379}"
+: "${MASTER_NAME:=mymaster}"
+: "${DATA_DIR:=/data}"
+: "${CONF_DIR:=/run/redis}"
+: "${DISCOVERY_TIMEOUT:=10}"
+: "${CLI_TIMEOUT:=3}"
+: "${REDIS_SERVER:=redis-server}"
+: "${REDIS_CLI:=redis-cli}"
+
+# pod_host I: stable name of the pod with ordinal I.
+pod_host() {
+  if [ -n "$HEADLESS_DOMAIN" ]; then echo "$STATEFULSET_NAME-$1.$HEADLESS_DOMAIN"; else echo "$STATEFULSET_NAME-$1"; fi
+}
+
+if [ -z "${ANNOUNCE_HOST:-}" ]; then ANNOUNCE_HOST=$(pod_host "$ORDINAL"); fi
+if [ -z "${PEER_HOSTS:-}" ]; then
+  PEER_HOSTS=""
+  _i=0
+  while [ "$_i" -lt "$REPLICAS" ]; do PEER_HOSTS="$PEER_HOSTS $(pod_host "$_i")"; _i=$((_i + 1)); done
+fi
+
+if [ -z "${REDIS_PASSWORD:-}" ] && [ -n "${REDIS_PASSWORD_FILE:-}" ] && [ -r "$REDIS_PASSWORD_FILE" ]; then
+  REDIS_PASSWORD=$(cat "$REDIS_PASSWORD_FILE")
+fi
+if [ -z "${SENTINEL_PASSWORD:-}" ] && [ -n "${SENTINEL_PASSWORD_FILE:-}" ] && [ -r "$SENTINEL_PASSWORD_FILE" ]; then
+  SENTINEL_PASSWORD=$(cat "$SENTINEL_PASSWORD_FILE")
+fi
+: "${REDIS_PASSWORD:=}"
+: "${SENTINEL_PASSWORD:=}"
+
+log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) ${SCRIPT_NAME:-redis} [$ANNOUNCE_HOST]: $*" >&2; }
+
+# cli HOST PORT PASSWORD ARGS...: one redis-cli call, bounded in time; the password travels
+# in REDISCLI_AUTH, never on the command line.
+cli() {
+  _h=$1 _p=$2 _pw=$3
+  shift 3
+  if [ -n "$_pw" ]; then
+    REDISCLI_AUTH=$_pw timeout "$CLI_TIMEOUT" "$REDIS_CLI" -h "$_h" -p "$_p" "$@"
+  else
+    timeout "$CLI_TIMEOUT" "$REDIS_CLI" -h "$_h" -p "$_p" "$@"
+  fi
+}
+rcli() { _rh=$1; shift; cli "$_rh" "$REDIS_PORT" "$REDIS_PASSWORD" "$@"; }
+scli() { _sh=$1; shift; cli "$_sh" "$SENTINEL_PORT" "$SENTINEL_PASSWORD" "$@"; }
+
+# ask_sentinels: prints "host port" of the master most reachable sentinels name, or nothing.
+ask_sentinels() {
+  _answers=""
+  for _h in $PEER_HOSTS; do
+    _out=$(scli "$_h" SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>/dev/null) || continue
+    _mh=$(echo "$_out" | sed -n 1p)
+    _mp=$(echo "$_out" | sed -n 2p)
+    case "$_mp" in ''|*[!0-9]*) continue ;; esac
+    [ -n "$_mh" ] || continue
+    _answers="$_answers$_mh $_mp
+"
+  done
+  [ -n "$_answers" ] || return 0
+  printf '%s' "$_answers" | sort | uniq -c | sort -rn | awk 'NR == 1 { print $2, $3 }'
+}
+
+# persisted_master: the master named by this pod's sentinel.conf from its previous run.
+persisted_master() {
+  [ -f "$DATA_DIR/sentinel.conf" ] || return 0
+  awk -v m="$MASTER_NAME" '$1 == "sentinel" && $2 == "monitor" && $3 == m { print $4, $5; exit }' "$DATA_DIR/sentinel.conf"
+}
+
+# peer_master: a peer redis (not this pod) that reports role master, or nothing.
+peer_master() {
+  for _h in $PEER_HOSTS; do
+    [ "$_h" = "$ANNOUNCE_HOST" ] && continue
+    _role=$(rcli "$_h" ROLE 2>/dev/null | sed -n 1p) || continue
+    if [ "$_role" = "master" ]; then echo "$_h $REDIS_PORT"; return 0; fi
+  done
+}
+
+# discover_master: the master this pod must follow, as "host port source". Sources, in order:
+#   sentinels  - what the running sentinels say (asked repeatedly for DISCOVERY_TIMEOUT
+#                seconds when this pod has persisted sentinel state, i.e. it was part of a
+#                running set, else twice);
+#   persisted  - this pod's own sentinel.conf from its previous run;
+#   peer       - a peer redis that already runs as master;
+#   bootstrap  - nobody knows a master: ordinal 0 is the master (fresh install).
+#   With argument "quick" the sentinels are asked twice only: a starting sentinel must not
+#   wait for peers that may themselves be starting (all pods restarted at once).
+discover_master() {
+  _tries=2
+  if [ -f "$DATA_DIR/sentinel.conf" ] && [ "${1:-}" != "quick" ]; then _tries=$DISCOVERY_TIMEOUT; fi
+  _n=0
+  while [ "$_n" -lt "$_tries" ]; do
+    _m=$(ask_sentinels)
+    if [ -n "$_m" ]; then echo "$_m sentinels"; return 0; fi
+    _n=$((_n + 1))
+    [ "$_n" -lt "$_tries" ] && sleep 1
+  done
+  _m=$(persisted_master)
+  if [ -n "$_m" ]; then echo "$_m persisted"; return 0; fi
+  _m=$(peer_master)
+  if [ -n "$_m" ]; then echo "$_m peer"; return 0; fi
+  echo "$(echo "$PEER_HOSTS" | awk '{ print $1 }') $REDIS_PORT bootstrap"
+}
+
+# has_data: this pod's redis has data from an earlier run.
+has_data() {
+  [ -f "$DATA_DIR/dump.rdb" ] && return 0
+  [ -d "$DATA_DIR/appendonlydir" ] && [ -n "$(ls -A "$DATA_DIR/appendonlydir" 2>/dev/null)" ]
+}

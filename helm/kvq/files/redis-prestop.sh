@@ -1,0 +1,75 @@
+#!/bin/sh
+# preStop hook of the `redis` container. On the master (sentinel mode) it hands mastership
+# over before the pod stops, so a rollout or a node drain loses no acknowledged write:
+#   1. pause client writes (CLIENT PAUSE WRITE) so nothing new lands on this node;
+#   2. wait until a replica has caught up with the master's replication offset;
+#   3. ask a sentinel (peers first) for SENTINEL FAILOVER;
+#   4. wait until the sentinels name another node and it answers as master;
+#   5. make this node a replica of it, then unpause (paused writes now fail with READONLY
+#      and the app re-resolves the master).
+# On a replica, or in standalone mode, it does nothing.
+#
+# Environment: see redis-lib.sh, plus
+#   PRESTOP_TIMEOUT   seconds to wait for the failover [30]
+set -u
+SCRIPT_NAME=redis-prestop
+. "$(dirname "$0")/redis-lib.sh"
+: "${PRESTOP_TIMEOUT:=30}"
+
+[ "$REDIS_MODE" = "sentinel" ] || exit 0
+role=$(rcli "$LOCAL_ADDR" ROLE 2>/dev/null | sed -n 1p)
+[ "$role" = "master" ] || { log "role '${role:-unknown}': nothing to hand over"; exit 0; }
+
+info=$(rcli "$LOCAL_ADDR" INFO replication 2>/dev/null | tr -d '\r')
+connected=$(echo "$info" | sed -n 's/^connected_slaves://p')
+if [ "${connected:-0}" -eq 0 ]; then
+  log "master without connected replicas: no failover possible"
+  exit 0
+fi
+
+pause_ms=$(( (PRESTOP_TIMEOUT + 5) * 1000 ))
+rcli "$LOCAL_ADDR" CLIENT PAUSE "$pause_ms" WRITE >/dev/null 2>&1 || log "CLIENT PAUSE failed"
+
+# 2. a replica in sync: some slaveN line whose offset equals master_repl_offset.
+deadline=$(( $(date +%s) + 5 ))
+while [ "$(date +%s)" -lt "$deadline" ]; do
+  info=$(rcli "$LOCAL_ADDR" INFO replication 2>/dev/null | tr -d '\r')
+  moff=$(echo "$info" | sed -n 's/^master_repl_offset://p')
+  if echo "$info" | grep '^slave[0-9]*:' | grep -q "offset=$moff,"; then break; fi
+  sleep 0.2
+done
+
+# 3. failover through the sentinels, other pods' first.
+asked=""
+for h in $PEER_HOSTS; do
+  [ "$h" = "$ANNOUNCE_HOST" ] && continue
+  if scli "$h" SENTINEL FAILOVER "$MASTER_NAME" 2>/dev/null | grep -q '^OK'; then asked=$h; break; fi
+done
+if [ -z "$asked" ] && scli "$LOCAL_ADDR" SENTINEL FAILOVER "$MASTER_NAME" 2>/dev/null | grep -q '^OK'; then asked=local; fi
+if [ -z "$asked" ]; then
+  log "no sentinel accepted SENTINEL FAILOVER"
+  rcli "$LOCAL_ADDR" CLIENT UNPAUSE >/dev/null 2>&1
+  exit 0
+fi
+log "failover requested from sentinel $asked"
+
+# 4. wait for the new master.
+deadline=$(( $(date +%s) + PRESTOP_TIMEOUT ))
+new=""
+while [ "$(date +%s)" -lt "$deadline" ]; do
+  m=$(ask_sentinels)
+  if [ -n "$m" ] && [ "${m% *}" != "$ANNOUNCE_HOST" ]; then
+    if [ "$(rcli "${m% *}" ROLE 2>/dev/null | sed -n 1p)" = "master" ]; then new=$m; break; fi
+  fi
+  sleep 0.5
+done
+
+# 5. follow it, then let paused clients go (they get READONLY and re-resolve).
+if [ -n "$new" ]; then
+  rcli "$LOCAL_ADDR" REPLICAOF ${new% *} ${new#* } >/dev/null 2>&1
+  log "handed over to $new"
+else
+  log "no new master within ${PRESTOP_TIMEOUT}s"
+fi
+rcli "$LOCAL_ADDR" CLIENT UNPAUSE >/dev/null 2>&1
+exit 0

@@ -1,0 +1,259 @@
+{{/* Chart name, truncated to 63 characters (DNS label limit). */}}
+{{- define "kvq.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name, truncated to 63 characters. Redis pod names append "-redis-N",
+so keep release names short enough for that.
+*/}}
+{{- define "kvq.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "kvq.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Common labels. */}}
+{{- define "kvq.labels" -}}
+helm.sh/chart: {{ include "kvq.chart" . }}
+{{ include "kvq.selectorLabels" . }}
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kvq
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "kvq.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kvq.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels of one component: (dict "ctx" $ "component" "server") */}}
+{{- define "kvq.componentLabels" -}}
+{{ include "kvq.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "kvq.componentSelectorLabels" -}}
+{{ include "kvq.selectorLabels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "kvq.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "kvq.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Image reference from {registry, repository, tag, digest}: (dict "image" .Values.x.image "ctx" $) */}}
+{{- define "kvq.image" -}}
+{{- $repo := .image.repository }}
+{{- if .image.registry }}{{ $repo = printf "%s/%s" .image.registry .image.repository }}{{ end }}
+{{- if .image.digest }}
+{{- printf "%s@%s" $repo .image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repo (.image.tag | default .ctx.Chart.AppVersion | toString) }}
+{{- end }}
+{{- end }}
+
+{{- define "kvq.redisName" -}}
+{{- printf "%s-redis" (include "kvq.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "kvq.redisHeadless" -}}
+{{- printf "%s-redis-headless" (include "kvq.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* DNS domain of the headless service: <svc>.<ns>.svc.<clusterDomain> */}}
+{{- define "kvq.redisHeadlessDomain" -}}
+{{- printf "%s.%s.svc.%s" (include "kvq.redisHeadless" .) .Release.Namespace .Values.clusterDomain }}
+{{- end }}
+
+{{/* Replicas of the Redis StatefulSet. */}}
+{{- define "kvq.redisReplicas" -}}
+{{- if eq .Values.redis.mode "sentinel" }}{{ .Values.redis.replicas | int }}{{ else }}1{{ end }}
+{{- end }}
+
+{{/* List of sentinel host:port the app and KEDA use. */}}
+{{- define "kvq.sentinelAddresses" -}}
+{{- $out := list }}
+{{- if eq .Values.redis.mode "external" }}
+{{- $out = .Values.redis.external.sentinels }}
+{{- else }}
+{{- $domain := include "kvq.redisHeadlessDomain" . }}
+{{- $sts := include "kvq.redisName" . }}
+{{- range $i := until (include "kvq.redisReplicas" . | int) }}
+{{- $out = append $out (printf "%s-%d.%s:%d" $sts $i $domain ($.Values.redis.sentinel.port | int)) }}
+{{- end }}
+{{- end }}
+{{- join "," $out }}
+{{- end }}
+
+{{/* Whether the app talks to Redis through sentinels. */}}
+{{- define "kvq.appSentinel" -}}
+{{- if or (eq .Values.redis.mode "sentinel") (and (eq .Values.redis.mode "external") .Values.redis.external.sentinels) }}true{{ end }}
+{{- end }}
+
+{{- define "kvq.masterName" -}}
+{{- if eq .Values.redis.mode "external" }}{{ .Values.redis.external.masterName }}{{ else }}{{ .Values.redis.masterName }}{{ end }}
+{{- end }}
+
+{{/* Standalone URL the app uses. */}}
+{{- define "kvq.redisUrl" -}}
+{{- if eq .Values.redis.mode "external" }}
+{{- required "redis.external.url or redis.external.sentinels is required when redis.mode=external" .Values.redis.external.url }}
+{{- else }}
+{{- printf "redis://%s:%d" (include "kvq.redisName" .) (.Values.redis.port | int) }}
+{{- end }}
+{{- end }}
+
+{{- define "kvq.minReplicasAck" -}}
+{{- if kindIs "string" .Values.redis.minReplicasAck }}
+{{- if include "kvq.appSentinel" . }}1{{ else }}0{{ end }}
+{{- else }}
+{{- .Values.redis.minReplicasAck | int }}
+{{- end }}
+{{- end }}
+
+{{/* Secret holding the Redis and Sentinel passwords. */}}
+{{- define "kvq.redisSecretName" -}}
+{{- default (printf "%s-redis-auth" (include "kvq.fullname" .)) .Values.redis.auth.existingSecret }}
+{{- end }}
+
+{{/* Whether passwords are in use: auth on, or external with an existing Secret. */}}
+{{- define "kvq.redisAuth" -}}
+{{- if eq .Values.redis.mode "external" }}
+{{- if .Values.redis.auth.existingSecret }}true{{ end }}
+{{- else if .Values.redis.auth.enabled }}true{{ end }}
+{{- end }}
+
+{{/* Env of the app containers: passwords from the Secret, log filter, config path. */}}
+{{- define "kvq.appEnv" -}}
+- name: KVQ_CONFIG
+  value: /etc/kvq/config.yaml
+- name: RUST_LOG
+  value: {{ .Values.config.rustLog | quote }}
+{{- if include "kvq.redisAuth" . }}
+- name: KVQ__REDIS__PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "kvq.redisSecretName" . }}
+      key: {{ .Values.redis.auth.passwordKey }}
+{{- if include "kvq.appSentinel" . }}
+- name: KVQ__REDIS__SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "kvq.redisSecretName" . }}
+      key: {{ .Values.redis.auth.sentinelPasswordKey }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Checksums that roll the app pods when their config or Secret changes. */}}
+{{- define "kvq.appChecksums" -}}
+checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+{{- if include "kvq.redisAuth" . }}
+checksum/secret: {{ include "kvq.secretChecksum" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Checksum of what decides the passwords. A generated password never changes (lookup keeps
+it), so only explicit passwords and the Secret's name count; hashing the rendered Secret
+would differ between `helm template` runs and roll every pod once after the first upgrade.
+*/}}
+{{- define "kvq.secretChecksum" -}}
+{{- $a := .Values.redis.auth -}}
+{{- printf "%s\n%s\n%s\n%s" (include "kvq.redisSecretName" .) $a.password $a.sentinelPassword $a.passwordKey | sha256sum }}
+{{- end }}
+
+{{/*
+Default anti-affinity: (dict "ctx" $ "component" "server" "mode" "soft")
+*/}}
+{{- define "kvq.antiAffinity" -}}
+{{- if eq .mode "hard" }}
+podAntiAffinity:
+  requiredDuringSchedulingIgnoredDuringExecution:
+    - topologyKey: kubernetes.io/hostname
+      labelSelector:
+        matchLabels:
+          {{- include "kvq.componentSelectorLabels" (dict "ctx" .ctx "component" .component) | nindent 10 }}
+{{- else if eq .mode "soft" }}
+podAntiAffinity:
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "kvq.componentSelectorLabels" (dict "ctx" .ctx "component" .component) | nindent 12 }}
+{{- end }}
+{{- end }}
+
+{{/* Topology spread constraints with a default labelSelector for the component. */}}
+{{- define "kvq.topologySpread" -}}
+{{- range .constraints }}
+- {{ toYaml (omit . "labelSelector") | nindent 2 | trim }}
+  labelSelector:
+    {{- if .labelSelector }}
+    {{- toYaml .labelSelector | nindent 4 }}
+    {{- else }}
+    matchLabels:
+      {{- include "kvq.componentSelectorLabels" (dict "ctx" $.ctx "component" $.component) | nindent 6 }}
+    {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Env of the Redis pod scripts (helm/kvq/files/redis-lib.sh documents each). */}}
+{{- define "kvq.redisScriptEnv" -}}
+{{- $r := .Values.redis -}}
+- name: REDIS_MODE
+  value: {{ $r.mode | quote }}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: STATEFULSET_NAME
+  value: {{ include "kvq.redisName" . | quote }}
+- name: REPLICAS
+  value: {{ include "kvq.redisReplicas" . | quote }}
+- name: HEADLESS_DOMAIN
+  value: {{ include "kvq.redisHeadlessDomain" . | quote }}
+- name: REDIS_PORT
+  value: {{ $r.port | quote }}
+- name: SENTINEL_PORT
+  value: {{ $r.sentinel.port | quote }}
+- name: MASTER_NAME
+  value: {{ $r.masterName | quote }}
+- name: DATA_DIR
+  value: /data
+- name: CONF_DIR
+  value: /run/redis
+- name: DISCOVERY_TIMEOUT
+  value: {{ $r.sentinel.discoveryTimeoutSeconds | quote }}
+- name: PRESTOP_TIMEOUT
+  value: {{ $r.sentinel.preStopTimeoutSeconds | quote }}
+{{- if $r.auth.enabled }}
+- name: REDIS_PASSWORD_FILE
+  value: /etc/redis-auth/{{ $r.auth.passwordKey }}
+- name: SENTINEL_PASSWORD_FILE
+  value: /etc/redis-auth/{{ $r.auth.sentinelPasswordKey }}
+{{- end }}
+{{- end }}
