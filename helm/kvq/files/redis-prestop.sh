@@ -13,6 +13,7 @@
 #   PRESTOP_TIMEOUT   seconds to wait for the failover [30]
 set -u
 SCRIPT_NAME=redis-prestop
+# shellcheck source=redis-lib.sh
 . "$(dirname "$0")/redis-lib.sh"
 : "${PRESTOP_TIMEOUT:=30}"
 
@@ -66,7 +67,7 @@ done
 
 # 5. follow it, then let paused clients go (they get READONLY and re-resolve).
 if [ -n "$new" ]; then
-  rcli "$LOCAL_ADDR" REPLICAOF ${new% *} ${new#* } >/dev/null 2>&1
+  rcli "$LOCAL_ADDR" REPLICAOF "${new% *}" "${new#* }" >/dev/null 2>&1
   log "handed over to $new"
 else
   log "no new master within ${PRESTOP_TIMEOUT}s"

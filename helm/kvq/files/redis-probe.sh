@@ -4,6 +4,7 @@
 # Environment: see redis-lib.sh.
 set -u
 SCRIPT_NAME=redis-probe
+# shellcheck source=redis-lib.sh
 . "$(dirname "$0")/redis-lib.sh"
 case "${1:-redis}" in
   sentinel) out=$(scli "$LOCAL_ADDR" PING 2>&1) ;;

@@ -20,6 +20,7 @@
 #   EXEC                     set to 0 to print the config instead of exec'ing redis-server [1]
 set -eu
 SCRIPT_NAME=redis-start
+# shellcheck source=redis-lib.sh
 . "$(dirname "$0")/redis-lib.sh"
 
 : "${APPENDFSYNC:=everysec}"
@@ -56,6 +57,7 @@ tmp="$conf.tmp"
 } > "$tmp"
 
 if [ "$REDIS_MODE" = "sentinel" ]; then
+  # shellcheck disable=SC2046 # "host port source", split on purpose
   set -- $(discover_master)
   master_host=$1 master_port=$2 source=$3
   if [ "$master_host" = "$ANNOUNCE_HOST" ] && [ "$source" = "sentinels" ] && ! has_data; then

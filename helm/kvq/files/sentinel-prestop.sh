@@ -5,6 +5,7 @@
 # Environment: see redis-lib.sh, plus PRESTOP_TIMEOUT [30].
 set -u
 SCRIPT_NAME=sentinel-prestop
+# shellcheck source=redis-lib.sh
 . "$(dirname "$0")/redis-lib.sh"
 : "${PRESTOP_TIMEOUT:=30}"
 

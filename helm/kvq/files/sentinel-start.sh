@@ -16,6 +16,7 @@
 #   EXEC                     set to 0 to print the config instead of exec'ing the sentinel [1]
 set -eu
 SCRIPT_NAME=sentinel-start
+# shellcheck source=redis-lib.sh
 . "$(dirname "$0")/redis-lib.sh"
 
 : "${QUORUM:=2}"
@@ -29,6 +30,7 @@ mkdir -p "$DATA_DIR"
 conf="$DATA_DIR/sentinel.conf"
 tmp="$DATA_DIR/sentinel.conf.tmp"
 
+# shellcheck disable=SC2046 # "host port source", split on purpose
 set -- $(discover_master quick)
 master_host=$1 master_port=$2 source=$3
 log "monitoring $MASTER_NAME at $master_host:$master_port (source: $source)"

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Chart verification pipeline; needs no cluster and no network beyond the package registries.
+#
+#   bash scripts/verify-chart.sh            # everything, including the Rust chart tests
+#   bash scripts/verify-chart.sh --no-cargo # skip `cargo test --test chart --test chart_contract`
+#                                           # (for callers that run the cargo tests themselves)
+#   bash scripts/verify-chart.sh --images   # also run the Dockerfiles' release builds (slow)
+#
+# Steps (each failure is reported; the script exits non-zero if any step failed):
+#   1. tools: Helm 4 + Helm 3.18 and linters into .tools/ (scripts/chart-tools.sh)
+#   2. `ct lint` equivalent: yamale on Chart.yaml with chart-testing's schema, yamllint with
+#      chart-testing's lint config, `helm lint --strict` of every ci/*-values.yaml and
+#      values/*.yaml with both Helm versions
+#   3. `helm template` of every values file (both Helm versions), validated by
+#      kubernetes-validate --strict against Kubernetes 1.29 (oldest supported) and the newest
+#      version it knows; every apiVersion must be on the allow-list and none removed
+#   4. the README parameter table is what readme-generator makes from values.yaml
+#   5. shellcheck of the Redis pod scripts and of this pipeline; hadolint of the Dockerfiles;
+#      the Dockerfiles' cargo build commands are the canonical ones (run with --images)
+#   6. Rust chart tests and contract test (cargo)
+set -uo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root" || exit 1
+run_cargo=1
+build_images=0
+for arg in "$@"; do
+  case "$arg" in
+    --no-cargo) run_cargo=0 ;;
+    --images) build_images=1 ;;
+    *) echo "usage: $0 [--no-cargo] [--images]" >&2; exit 2 ;;
+  esac
+done
+
+start=$(date +%s)
+failures=()
+step() { printf '\n==> %s\n' "$*"; }
+fail() { printf 'FAIL: %s\n' "$*"; failures+=("$*"); }
+
+step "1. tools"
+bash scripts/chart-tools.sh || { echo "tool installation failed"; exit 1; }
+T="$root/.tools"
+HELMS=("$T/bin/helm" "$T/bin/helm3")
+chart=helm/kvq
+KUBE_OLDEST=1.29.0
+KUBE_NEWEST=$("$T/venv/bin/python" - <<'EOF'
+import os, re, kubernetes_validate
+d = os.path.join(os.path.dirname(kubernetes_validate.__file__), "kubernetes-json-schema")
+vs = [tuple(map(int, re.match(r"v(\d+)\.(\d+)\.(\d+)-local-strict$", n).groups())) for n in os.listdir(d) if n.endswith("-local-strict")]
+print("%d.%d.%d" % max(vs))
+EOF
+)
+mapfile -t value_files < <(ls "$chart"/ci/*-values.yaml values/*.yaml)
+echo "values files: ${value_files[*]}"
+echo "Kubernetes versions: $KUBE_OLDEST, $KUBE_NEWEST"
+
+step "2. ct lint equivalent"
+"$T/venv/bin/yamale" --schema .github/ct/chart_schema.yaml "$chart/Chart.yaml" || fail "yamale Chart.yaml"
+"$T/venv/bin/yamllint" --strict --config-file .github/ct/lintconf.yaml \
+  "$chart/Chart.yaml" "$chart/values.yaml" "${value_files[@]}" ct.yaml .github/workflows/*.yaml \
+  || fail "yamllint"
+for h in "${HELMS[@]}"; do
+  v=$("$h" version --short)
+  out=$("$h" lint --strict "$chart" 2>&1) || { echo "$out"; fail "helm lint (defaults) with $v"; }
+  for f in "${value_files[@]}"; do
+    out=$("$h" lint --strict "$chart" -f "$f" 2>&1) || { echo "$out"; fail "helm lint $f with $v"; }
+  done
+  echo "helm lint --strict: ${#value_files[@]} values files + defaults with $v"
+done
+
+step "3. helm template + kubernetes-validate ($KUBE_OLDEST, $KUBE_NEWEST) + API versions"
+render_dir=$(mktemp -d)
+trap 'rm -rf "$render_dir"' EXIT
+for h in "${HELMS[@]}"; do
+  hv=$(basename "$h")
+  for f in "${value_files[@]}"; do
+    out="$render_dir/$hv-$(echo "$f" | tr '/' '_')"
+    if ! "$h" template kvq "$chart" -n kvq -f "$f" > "$out" 2> "$out.err"; then
+      cat "$out.err"; fail "helm template $f with $hv"; continue
+    fi
+  done
+done
+for k in "$KUBE_OLDEST" "$KUBE_NEWEST"; do
+  for out in "$render_dir"/*.yaml; do
+    res=$("$T/venv/bin/kubernetes-validate" --strict --quiet -k "$k" "$out" 2>&1)
+    rc=$?
+    # Only the CRD kinds of KEDA and the Prometheus Operator may lack a schema.
+    unknown=$(echo "$res" | grep "Couldn't find schema" | grep -vE "kind (ScaledObject|TriggerAuthentication) with api version keda.sh/v1alpha1|kind ServiceMonitor with api version monitoring.coreos.com/v1" || true)
+    if [ $rc -ne 0 ] || [ -n "$unknown" ]; then
+      echo "$res" | grep -v '^INFO'
+      fail "kubernetes-validate $k $(basename "$out")"
+    fi
+  done
+  echo "kubernetes-validate --strict -k $k: $(find "$render_dir" -name "*.yaml" | wc -l) renders"
+done
+"$T/venv/bin/python" - "$render_dir"/*.yaml <<'EOF' || fail "API versions"
+import sys, yaml
+# Every apiVersion/kind the chart may render; anything else (e.g. a removed beta API) fails.
+allowed = {
+    ("v1", k) for k in ("ConfigMap", "Secret", "Service", "ServiceAccount", "Pod")
+} | {
+    ("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"), ("policy/v1", "PodDisruptionBudget"),
+    ("networking.k8s.io/v1", "Ingress"), ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("keda.sh/v1alpha1", "ScaledObject"), ("keda.sh/v1alpha1", "TriggerAuthentication"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+}
+# API versions removed from Kubernetes (deprecated API migration guide).
+removed = {
+    "extensions/v1beta1", "apps/v1beta1", "apps/v1beta2", "policy/v1beta1",
+    "autoscaling/v2beta1", "autoscaling/v2beta2", "batch/v1beta1", "networking.k8s.io/v1beta1",
+    "rbac.authorization.k8s.io/v1beta1", "storage.k8s.io/v1beta1", "scheduling.k8s.io/v1beta1",
+    "admissionregistration.k8s.io/v1beta1", "apiextensions.k8s.io/v1beta1",
+    "flowcontrol.apiserver.k8s.io/v1beta1", "flowcontrol.apiserver.k8s.io/v1beta2",
+    "flowcontrol.apiserver.k8s.io/v1beta3", "discovery.k8s.io/v1beta1", "node.k8s.io/v1beta1",
+    "coordination.k8s.io/v1beta1", "certificates.k8s.io/v1beta1", "events.k8s.io/v1beta1",
+}
+bad = 0
+seen = set()
+for path in sys.argv[1:]:
+    for doc in yaml.safe_load_all(open(path)):
+        if not doc:
+            continue
+        key = (doc.get("apiVersion"), doc.get("kind"))
+        seen.add(key)
+        if key[0] in removed:
+            print(f"{path}: removed API {key}"); bad += 1
+        elif key not in allowed:
+            print(f"{path}: API not on the allow-list {key}"); bad += 1
+print("API versions rendered:", ", ".join(sorted(f"{a} {k}" for a, k in seen)))
+sys.exit(1 if bad else 0)
+EOF
+
+step "4. README parameter table"
+readme_tmp="$render_dir/README.md"
+cp "$chart/README.md" "$readme_tmp"
+if "$T/node_modules/.bin/readme-generator" -v "$chart/values.yaml" -r "$readme_tmp" > "$render_dir/readme.log" 2>&1; then
+  if diff -u "$chart/README.md" "$readme_tmp"; then
+    echo "README parameter table is up to date"
+  else
+    fail "helm/kvq/README.md parameter table is out of date: run $T/node_modules/.bin/readme-generator -v $chart/values.yaml -r $chart/README.md"
+  fi
+else
+  cat "$render_dir/readme.log"; fail "readme-generator (values.yaml metadata)"
+fi
+
+step "5. shellcheck, hadolint"
+"$T/venv/bin/shellcheck" -x -P "$chart/files" -s sh "$chart"/files/*.sh || fail "shellcheck pod scripts"
+for f in "$chart"/files/*.sh; do sh -n "$f" || fail "sh -n $f"; done
+"$T/venv/bin/shellcheck" scripts/verify-chart.sh scripts/chart-tools.sh || fail "shellcheck pipeline scripts"
+"$T/venv/bin/hadolint" Dockerfile.server Dockerfile.worker || fail "hadolint"
+echo "shellcheck + hadolint done"
+# No Docker engine here: check that each image builds exactly the binary it ships, with the
+# command CI uses, and (with --images) run that command.
+for c in server worker; do
+  want="cargo build --release --locked --no-default-features --features $c --bin kvq-$c"
+  got=$(grep -o "cargo build [^&\\]*" "Dockerfile.$c" | sed 's/ *$//' | sort -u)
+  if [ "$got" != "$want" ]; then
+    fail "Dockerfile.$c builds '$got', expected '$want'"
+  elif [ "$build_images" = 1 ]; then
+    $want || fail "$want"
+  fi
+done
+
+if [ "$run_cargo" = 1 ]; then
+  step "6. Rust chart tests + contract test"
+  export HELM="$T/bin/helm"
+  tests=(--test chart)
+  [ -f tests/chart_contract.rs ] && tests+=(--test chart_contract)
+  cargo test --locked "${tests[@]}" || fail "cargo test ${tests[*]}"
+fi
+
+printf '\n==> verify-chart: %ss, %d failure(s)\n' "$(( $(date +%s) - start ))" "${#failures[@]}"
+for f in "${failures[@]}"; do echo "  - $f"; done
+[ ${#failures[@]} -eq 0 ]
