@@ -42,6 +42,8 @@ impl Key {
 /// What a write task does to its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "server", derive(poem_openapi::Enum))]
+#[cfg_attr(feature = "server", oai(rename_all = "lowercase"))]
 pub enum Op {
     Set,
     Delete,
@@ -68,6 +70,8 @@ impl Op {
 /// Where a task is in its life (design §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "server", derive(poem_openapi::Enum))]
+#[cfg_attr(feature = "server", oai(rename_all = "lowercase"))]
 pub enum TaskStatus {
     Queued,
     Applied,

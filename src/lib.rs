@@ -11,3 +11,5 @@ pub mod telemetry;
 pub mod timefmt;
 #[cfg(feature = "worker")]
 pub mod worker;
+#[cfg(feature = "server")]
+pub mod server;
