@@ -1,11 +1,14 @@
 //! The HTTP API of design §2, declared with poem-openapi so the spec at `/openapi.json` is generated
 //! from the same types the handlers use.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use poem::http::StatusCode;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
+use poem_openapi::registry::MetaSchemaRef;
+use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use crate::domain::{Key, Op, TaskRecord, TaskStatus, WriteRequest, MAX_WAIT_SECONDS};
@@ -27,10 +30,48 @@ enum ApiTags {
 #[oai(deny_unknown_fields)]
 pub struct PutBody {
     /// The value to store (UTF-8, at most `limits.max_value_bytes` bytes).
-    pub value: String,
+    pub value: StrictString,
     /// Seconds until the key expires, counted from when the write is applied.
     #[oai(validator(minimum(value = "1"), maximum(value = "315360000")))]
     pub ttl_seconds: Option<i64>,
+}
+
+/// A JSON string and nothing else: poem-openapi's `String` would accept `5` or `true` as "5".
+#[derive(Debug, Clone)]
+pub struct StrictString(pub String);
+
+impl Type for StrictString {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = String;
+    type RawElementValueType = String;
+
+    fn name() -> Cow<'static, str> {
+        String::name()
+    }
+    fn schema_ref() -> MetaSchemaRef {
+        String::schema_ref()
+    }
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(&self.0)
+    }
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(std::iter::once(&self.0))
+    }
+}
+
+impl ParseFromJSON for StrictString {
+    fn parse_from_json(value: Option<serde_json::Value>) -> ParseResult<Self> {
+        match value {
+            Some(serde_json::Value::String(s)) => Ok(Self(s)),
+            other => Err(ParseError::expected_type(other.unwrap_or_default())),
+        }
+    }
+}
+
+impl ToJSON for StrictString {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        Some(serde_json::Value::String(self.0.clone()))
+    }
 }
 
 /// A write accepted into the queue.
@@ -160,17 +201,17 @@ impl Api {
         idempotency_key: Header<Option<String>>,
     ) -> Result<WriteResponse, ApiError> {
         let max = self.state.max_value_bytes;
-        if body.value.len() > max {
+        if body.value.0.len() > max {
             return Err(ApiError::too_large(format!(
                 "value: {} bytes is more than the limit of {max} bytes",
-                body.value.len()
+                body.value.0.len()
             )));
         }
         let Json(body) = body;
         let write = self.write_request(
             Op::Set,
             &key,
-            Some(body.value),
+            Some(body.value.0),
             body.ttl_seconds.map(|t| t as u64),
             &if_match,
             &if_none_match,
