@@ -312,32 +312,28 @@ impl Store {
 
     pub async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
         let (stream, dlq) = (self.keys.stream.clone(), self.keys.dead_letter.clone());
-        let ((groups, dead), _): ((redis::Value, u64), u64) = self
-            .run(|mut c| async move {
-                redis::pipe()
-                    .cmd("XINFO")
-                    .arg("GROUPS")
-                    .arg(&stream)
-                    .cmd("XLEN")
-                    .arg(&dlq)
-                    .query_async(&mut c)
-                    .await
-            })
-            .await
-            .or_else(|e| match e {
-                // No stream yet: nothing queued.
-                StoreError::Redis(ref re) if re.to_string().contains("no such key") => {
-                    Ok(((redis::Value::Nil, 0), 0))
-                }
-                e => Err(e),
-            })?;
-        let mut stats = QueueStats { dead_letters: dead, ..Default::default() };
+        let ((len, dead), _): ((u64, u64), u64) = self
+            .run(|mut c| async move { redis::pipe().xlen(&stream).xlen(&dlq).query_async(&mut c).await })
+            .await?;
+        // Until a worker has created the group, everything in the stream is waiting.
+        let mut stats = QueueStats { lag: len, pending: 0, dead_letters: dead };
+        if len == 0 {
+            return Ok(stats);
+        }
+        let stream = self.keys.stream.clone();
+        let (groups, _): (redis::Value, u64) = self
+            .run(|mut c| async move { redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(&mut c).await })
+            .await?;
         if let redis::Value::Array(groups) = groups {
             for g in groups {
                 let fields = value_map(&g);
                 if fields.get("name").map(String::as_str) == Some(GROUP) {
                     stats.pending = fields.get("pending").and_then(|v| v.parse().ok()).unwrap_or(0);
-                    stats.lag = fields.get("lag").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    // `lag` is nil when Redis cannot tell (after XDEL); then bound it by the length.
+                    stats.lag = fields
+                        .get("lag")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(len.saturating_sub(stats.pending));
                 }
             }
         }

@@ -74,7 +74,7 @@ impl TestRedis {
         let child = Command::new(which("redis-server"))
             .args(["--bind", &self.host, "--port", &self.port.to_string()])
             .args(["--dir", self.dir.path().to_str().unwrap()])
-            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"])
+            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
             .args(["--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning"])
             .args(&self.extra_args)
             .stdout(Stdio::null())
