@@ -1,0 +1,137 @@
+//! kvq-server: the HTTP API, Swagger UI, HTML pages, health and metrics.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::{get, handler, EndpointExt, Response, Route, Server};
+use poem_openapi::OpenApiService;
+
+use crate::config::Settings;
+use crate::connection::Redis;
+use crate::health;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+pub mod api;
+pub mod body_errors;
+pub mod completions;
+pub mod observe;
+pub mod pages;
+pub mod problem;
+pub mod state;
+
+use api::Api;
+use completions::Completions;
+use pages::Pages;
+use problem::{ApiError, ProblemErrors};
+use state::AppState;
+
+/// How long in-flight requests may take to finish after a stop signal.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub struct ServerApp {
+    acceptor: TcpAcceptor,
+    port: u16,
+    state: AppState,
+    metrics: Arc<Metrics>,
+}
+
+fn api_service(state: AppState) -> OpenApiService<Api, ()> {
+    OpenApiService::new(Api { state }, "kvq", env!("CARGO_PKG_VERSION"))
+        .description(
+            "A key-value store whose writes go through a Redis-backed task queue. Writes answer \
+             202 with a task; add `?wait=N` to wait for the worker to apply them.",
+        )
+        .server("/")
+}
+
+/// The OpenAPI document, as served at `/openapi.json` (used by the spec snapshot test).
+pub fn openapi_spec(settings: &Settings) -> String {
+    let store = Store::new(Redis::new(settings.redis.clone()), settings.tasks.retention_seconds);
+    api_service(state_for(settings, store)).spec()
+}
+
+fn state_for(settings: &Settings, store: Store) -> AppState {
+    AppState {
+        store,
+        completions: Arc::new(Completions::default()),
+        max_value_bytes: settings.limits.max_value_bytes,
+        min_replicas_ack: settings.redis.min_replicas_ack,
+    }
+}
+
+impl ServerApp {
+    /// Binds the listener (port 0 picks a free port). Redis need not be up.
+    pub async fn build(settings: &Settings) -> std::io::Result<Self> {
+        let acceptor = TcpListener::bind(settings.server.bind).into_acceptor().await?;
+        let port = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().map(|s| s.port()))
+            .unwrap_or(0);
+        let store = Store::new(Redis::new(settings.redis.clone()), settings.tasks.retention_seconds);
+        Ok(Self {
+            acceptor,
+            port,
+            state: state_for(settings, store),
+            metrics: Arc::new(Metrics::new()),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until `stop` resolves, then drains in-flight requests.
+    pub async fn run_until_stopped(self, stop: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let listener = tokio::spawn(
+            self.state
+                .completions
+                .clone()
+                .listen(self.state.store.redis.clone(), self.state.store.keys.done_channel.clone()),
+        );
+        // JSON escaping can make a body up to six times its value; reject obvious abuse early.
+        let body_limit = self.state.max_value_bytes.saturating_mul(6).saturating_add(64 * 1024);
+        let api = api_service(self.state.clone());
+        let docs = api.swagger_ui();
+        let spec = api.spec_endpoint();
+        let app = Route::new()
+            .at("/", get(pages::home))
+            .at("/ui/keys", get(pages::lookup))
+            .at("/ui/keys/:key", get(pages::key_page))
+            .at("/ui/tasks/:id", get(pages::task_page))
+            .at("/ui/*", get(ui_not_found))
+            .at("/v1/keys/", empty_key)
+            .nest_no_strip("/v1", api.with(body_errors::BodyErrors { max_body_bytes: body_limit }))
+            .nest("/docs", docs)
+            .at("/openapi.json", spec)
+            .at("/healthz", get(health::healthz))
+            .at("/readyz", get(health::readyz))
+            .at("/metrics", get(health::metrics))
+            .with(ProblemErrors)
+            .with(observe::Observe(self.metrics.clone()))
+            .data(self.state.clone())
+            .data(self.state.store.clone())
+            .data(self.metrics.clone())
+            .data(Arc::new(Pages::new()));
+        let result = Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(app, stop, Some(DRAIN_TIMEOUT))
+            .await;
+        listener.abort();
+        result
+    }
+}
+
+/// `PUT /v1/keys/` and friends: the key is empty, which the router alone would call a 404.
+#[handler]
+fn empty_key() -> Response {
+    let err: poem::Error = ApiError::bad_request("key: key must not be empty").into();
+    err.into_response()
+}
+
+#[handler]
+fn ui_not_found(pages: poem::web::Data<&Arc<Pages>>) -> Response {
+    pages::not_found_page(&pages)
+}

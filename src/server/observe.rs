@@ -1,0 +1,87 @@
+//! Per-request span, access log and metrics.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result};
+use tracing::Instrument;
+
+use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+
+pub struct Observe(pub Arc<Metrics>);
+
+impl<E: Endpoint> Middleware<E> for Observe {
+    type Output = ObserveEndpoint<E>;
+    fn transform(&self, ep: E) -> Self::Output {
+        ObserveEndpoint { inner: ep, metrics: self.0.clone() }
+    }
+}
+
+pub struct ObserveEndpoint<E> {
+    inner: E,
+    metrics: Arc<Metrics>,
+}
+
+impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> Result<Response> {
+        let method = req.method().to_string();
+        let route = route_of(req.uri().path());
+        let span = tracing::info_span!(
+            "request",
+            method = %method,
+            route,
+            status = tracing::field::Empty,
+            task_id = tracing::field::Empty,
+            key = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let result = self.inner.call(req).instrument(span.clone()).await;
+        let response = match result {
+            Ok(r) => r.into_response(),
+            Err(e) => e.into_response(),
+        };
+        let status = response.status().as_u16();
+        let elapsed = started.elapsed();
+        span.record("status", status);
+        self.metrics
+            .http_requests
+            .get_or_create(&RequestLabels { method: method.clone(), route, status })
+            .inc();
+        self.metrics
+            .http_duration
+            .get_or_create(&RouteLabels { method, route })
+            .observe(elapsed.as_secs_f64());
+        span.in_scope(|| {
+            let ms = elapsed.as_secs_f64() * 1000.0;
+            if matches!(route, "/healthz" | "/readyz" | "/metrics") {
+                tracing::debug!(status, ms, "served");
+            } else if status >= 500 {
+                tracing::warn!(status, ms, "served");
+            } else {
+                tracing::info!(status, ms, "served");
+            }
+        });
+        Ok(response)
+    }
+}
+
+/// The route pattern of a path, for metric labels (bounded cardinality).
+pub fn route_of(path: &str) -> &'static str {
+    match path {
+        "/" => "/",
+        "/healthz" => "/healthz",
+        "/readyz" => "/readyz",
+        "/metrics" => "/metrics",
+        "/openapi.json" => "/openapi.json",
+        "/v1/keys" => "/v1/keys",
+        "/ui/keys" => "/ui/keys",
+        p if p.starts_with("/v1/keys/") => "/v1/keys/{key}",
+        p if p.starts_with("/v1/tasks/") => "/v1/tasks/{id}",
+        p if p.starts_with("/ui/keys/") => "/ui/keys/{key}",
+        p if p.starts_with("/ui/tasks/") => "/ui/tasks/{id}",
+        p if p == "/docs" || p.starts_with("/docs/") => "/docs",
+        _ => "other",
+    }
+}

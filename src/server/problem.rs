@@ -1,0 +1,155 @@
+//! Every error the API returns is a JSON problem object (RFC 9457 style), built here.
+
+use poem::http::StatusCode;
+use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object};
+
+use crate::store::StoreError;
+
+use super::api::Task;
+
+/// Seconds a client should wait before retrying while Redis is unavailable.
+pub const RETRY_AFTER_SECONDS: u32 = 1;
+
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "Problem")]
+pub struct Problem {
+    /// A URI reference naming the problem type.
+    #[oai(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    /// What was wrong, naming the field or header at fault.
+    pub detail: String,
+    /// The task concerned, when a waited-for write did not apply.
+    #[oai(skip_serializing_if_is_none)]
+    pub task: Option<Task>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        let title = status.canonical_reason().unwrap_or("Error").to_string();
+        Self {
+            kind: format!("https://kvq.dev/problems/{}", title.to_lowercase().replace(' ', "-")),
+            title,
+            status: status.as_u16(),
+            detail: detail.into(),
+            task: None,
+        }
+    }
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum ApiError {
+    /// Malformed or invalid input.
+    #[oai(status = 400)]
+    BadRequest(Json<Problem>),
+    /// No such key or task.
+    #[oai(status = 404)]
+    NotFound(Json<Problem>),
+    /// With `?wait`: a newer write to the key was applied first (task `superseded`).
+    #[oai(status = 409)]
+    Conflict(Json<Problem>),
+    /// With `?wait`: the `If-Match` / `If-None-Match` condition failed (task `rejected`).
+    #[oai(status = 412)]
+    PreconditionFailed(Json<Problem>),
+    /// The value is larger than `limits.max_value_bytes`.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<Problem>),
+    /// The body is not `application/json`.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<Problem>),
+    /// With `?wait`: the task failed for good and is in the dead-letter stream.
+    #[oai(status = 500)]
+    Failed(Json<Problem>),
+    /// Redis is unreachable or not writable; retry after the given seconds.
+    #[oai(status = 503)]
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u32),
+}
+
+impl ApiError {
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::BadRequest(Json(Problem::new(StatusCode::BAD_REQUEST, detail)))
+    }
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::NotFound(Json(Problem::new(StatusCode::NOT_FOUND, detail)))
+    }
+    pub fn too_large(detail: impl Into<String>) -> Self {
+        Self::PayloadTooLarge(Json(Problem::new(StatusCode::PAYLOAD_TOO_LARGE, detail)))
+    }
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::Unavailable(
+            Json(Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail)),
+            RETRY_AFTER_SECONDS,
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(why) => {
+                tracing::warn!(error = %why, "redis unavailable");
+                Self::unavailable("the data store is unavailable; retry later")
+            }
+            other => {
+                tracing::error!(error = %other, "redis error");
+                Self::Failed(Json(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")))
+            }
+        }
+    }
+}
+
+/// Turns every error that is not already a JSON body (router 404/405, payload parse errors,
+/// missing content type) into a problem object, so clients see one error shape.
+pub struct ProblemErrors;
+
+impl<E: Endpoint> Middleware<E> for ProblemErrors {
+    type Output = ProblemErrorsEndpoint<E>;
+    fn transform(&self, ep: E) -> Self::Output {
+        ProblemErrorsEndpoint(ep)
+    }
+}
+
+pub struct ProblemErrorsEndpoint<E>(E);
+
+impl<E: Endpoint> Endpoint for ProblemErrorsEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> Result<Response> {
+        match self.0.call(req).await {
+            Ok(r) => Ok(r.into_response()),
+            Err(err) => Ok(problem_response(err)),
+        }
+    }
+}
+
+pub fn problem_response(err: poem::Error) -> Response {
+    if err.is_from_response() {
+        return err.into_response();
+    }
+    let status = err.status();
+    let detail = match status {
+        StatusCode::NOT_FOUND => "no such resource".to_string(),
+        StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this resource".to_string(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => format!("{err}; send Content-Type: application/json"),
+        _ => err.to_string(),
+    };
+    let status = if status.is_server_error() || status.is_client_error() {
+        status
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    let body = serde_json::to_string(&serde_json::json!({
+        "type": format!("https://kvq.dev/problems/{}", status.canonical_reason().unwrap_or("error").to_lowercase().replace(' ', "-")),
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    }))
+    .expect("static shape");
+    Response::builder()
+        .status(status)
+        .content_type("application/json; charset=utf-8")
+        .body(body)
+}

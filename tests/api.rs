@@ -1,0 +1,355 @@
+//! The HTTP API of design §2 against a real Redis: every route, status code and error body.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+async fn body(r: reqwest::Response) -> Value {
+    r.json().await.expect("JSON body")
+}
+
+/// Asserts an RFC 9457-style problem body whose detail mentions `needle`.
+async fn assert_problem(r: reqwest::Response, status: u16, needle: &str) -> Value {
+    assert_eq!(r.status().as_u16(), status, "status");
+    let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ct.starts_with("application/json"), "problem content type: {ct}");
+    let b = body(r).await;
+    for field in ["type", "title", "status", "detail"] {
+        assert!(b.get(field).is_some(), "problem lacks {field}: {b}");
+    }
+    assert_eq!(b["status"], status);
+    let detail = b["detail"].as_str().unwrap();
+    assert!(detail.contains(needle), "detail '{detail}' should mention '{needle}'");
+    b
+}
+
+fn stream_len(redis: &TestRedis) -> u64 {
+    redis::cmd("XLEN").arg("kvq:tasks").query(&mut redis.conn()).unwrap()
+}
+
+#[tokio::test]
+async fn put_is_accepted_with_a_task_location_and_applied_by_a_worker() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 1).await;
+    let r = app.put("greeting", "hello", "").await;
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let b = body(r).await;
+    assert_eq!(b["status"], "queued");
+    let id = b["task_id"].as_str().unwrap();
+    assert_eq!(location, format!("/v1/tasks/{id}"));
+    let task = eventually(Duration::from_secs(10), "task applied", || async {
+        let t = body(app.get(&location).await).await;
+        (t["status"] == "applied").then_some(t)
+    })
+    .await;
+    assert_eq!(task["op"], "set");
+    assert_eq!(task["key"], "greeting");
+    assert_eq!(task["attempts"], 1);
+    assert!(task["version"].as_u64().unwrap() >= 1);
+    assert!(task["enqueued_at"].as_str().unwrap().ends_with('Z'));
+    assert!(task["finished_at"].as_str().is_some());
+    assert_eq!(app.value_of("greeting").await.as_deref(), Some("hello"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn wait_answers_200_with_the_final_task_and_get_returns_value_and_etag() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 1).await;
+    let r = app.put("a", "1", "?wait=5").await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["location"].to_str().unwrap().starts_with("/v1/tasks/"));
+    let t = body(r).await;
+    assert_eq!(t["status"], "applied");
+    let version = t["version"].as_u64().unwrap();
+
+    let r = app.get("/v1/keys/a").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["etag"], format!("\"{version}\"").as_str());
+    let v = body(r).await;
+    assert_eq!(v, json!({"key": "a", "value": "1", "version": version, "expires_at": null}));
+
+    // Conditional GET
+    let r = app.client.get(app.url("/v1/keys/a")).header("If-None-Match", format!("\"{version}\"")).send().await.unwrap();
+    assert_eq!(r.status(), 304);
+    let r = app.client.get(app.url("/v1/keys/a")).header("If-None-Match", "\"999999\"").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // A second write gives a strictly greater version.
+    let t2 = body(app.put("a", "2", "?wait=5").await).await;
+    assert!(t2["version"].as_u64().unwrap() > version);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn wait_times_out_with_202_when_no_worker_runs() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 0).await;
+    let started = std::time::Instant::now();
+    let r = app.put("slow", "x", "?wait=1").await;
+    assert_eq!(r.status(), 202);
+    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert_eq!(body(r).await["status"], "queued");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn delete_leaves_404_and_listing_skips_it() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 1).await;
+    assert_eq!(app.put("gone", "x", "?wait=5").await.status(), 200);
+    let r = app.delete("gone", "?wait=5").await;
+    assert_eq!(r.status(), 200);
+    let t = body(r).await;
+    assert_eq!(t["op"], "delete");
+    assert_eq!(t["status"], "applied");
+    assert_problem(app.get("/v1/keys/gone").await, 404, "gone").await;
+    let page = body(app.get("/v1/keys").await).await;
+    assert_eq!(page["items"], json!([]));
+    // A delete queued without wait answers 202.
+    assert_eq!(app.delete("never-was", "").await.status(), 202);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn listing_pages_through_a_prefix_in_key_order() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 2).await;
+    for i in 0..25 {
+        assert_eq!(app.put(&format!("p%2F{i:02}"), "v", "").await.status(), 202);
+    }
+    app.put("other", "v", "").await;
+    app.put("p", "v", "").await;
+    app.drain(Duration::from_secs(10)).await;
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let q = match &cursor {
+            Some(c) => format!("/v1/keys?prefix=p%2F&limit=10&cursor={c}"),
+            None => "/v1/keys?prefix=p%2F&limit=10".into(),
+        };
+        let page = body(app.get(&q).await).await;
+        for item in page["items"].as_array().unwrap() {
+            assert!(item["version"].as_u64().unwrap() >= 1);
+            seen.push(item["key"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..25).map(|i| format!("p/{i:02}")).collect();
+    assert_eq!(seen, expected);
+    assert_problem(app.get("/v1/keys?cursor=zz").await, 400, "cursor").await;
+    assert_problem(app.get("/v1/keys?limit=0").await, 400, "limit").await;
+    assert_problem(app.get("/v1/keys?limit=1001").await, 400, "limit").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn ttl_keys_expire() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 1).await;
+    let r = app.put_json("brief", json!({"value": "x", "ttl_seconds": 1}), "?wait=5", &[]).await;
+    assert_eq!(r.status(), 200);
+    let v = body(app.get("/v1/keys/brief").await).await;
+    assert!(v["expires_at"].as_str().unwrap().ends_with('Z'));
+    eventually(Duration::from_secs(5), "the key to expire", || async {
+        (app.get("/v1/keys/brief").await.status() == 404).then_some(())
+    })
+    .await;
+    let page = body(app.get("/v1/keys?prefix=brief").await).await;
+    assert_eq!(page["items"], json!([]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn conditional_writes_apply_or_answer_412() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 1).await;
+    let t = body(app.put_json("c", json!({"value": "1"}), "?wait=5", &[("If-None-Match", "*")]).await).await;
+    assert_eq!(t["status"], "applied");
+    let v1 = t["version"].as_u64().unwrap();
+
+    let b = assert_problem(
+        app.put_json("c", json!({"value": "2"}), "?wait=5", &[("If-None-Match", "*")]).await,
+        412,
+        "If-None-Match",
+    )
+    .await;
+    assert_eq!(b["task"]["status"], "rejected");
+
+    let ok = app.put_json("c", json!({"value": "3"}), "?wait=5", &[("If-Match", &format!("\"{v1}\""))]).await;
+    assert_eq!(ok.status(), 200);
+    let b = assert_problem(
+        app.put_json("c", json!({"value": "4"}), "?wait=5", &[("If-Match", &format!("\"{v1}\""))]).await,
+        412,
+        "If-Match",
+    )
+    .await;
+    assert_eq!(b["task"]["status"], "rejected");
+    assert_eq!(app.value_of("c").await.as_deref(), Some("3"));
+
+    // A rejected task without wait is 202 now and `rejected` later.
+    let r = app.put_json("c", json!({"value": "5"}), "", &[("If-Match", "\"1\"")]).await;
+    assert_eq!(r.status(), 202);
+    let id = body(r).await["task_id"].as_str().unwrap().to_string();
+    let t = eventually(Duration::from_secs(5), "rejection", || async {
+        let t = body(app.get(&format!("/v1/tasks/{id}")).await).await;
+        (t["status"] != "queued").then_some(t)
+    })
+    .await;
+    assert_eq!(t["status"], "rejected");
+    assert!(t["error"].as_str().unwrap().contains("If-Match"));
+    // If-Match on a missing key is rejected too.
+    assert_problem(app.put_json("nope", json!({"value": "x"}), "?wait=5", &[("If-Match", "\"1\"")]).await, 412, "If-Match").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn idempotency_key_returns_the_same_task_and_enqueues_nothing() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 0).await;
+    let h = [("Idempotency-Key", "order-42")];
+    let first = body(app.put_json("k", json!({"value": "1"}), "", &h).await).await;
+    let before = stream_len(&redis);
+    let r = app.put_json("k", json!({"value": "1"}), "", &h).await;
+    assert_eq!(r.status(), 202);
+    let second = body(r).await;
+    assert_eq!(first["task_id"], second["task_id"]);
+    assert_eq!(stream_len(&redis), before, "the retry must not enqueue");
+    let other = body(app.put_json("k", json!({"value": "1"}), "", &[("Idempotency-Key", "order-43")]).await).await;
+    assert_ne!(first["task_id"], other["task_id"]);
+    assert_problem(app.put_json("k", json!({"value": "1"}), "", &[("Idempotency-Key", "has space")]).await, 400, "Idempotency-Key").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_task_and_key_are_404_problems() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 0).await;
+    assert_problem(app.get("/v1/tasks/0123456789abcdef0123456789abcdef").await, 404, "task").await;
+    assert_problem(app.get("/v1/tasks/not-a-task").await, 404, "task").await;
+    assert_problem(app.get("/v1/keys/missing").await, 404, "missing").await;
+    assert_problem(app.get("/v1/nothing-here").await, 404, "no such resource").await;
+    let r = app.client.post(app.url("/v1/keys/a")).send().await.unwrap();
+    assert_problem(r, 405, "method").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_its_status_and_a_problem_naming_the_field_and_writes_nothing() {
+    let redis = TestRedis::start();
+    let app = spawn_app_with(&redis, 1, &[("KVQ__LIMITS__MAX_VALUE_BYTES", "1000")]).await;
+    let long_key = "k".repeat(513);
+    let big = "v".repeat(1001);
+    let c = &app.client;
+    let json_ct = ("content-type", "application/json");
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
+        ("empty key", c.put(app.url("/v1/keys/")).json(&json!({"value": "x"})), 400, "key"),
+        ("513-byte key", c.put(app.url(&format!("/v1/keys/{long_key}"))).json(&json!({"value": "x"})), 400, "key"),
+        ("control character", c.put(app.url("/v1/keys/a%0Ab")).json(&json!({"value": "x"})), 400, "control"),
+        ("value over the limit", c.put(app.url("/v1/keys/big")).json(&json!({"value": big})), 413, "value"),
+        ("invalid JSON", c.put(app.url("/v1/keys/a")).header(json_ct.0, json_ct.1).body("{\"value\":"), 400, "JSON"),
+        ("not an object", c.put(app.url("/v1/keys/a")).header(json_ct.0, json_ct.1).body("[1]"), 400, "object"),
+        ("missing value", c.put(app.url("/v1/keys/a")).json(&json!({})), 400, "value"),
+        ("value not a string", c.put(app.url("/v1/keys/a")).json(&json!({"value": 5})), 400, "value"),
+        ("unknown field", c.put(app.url("/v1/keys/a")).json(&json!({"value": "x", "colour": 1})), 400, "colour"),
+        ("wrong content type", c.put(app.url("/v1/keys/a")).header("content-type", "text/plain").body("x"), 415, "Content-Type"),
+        ("no content type", c.put(app.url("/v1/keys/a")).body("{\"value\":\"x\"}"), 415, "Content-Type"),
+        ("wait=31", c.put(app.url("/v1/keys/a?wait=31")).json(&json!({"value": "x"})), 400, "wait"),
+        ("wait=-1", c.put(app.url("/v1/keys/a?wait=-1")).json(&json!({"value": "x"})), 400, "wait"),
+        ("negative ttl", c.put(app.url("/v1/keys/a")).json(&json!({"value": "x", "ttl_seconds": -1})), 400, "ttl_seconds"),
+        ("zero ttl", c.put(app.url("/v1/keys/a")).json(&json!({"value": "x", "ttl_seconds": 0})), 400, "ttl_seconds"),
+        ("bad If-Match", c.put(app.url("/v1/keys/a")).header("If-Match", "abc").json(&json!({"value": "x"})), 400, "If-Match"),
+        ("bad If-None-Match", c.put(app.url("/v1/keys/a")).header("If-None-Match", "\"3\"").json(&json!({"value": "x"})), 400, "If-None-Match"),
+        ("two conditions", c.put(app.url("/v1/keys/a")).header("If-Match", "\"1\"").header("If-None-Match", "*").json(&json!({"value": "x"})), 400, "one condition"),
+        ("delete empty key", c.delete(app.url("/v1/keys/")), 400, "key"),
+        ("delete long key", c.delete(app.url(&format!("/v1/keys/{long_key}"))), 400, "key"),
+        ("delete wait=31", c.delete(app.url("/v1/keys/a?wait=31")), 400, "wait"),
+        ("get long key", c.get(app.url(&format!("/v1/keys/{long_key}"))), 400, "key"),
+    ];
+    for (name, req, status, needle) in cases {
+        let r = req.send().await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = r.status().as_u16();
+        assert_eq!(got, status, "{name}");
+        let b: Value = r.json().await.unwrap_or_else(|e| panic!("{name}: problem body is not JSON: {e}"));
+        assert_eq!(b["status"], status, "{name}: {b}");
+        assert!(b["title"].is_string() && b["type"].is_string(), "{name}: {b}");
+        let detail = b["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(needle), "{name}: detail '{detail}' should mention '{needle}'");
+    }
+    assert_eq!(stream_len(&redis), 0, "no bad request may enqueue anything");
+    let keys: Vec<String> = redis::cmd("KEYS").arg("kvq:k:*").query(&mut redis.conn()).unwrap();
+    assert!(keys.is_empty(), "nothing written: {keys:?}");
+    // The limit is inclusive: exactly max_value_bytes is accepted.
+    assert_eq!(app.put("edge", &"v".repeat(1000), "?wait=5").await.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn keys_may_hold_slashes_spaces_and_unicode() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 1).await;
+    for (raw, encoded) in [("a/b", "a%2Fb"), ("with space", "with%20space"), ("ünï", "%C3%BCn%C3%AF")] {
+        assert_eq!(app.put(encoded, raw, "?wait=5").await.status(), 200, "{raw}");
+        let v = body(app.get(&format!("/v1/keys/{encoded}")).await).await;
+        assert_eq!(v["key"], raw);
+        assert_eq!(v["value"], raw);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 1).await;
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    app.put("m", "1", "?wait=5").await;
+    let text = app.get("/metrics").await.text().await.unwrap();
+    for needle in [
+        "kvq_http_requests_total{method=\"PUT\",route=\"/v1/keys/{key}\",status=\"200\"} 1",
+        "kvq_http_request_duration_seconds_bucket",
+        "kvq_queue_depth 0",
+        "kvq_queue_pending 0",
+        "kvq_redis_up 1",
+    ] {
+        assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
+    }
+    let worker = reqwest::get(format!("http://127.0.0.1:{}/metrics", app.workers[0].port)).await.unwrap().text().await.unwrap();
+    assert!(worker.contains("kvq_tasks_finished_total{status=\"applied\"} 1"), "{worker}");
+    for path in ["/healthz", "/readyz"] {
+        let r = reqwest::get(format!("http://127.0.0.1:{}{path}", app.workers[0].port)).await.unwrap();
+        assert_eq!(r.status(), 200, "worker {path}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn docs_and_openapi_are_served_without_a_cdn() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 0).await;
+    let docs = app.get("/docs").await;
+    assert_eq!(docs.status(), 200);
+    let html = docs.text().await.unwrap();
+    assert!(html.contains("swagger"), "Swagger UI page");
+    for cdn in ["unpkg.com", "cdn.jsdelivr", "cdnjs"] {
+        assert!(!html.contains(cdn), "/docs must not load from {cdn}");
+    }
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+    assert!(spec["paths"]["/v1/keys/{key}"]["put"].is_object());
+    app.stop().await;
+}
+
+#[test]
+fn openapi_spec_snapshot() {
+    let settings = test_settings("redis://127.0.0.1:1", &[]);
+    let spec: Value = serde_json::from_str(&kvq::server::openapi_spec(&settings)).unwrap();
+    insta::assert_json_snapshot!("openapi", spec);
+}
