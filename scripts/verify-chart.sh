@@ -2,7 +2,7 @@
 # Chart verification pipeline; needs no cluster and no network beyond the package registries.
 #
 #   bash scripts/verify-chart.sh            # everything, including the Rust chart tests
-#   bash scripts/verify-chart.sh --no-cargo # skip `cargo test --test chart --test chart_contract`
+#   bash scripts/verify-chart.sh --no-cargo # skip `cargo test --test chart --test chart_contract --test chart_sentinel`
 #                                           # (for callers that run the cargo tests themselves)
 #   bash scripts/verify-chart.sh --images   # also run the Dockerfiles' release builds (slow)
 #
@@ -17,7 +17,7 @@
 #   4. the README parameter table is what readme-generator makes from values.yaml
 #   5. shellcheck of the Redis pod scripts and of this pipeline; hadolint of the Dockerfiles;
 #      the Dockerfiles' cargo build commands are the canonical ones (run with --images)
-#   6. Rust chart tests and contract test (cargo)
+#   6. Rust chart tests, contract test and the sentinel scripts simulation (cargo)
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -163,10 +163,11 @@ for c in server worker; do
 done
 
 if [ "$run_cargo" = 1 ]; then
-  step "6. Rust chart tests + contract test"
+  step "6. Rust chart tests, contract test, sentinel scripts simulation"
   export HELM="$T/bin/helm"
   tests=(--test chart)
   [ -f tests/chart_contract.rs ] && tests+=(--test chart_contract)
+  [ -f tests/chart_sentinel.rs ] && tests+=(--test chart_sentinel)
   cargo test --locked "${tests[@]}" || fail "cargo test ${tests[*]}"
 fi
 
