@@ -66,6 +66,8 @@ struct Cluster {
     redis_pw: String,
     sentinel_pw: String,
     master_name: String,
+    /// The rendered readiness probe command of the redis container.
+    redis_readiness: Vec<String>,
     pods: Vec<Pod>,
 }
 
@@ -140,6 +142,8 @@ impl Cluster {
             }
         };
         let redis_env = rendered_env(&redis_c, &map_path);
+        let redis_readiness: Vec<String> = redis_c["readinessProbe"]["exec"]["command"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+        assert_eq!(redis_readiness[0], "sh");
         let sentinel_env = rendered_env(&sentinel_c, &map_path);
         let master_name = redis_env.iter().find(|(k, _)| k == "MASTER_NAME").unwrap().1.clone();
         let redis_port = free_port_on_all();
@@ -157,6 +161,7 @@ impl Cluster {
             redis_pw: pw["redis-password"].clone(),
             sentinel_pw: pw["sentinel-password"].clone(),
             master_name,
+            redis_readiness,
             pods: (0..PODS).map(|_| Pod { redis: None, sentinel: None }).collect(),
         }
     }
@@ -277,7 +282,7 @@ impl Cluster {
                 let m = masters[0];
                 let named: Vec<Option<String>> = (0..PODS).map(|i| self.sentinel_master(i)).collect();
                 let good = self.good_replicas(m);
-                if named.iter().all(|n| n.as_deref() == Some(addr(m).as_str())) && good == PODS - 1 {
+                if named.iter().all(|n| n.as_deref() == Some(addr(m).as_str())) && good == PODS - 1 && (0..PODS).all(|i| self.ready(i)) {
                     return m;
                 }
             }
@@ -288,6 +293,17 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The rendered readiness probe of pod i's redis container passes.
+    fn ready(&self, i: usize) -> bool {
+        Command::new("sh")
+            .args(self.redis_readiness.iter().skip(1).map(|a| a.replace("/scripts/", &format!("{}/", self.scripts.display()))))
+            .env_clear()
+            .envs(self.env(i, &self.redis_env))
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
     }
 
     fn good_replicas(&self, master: usize) -> usize {
@@ -301,8 +317,8 @@ impl Cluster {
         for i in 0..PODS {
             for f in ["redis.log", "sentinel.log", "redis-prestop.log"] {
                 let text = std::fs::read_to_string(self.pod_dir(i).join(f)).unwrap_or_default();
-                let lines: Vec<&str> = text.lines().filter(|l| l.contains("redis-start") || l.contains("sentinel-start") || l.contains("prestop") || l.contains('#')).collect();
-                out += &format!("--- pod {i} {f}\n{}\n", lines[lines.len().saturating_sub(15)..].join("\n"));
+                let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+                out += &format!("--- pod {i} {f}\n{}\n", lines[lines.len().saturating_sub(40)..].join("\n"));
             }
         }
         out

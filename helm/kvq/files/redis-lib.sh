@@ -144,3 +144,17 @@ has_data() {
   [ -f "$DATA_DIR/dump.rdb" ] && return 0
   [ -d "$DATA_DIR/appendonlydir" ] && [ -n "$(ls -A "$DATA_DIR/appendonlydir" 2>/dev/null)" ]
 }
+
+# sentinel_lists_replica HOST PORT [SENTINEL_HOST]: the sentinel (local by default) knows
+# HOST:PORT as a replica of MASTER_NAME. A replica a sentinel does not know is left out of a
+# failover and would keep following the old master (a chain nobody repairs).
+sentinel_lists_replica() {
+  scli "${3:-$LOCAL_ADDR}" SENTINEL REPLICAS "$MASTER_NAME" 2>/dev/null | tr -d '\r' | grep -qx "$1:$2"
+}
+
+# online_replicas: "host port" of each replica the local master reports online.
+online_replicas() {
+  rcli "$LOCAL_ADDR" INFO replication 2>/dev/null | tr -d '\r' \
+    | sed -n 's/^slave[0-9]*:ip=\([^,]*\),port=\([0-9]*\),state=online.*/\1 \2/p'
+}
+

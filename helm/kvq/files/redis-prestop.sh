@@ -1,6 +1,7 @@
 #!/bin/sh
 # preStop hook of the `redis` container. On the master (sentinel mode) it hands mastership
 # over before the pod stops, so a rollout or a node drain loses no acknowledged write:
+#   0. wait until the sentinels know every online replica (else the failover skips it);
 #   1. pause client writes (CLIENT PAUSE WRITE) so nothing new lands on this node;
 #   2. wait until a replica has caught up with the master's replication offset;
 #   3. ask a sentinel (peers first) for SENTINEL FAILOVER;
@@ -27,6 +28,22 @@ if [ "${connected:-0}" -eq 0 ]; then
   log "master without connected replicas: no failover possible"
   exit 0
 fi
+
+# 0. every online replica known to every reachable sentinel (they learn replicas from the
+#    master's INFO every 10 s); a replica unknown to the sentinel that runs the failover
+#    would keep following this node.
+deadline=$(( $(date +%s) + 15 ))
+while [ "$(date +%s)" -lt "$deadline" ]; do
+  unknown=0
+  for r in $(online_replicas | tr ' ' ':'); do
+    for h in $PEER_HOSTS; do
+      scli "$h" PING >/dev/null 2>&1 || continue
+      sentinel_lists_replica "${r%:*}" "${r#*:}" "$h" || unknown=$((unknown + 1))
+    done
+  done
+  [ "$unknown" -eq 0 ] && break
+  sleep 0.5
+done
 
 pause_ms=$(( (PRESTOP_TIMEOUT + 5) * 1000 ))
 rcli "$LOCAL_ADDR" CLIENT PAUSE "$pause_ms" WRITE >/dev/null 2>&1 || log "CLIENT PAUSE failed"

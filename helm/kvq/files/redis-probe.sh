@@ -1,6 +1,11 @@
 #!/bin/sh
-# Exec probe of the redis and sentinel containers: `redis-probe.sh redis|sentinel`.
-# Succeeds when the process answers PING (a loading redis answers LOADING and fails).
+# Exec probes of the redis and sentinel containers:
+#   redis-probe.sh redis      the local redis answers PING (liveness, startup)
+#   redis-probe.sh sentinel   the local sentinel answers PING
+#   redis-probe.sh ready      readiness of the redis container: PING, and in sentinel mode a
+#                             replica must be in sync with its master (link up) and known
+#                             to the local sentinel. A rollout waits for that before it
+#                             stops the next pod, so a failover never skips a replica.
 # Environment: see redis-lib.sh.
 set -u
 SCRIPT_NAME=redis-probe
@@ -11,3 +16,11 @@ case "${1:-redis}" in
   *) out=$(rcli "$LOCAL_ADDR" PING 2>&1) ;;
 esac
 [ "$out" = "PONG" ] || { echo "$out" >&2; exit 1; }
+[ "${1:-redis}" = "ready" ] && [ "$REDIS_MODE" = "sentinel" ] || exit 0
+
+info=$(rcli "$LOCAL_ADDR" INFO replication 2>/dev/null | tr -d '\r')
+case "$info" in
+  *role:master*) exit 0 ;;
+esac
+echo "$info" | grep -qx 'master_link_status:up' || { echo "replica: link to master down" >&2; exit 1; }
+sentinel_lists_replica "$ANNOUNCE_HOST" "$REDIS_PORT" || { echo "replica unknown to the local sentinel" >&2; exit 1; }
