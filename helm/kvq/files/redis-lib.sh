@@ -157,4 +157,3 @@ online_replicas() {
   rcli "$LOCAL_ADDR" INFO replication 2>/dev/null | tr -d '\r' \
     | sed -n 's/^slave[0-9]*:ip=\([^,]*\),port=\([0-9]*\),state=online.*/\1 \2/p'
 }
-
