@@ -169,6 +169,8 @@ if [ "$run_cargo" = 1 ]; then
   [ -f tests/chart_contract.rs ] && tests+=(--test chart_contract)
   [ -f tests/chart_sentinel.rs ] && tests+=(--test chart_sentinel)
   cargo test --locked "${tests[@]}" || fail "cargo test ${tests[*]}"
+  # The chart tests again with Helm 3: same objects, same snapshots.
+  HELM="$T/bin/helm3" cargo test --locked --test chart || fail "cargo test --test chart with Helm 3"
 fi
 
 printf '\n==> verify-chart: %ss, %d failure(s)\n' "$(( $(date +%s) - start ))" "${#failures[@]}"

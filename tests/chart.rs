@@ -462,7 +462,8 @@ fn schema_rejects_wrong_values() {
     ];
     for (set, needle) in bad {
         let err = try_render_in(&chart_dir(), &[], set).expect_err(&format!("{set:?} must be rejected"));
-        assert!(err.contains(needle), "{set:?}: error should name {needle}: {err}");
+        // Helm 4 writes the path as redis/mode, Helm 3 as redis.mode.
+        assert!(err.contains(needle) || err.contains(&needle.replace('/', ".")), "{set:?}: error should name {needle}: {err}");
     }
     // external mode needs a URL or sentinels
     let err = try_render_in(&chart_dir(), &[], &["redis.mode=external"]).unwrap_err();
