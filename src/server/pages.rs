@@ -43,7 +43,7 @@ impl Pages {
     }
 
     fn render(&self, status: StatusCode, name: &str, mut data: serde_json::Value) -> Response {
-        data["version"] = json!(env!("CARGO_PKG_VERSION"));
+        data["kvq_version"] = json!(env!("CARGO_PKG_VERSION"));
         match self.hb.render(name, &data) {
             Ok(html) => Html(html).with_status(status).into_response(),
             Err(e) => {
