@@ -10,7 +10,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError};
+use redis::{
+    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError,
+};
 
 use crate::config::{parse_host_port, RedisMode, RedisSettings};
 
@@ -115,7 +117,10 @@ impl Redis {
     }
 
     /// A connection of its own, for blocking reads and pub/sub, with the given reply timeout.
-    pub async fn dedicated(&self, response_timeout: Option<Duration>) -> Result<MultiplexedConnection, ConnectError> {
+    pub async fn dedicated(
+        &self,
+        response_timeout: Option<Duration>,
+    ) -> Result<MultiplexedConnection, ConnectError> {
         tokio::time::timeout(CONNECT_TIMEOUT * 3, self.open(response_timeout))
             .await
             .map_err(|_| ConnectError::Timeout)?
@@ -133,18 +138,25 @@ impl Redis {
         }
     }
 
-    async fn open(&self, response_timeout: Option<Duration>) -> Result<MultiplexedConnection, ConnectError> {
+    async fn open(
+        &self,
+        response_timeout: Option<Duration>,
+    ) -> Result<MultiplexedConnection, ConnectError> {
         let info = self.master_info().await?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(response_timeout);
         let client = redis::Client::open(info)?;
-        let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
         if self.inner.settings.mode == RedisMode::Sentinel {
             // A sentinel may answer with a stale address during a failover: trust only a master.
             let role: redis::Value = redis::cmd("ROLE").query_async(&mut conn).await?;
             if !is_master_role(&role) {
-                return Err(ConnectError::NoMaster(self.inner.settings.master_name.clone()));
+                return Err(ConnectError::NoMaster(
+                    self.inner.settings.master_name.clone(),
+                ));
             }
         }
         Ok(conn)
@@ -207,10 +219,12 @@ fn with_password(info: ConnectionInfo, password: Option<&str>) -> ConnectionInfo
 
 fn is_master_role(role: &redis::Value) -> bool {
     match role {
-        redis::Value::Array(items) => matches!(
-            items.first(),
-            Some(redis::Value::BulkString(b)) if b == b"master"
-        ) || matches!(items.first(), Some(redis::Value::SimpleString(s)) if s == "master"),
+        redis::Value::Array(items) => {
+            matches!(
+                items.first(),
+                Some(redis::Value::BulkString(b)) if b == b"master"
+            ) || matches!(items.first(), Some(redis::Value::SimpleString(s)) if s == "master")
+        }
         _ => false,
     }
 }

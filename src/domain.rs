@@ -173,7 +173,10 @@ mod tests {
         assert_eq!(Key::parse("a\u{7f}"), Err(KeyError::ControlCharacter));
         // multi-byte characters count in bytes
         assert_eq!(Key::parse(&"é".repeat(257)), Err(KeyError::TooLong(514)));
-        assert_eq!(Key::parse("users/42 ünïcode").unwrap().as_str(), "users/42 ünïcode");
+        assert_eq!(
+            Key::parse("users/42 ünïcode").unwrap().as_str(),
+            "users/42 ünïcode"
+        );
     }
 
     #[test]

@@ -78,10 +78,15 @@ impl Completions {
         }
     }
 
-    async fn subscribe_once(&self, redis: &Redis, channel: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    async fn subscribe_once(
+        &self,
+        redis: &Redis,
+        channel: &str,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let info = redis.master_info().await?;
         let client = redis::Client::open(info)?;
-        let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT * 2, client.get_async_pubsub()).await??;
+        let mut pubsub =
+            tokio::time::timeout(CONNECT_TIMEOUT * 2, client.get_async_pubsub()).await??;
         tokio::time::timeout(CONNECT_TIMEOUT * 2, pubsub.subscribe(channel)).await??;
         tracing::debug!(channel, "subscribed to task completions");
         let mut messages = pubsub.on_message();

@@ -13,7 +13,10 @@ pub struct Observe(pub Arc<Metrics>);
 impl<E: Endpoint> Middleware<E> for Observe {
     type Output = ObserveEndpoint<E>;
     fn transform(&self, ep: E) -> Self::Output {
-        ObserveEndpoint { inner: ep, metrics: self.0.clone() }
+        ObserveEndpoint {
+            inner: ep,
+            metrics: self.0.clone(),
+        }
     }
 }
 
@@ -47,7 +50,11 @@ impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
         span.record("status", status);
         self.metrics
             .http_requests
-            .get_or_create(&RequestLabels { method: method.clone(), route, status })
+            .get_or_create(&RequestLabels {
+                method: method.clone(),
+                route,
+                status,
+            })
             .inc();
         self.metrics
             .http_duration

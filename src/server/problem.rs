@@ -24,14 +24,17 @@ pub struct Problem {
     pub detail: String,
     /// The task concerned, when a waited-for write did not apply.
     #[oai(skip_serializing_if_is_none)]
-    pub task: Option<Task>,
+    pub task: Option<Box<Task>>,
 }
 
 impl Problem {
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
         let title = status.canonical_reason().unwrap_or("Error").to_string();
         Self {
-            kind: format!("https://kvq.dev/problems/{}", title.to_lowercase().replace(' ', "-")),
+            kind: format!(
+                "https://kvq.dev/problems/{}",
+                title.to_lowercase().replace(' ', "-")
+            ),
             title,
             status: status.as_u16(),
             detail: detail.into(),
@@ -95,7 +98,10 @@ impl From<StoreError> for ApiError {
             }
             other => {
                 tracing::error!(error = %other, "redis error");
-                Self::Failed(Json(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")))
+                Self::Failed(Json(Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error",
+                )))
             }
         }
     }

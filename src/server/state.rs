@@ -27,7 +27,11 @@ pub struct AppState {
 
 impl AppState {
     /// Enqueues a write and answers as design §2 says: 202, or with `?wait` the final task.
-    pub async fn submit(&self, write: WriteRequest, wait_seconds: u64) -> Result<WriteResponse, ApiError> {
+    pub async fn submit(
+        &self,
+        write: WriteRequest,
+        wait_seconds: u64,
+    ) -> Result<WriteResponse, ApiError> {
         let span = tracing::Span::current();
         let enqueued = self.store.enqueue(&write).await?;
         span.record("task_id", enqueued.task_id.as_str());
@@ -37,7 +41,10 @@ impl AppState {
         }
         let location = format!("/v1/tasks/{}", enqueued.task_id);
         if wait_seconds > 0 {
-            match self.await_task(&enqueued.task_id, wait_duration(wait_seconds)).await {
+            match self
+                .await_task(&enqueued.task_id, wait_duration(wait_seconds))
+                .await
+            {
                 Ok(Some(task)) => return finished_response(task, location),
                 Ok(None) => {}
                 // The write is queued; failing to watch it is no reason to report an error.
@@ -55,7 +62,11 @@ impl AppState {
 
     async fn await_replicas(&self, generation: u64) -> Result<(), ApiError> {
         let n = self.min_replicas_ack;
-        match self.store.wait_replicas(generation, n, REPLICA_ACK_TIMEOUT_MS).await {
+        match self
+            .store
+            .wait_replicas(generation, n, REPLICA_ACK_TIMEOUT_MS)
+            .await
+        {
             Ok(got) if got >= n => Ok(()),
             Ok(got) => {
                 tracing::warn!(wanted = n, got, "write not confirmed by enough replicas");
@@ -68,7 +79,11 @@ impl AppState {
     }
 
     /// Waits until the task is finished or the time is up (then `None`).
-    pub async fn await_task(&self, id: &str, wait: Duration) -> Result<Option<crate::domain::TaskRecord>, StoreError> {
+    pub async fn await_task(
+        &self,
+        id: &str,
+        wait: Duration,
+    ) -> Result<Option<crate::domain::TaskRecord>, StoreError> {
         let deadline = tokio::time::Instant::now() + wait;
         let waiter = self.completions.register(id);
         loop {

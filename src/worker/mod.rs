@@ -114,7 +114,9 @@ impl Worker {
             match read {
                 Ok(batch) => {
                     for task in batch {
-                        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                        let Ok(permit) = permits.clone().acquire_owned().await else {
+                            return;
+                        };
                         let worker = self.clone();
                         let stop = stop.clone();
                         tokio::spawn(async move {
@@ -135,7 +137,11 @@ impl Worker {
     /// Opens the blocking connection and makes sure the group exists.
     async fn prepare(&self) -> Result<redis::aio::MultiplexedConnection, StoreError> {
         self.store.ensure_group().await?;
-        Ok(self.store.redis.dedicated(Some(BLOCK_RESPONSE_TIMEOUT)).await?)
+        Ok(self
+            .store
+            .redis
+            .dedicated(Some(BLOCK_RESPONSE_TIMEOUT))
+            .await?)
     }
 
     async fn reclaim_loop(self, mut stop: watch::Receiver<bool>, permits: Arc<Semaphore>) {
@@ -146,14 +152,25 @@ impl Worker {
                 _ = tokio::time::sleep(period) => {}
                 _ = stop.changed() => return,
             }
-            match self.store.reclaim(&self.consumer, self.claim_idle_ms, self.concurrency).await {
+            match self
+                .store
+                .reclaim(&self.consumer, self.claim_idle_ms, self.concurrency)
+                .await
+            {
                 Ok(claimed) => {
                     for task in claimed {
-                        if self.in_flight.lock().expect("poisoned").contains(&task.stream_id) {
+                        if self
+                            .in_flight
+                            .lock()
+                            .expect("poisoned")
+                            .contains(&task.stream_id)
+                        {
                             continue;
                         }
                         tracing::info!(task_id = %task.task_id, stream_id = %task.stream_id, "reclaimed an idle task");
-                        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                        let Ok(permit) = permits.clone().acquire_owned().await else {
+                            return;
+                        };
                         let worker = self.clone();
                         let stop = stop.clone();
                         tokio::spawn(async move {
@@ -179,21 +196,32 @@ impl Worker {
     /// Applies one task until it is finished: applied, superseded, rejected or dead-lettered.
     /// Returns None when it had to be left pending (Redis unavailable while stopping).
     async fn process(&self, task: StreamTask, stop: watch::Receiver<bool>) -> Option<Applied> {
-        self.in_flight.lock().expect("poisoned").insert(task.stream_id.clone());
+        self.in_flight
+            .lock()
+            .expect("poisoned")
+            .insert(task.stream_id.clone());
         let span = tracing::info_span!("task", task_id = %task.task_id, key = %task.key, op = task.op.as_str());
         let outcome = self.process_inner(&task, stop).instrument(span).await;
-        self.in_flight.lock().expect("poisoned").remove(&task.stream_id);
+        self.in_flight
+            .lock()
+            .expect("poisoned")
+            .remove(&task.stream_id);
         outcome
     }
 
-    async fn process_inner(&self, task: &StreamTask, mut stop: watch::Receiver<bool>) -> Option<Applied> {
+    async fn process_inner(
+        &self,
+        task: &StreamTask,
+        mut stop: watch::Receiver<bool>,
+    ) -> Option<Applied> {
         let mut backoff = Backoff::default();
         // After a stop, keep trying a little so in-flight tasks are finished, then leave them
         // pending: another worker reclaims them.
         let mut stopping_deadline = None;
         loop {
             if *stop.borrow() {
-                let deadline = *stopping_deadline.get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_secs(5));
+                let deadline = *stopping_deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_secs(5));
                 if tokio::time::Instant::now() > deadline {
                     tracing::warn!("leaving task pending for another worker");
                     return None;
@@ -218,7 +246,11 @@ impl Worker {
                         tracing::error!(error = %err, attempts, "task failed for good; moving it to the dead-letter stream");
                         if self.store.dead_letter(task, &err.to_string()).await.is_ok() {
                             self.finished(TaskStatus::Failed);
-                            return Some(Applied { status: TaskStatus::Failed, version: None, error: Some(err.to_string()) });
+                            return Some(Applied {
+                                status: TaskStatus::Failed,
+                                version: None,
+                                error: Some(err.to_string()),
+                            });
                         }
                     } else {
                         tracing::warn!(error = %err, attempts, "applying the task failed; will retry");
@@ -234,17 +266,32 @@ impl Worker {
     }
 
     fn finished(&self, status: TaskStatus) {
-        self.metrics.tasks_finished.get_or_create(&StatusLabels { status: status.as_str() }).inc();
+        self.metrics
+            .tasks_finished
+            .get_or_create(&StatusLabels {
+                status: status.as_str(),
+            })
+            .inc();
     }
 
     /// One deterministic step for tests: reclaim idle entries, else read new ones without
     /// blocking, and finish all of them before returning.
     pub async fn try_execute_tasks(&self) -> Result<Step, StoreError> {
         self.store.ensure_group().await?;
-        let mut batch = self.store.reclaim(&self.consumer, self.claim_idle_ms, self.concurrency).await?;
+        let mut batch = self
+            .store
+            .reclaim(&self.consumer, self.claim_idle_ms, self.concurrency)
+            .await?;
         if batch.is_empty() {
-            let mut conn = self.store.redis.dedicated(Some(BLOCK_RESPONSE_TIMEOUT)).await?;
-            batch = self.store.read_new(&mut conn, &self.consumer, self.concurrency, 1).await?;
+            let mut conn = self
+                .store
+                .redis
+                .dedicated(Some(BLOCK_RESPONSE_TIMEOUT))
+                .await?;
+            batch = self
+                .store
+                .read_new(&mut conn, &self.consumer, self.concurrency, 1)
+                .await?;
         }
         if batch.is_empty() {
             return Ok(Step::EmptyQueue);
@@ -272,7 +319,8 @@ impl Backoff {
     }
 
     async fn sleep_or_stop(&mut self, stop: &mut watch::Receiver<bool>) {
-        let delay = (Duration::from_millis(50) * 2u32.saturating_pow(self.failures)).min(MAX_BACKOFF);
+        let delay =
+            (Duration::from_millis(50) * 2u32.saturating_pow(self.failures)).min(MAX_BACKOFF);
         self.failures = self.failures.saturating_add(1).min(16);
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}

@@ -54,7 +54,11 @@ pub async fn spawn_worker(settings: &Settings, consumer: &str) -> TestWorker {
     let handle = tokio::spawn(app.run_until_stopped(async move {
         let _ = rx.await;
     }));
-    TestWorker { port, stop: Some(tx), handle }
+    TestWorker {
+        port,
+        stop: Some(tx),
+        handle,
+    }
 }
 
 /// A worker object (not running) for driving the queue step by step.
@@ -87,10 +91,16 @@ pub async fn spawn_app_settings(settings: Settings, workers: usize) -> TestApp {
     for i in 0..workers {
         ws.push(spawn_worker(&settings, &format!("worker-{i}")).await);
     }
-    let store = Store::new(Redis::new(settings.redis.clone()), settings.tasks.retention_seconds);
+    let store = Store::new(
+        Redis::new(settings.redis.clone()),
+        settings.tasks.retention_seconds,
+    );
     TestApp {
         base,
-        client: reqwest::Client::builder().timeout(Duration::from_secs(40)).build().unwrap(),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(40))
+            .build()
+            .unwrap(),
         settings,
         store,
         server_stop: Some(tx),
@@ -105,11 +115,21 @@ impl TestApp {
     }
 
     pub async fn put(&self, key: &str, value: &str, query: &str) -> reqwest::Response {
-        self.put_json(key, json!({ "value": value }), query, &[]).await
+        self.put_json(key, json!({ "value": value }), query, &[])
+            .await
     }
 
-    pub async fn put_json(&self, key: &str, body: Value, query: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-        let mut req = self.client.put(self.url(&format!("/v1/keys/{key}{query}"))).json(&body);
+    pub async fn put_json(
+        &self,
+        key: &str,
+        body: Value,
+        query: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut req = self
+            .client
+            .put(self.url(&format!("/v1/keys/{key}{query}")))
+            .json(&body);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -117,11 +137,19 @@ impl TestApp {
     }
 
     pub async fn delete(&self, key: &str, query: &str) -> reqwest::Response {
-        self.client.delete(self.url(&format!("/v1/keys/{key}{query}"))).send().await.expect("request")
+        self.client
+            .delete(self.url(&format!("/v1/keys/{key}{query}")))
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).send().await.expect("request")
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
     }
 
     /// The stored value of `key`, or None on 404.
@@ -174,7 +202,11 @@ impl Binaries {
                 .env("KVQ__WORKER__BIND", format!("127.0.0.1:{worker_port}"))
                 .env("KVQ__LOG__FORMAT", "json")
                 .stdout(Stdio::null())
-                .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() });
+                .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                    Stdio::inherit()
+                } else {
+                    Stdio::null()
+                });
             for (k, v) in extra_env {
                 cmd.env(k, v);
             }
@@ -191,7 +223,9 @@ impl Binaries {
     /// Sends SIGTERM to both and returns their exit codes.
     pub fn terminate(&mut self) -> (Option<i32>, Option<i32>) {
         for c in [&self.server, &self.worker] {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
         }
         let s = self.server.wait().unwrap().code();
         let w = self.worker.wait().unwrap().code();
