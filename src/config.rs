@@ -129,12 +129,7 @@ fn list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
     }
     Ok(match ListOrCsv::deserialize(d)? {
         ListOrCsv::List(list) => list,
-        ListOrCsv::Csv(csv) => csv
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect(),
+        ListOrCsv::Csv(csv) => csv.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
     })
 }
 
@@ -175,17 +170,13 @@ impl Settings {
     /// Loads settings from the given environment (tests pass their own).
     pub fn load_from(env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
         let env: Vec<(String, String)> = env.into_iter().collect();
-        let mut builder = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Yaml));
+        let mut builder =
+            config::Config::builder().add_source(config::File::from_str(DEFAULTS, config::FileFormat::Yaml));
         if let Some((_, path)) = env.iter().find(|(k, _)| k == "KVQ_CONFIG") {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| ConfigError(format!("KVQ_CONFIG={path}: {e}")))?;
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("KVQ_CONFIG={path}: {e}")))?;
             builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Yaml));
         }
-        let kvq_env: config::Map<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("KVQ__"))
-            .collect();
+        let kvq_env: config::Map<String, String> = env.into_iter().filter(|(k, _)| k.starts_with("KVQ__")).collect();
         builder = builder.add_source(
             config::Environment::with_prefix("KVQ")
                 .prefix_separator("__")
@@ -193,10 +184,8 @@ impl Settings {
                 .try_parsing(true)
                 .source(Some(kvq_env)),
         );
-        let settings: Settings = builder
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(|e| ConfigError(e.to_string()))?;
+        let settings: Settings =
+            builder.build().and_then(|c| c.try_deserialize()).map_err(|e| ConfigError(e.to_string()))?;
         settings.validate()?;
         Ok(settings)
     }
@@ -204,31 +193,19 @@ impl Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         let fail = |setting: &str, why: &str| Err(ConfigError(format!("{setting}: {why}")));
         if self.worker.concurrency == 0 {
-            return fail(
-                "worker.concurrency (KVQ__WORKER__CONCURRENCY)",
-                "must be at least 1",
-            );
+            return fail("worker.concurrency (KVQ__WORKER__CONCURRENCY)", "must be at least 1");
         }
         if self.worker.max_attempts == 0 {
-            return fail(
-                "worker.max_attempts (KVQ__WORKER__MAX_ATTEMPTS)",
-                "must be at least 1",
-            );
+            return fail("worker.max_attempts (KVQ__WORKER__MAX_ATTEMPTS)", "must be at least 1");
         }
         if self.worker.claim_idle_ms < 10 {
-            return fail(
-                "worker.claim_idle_ms (KVQ__WORKER__CLAIM_IDLE_MS)",
-                "must be at least 10",
-            );
+            return fail("worker.claim_idle_ms (KVQ__WORKER__CLAIM_IDLE_MS)", "must be at least 10");
         }
         match self.redis.mode {
             RedisMode::Standalone => {
                 let url = &self.redis.url;
                 if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                    return fail(
-                        "redis.url (KVQ__REDIS__URL)",
-                        "must start with redis:// or rediss://",
-                    );
+                    return fail("redis.url (KVQ__REDIS__URL)", "must start with redis:// or rediss://");
                 }
                 if redis::parse_redis_url(url).is_none() {
                     return fail("redis.url (KVQ__REDIS__URL)", "is not a valid URL");
@@ -249,37 +226,22 @@ impl Settings {
                 }
                 for s in &self.redis.sentinels {
                     if parse_host_port(s).is_none() {
-                        return fail(
-                            "redis.sentinels (KVQ__REDIS__SENTINELS)",
-                            &format!("'{s}' is not host:port"),
-                        );
+                        return fail("redis.sentinels (KVQ__REDIS__SENTINELS)", &format!("'{s}' is not host:port"));
                     }
                 }
                 if self.redis.master_name.is_empty() {
-                    return fail(
-                        "redis.master_name (KVQ__REDIS__MASTER_NAME)",
-                        "must not be empty",
-                    );
+                    return fail("redis.master_name (KVQ__REDIS__MASTER_NAME)", "must not be empty");
                 }
             }
         }
         if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(char::is_whitespace) {
-            return fail(
-                "redis.key_prefix (KVQ__REDIS__KEY_PREFIX)",
-                "must be a non-empty word",
-            );
+            return fail("redis.key_prefix (KVQ__REDIS__KEY_PREFIX)", "must be a non-empty word");
         }
         if self.limits.max_value_bytes == 0 || self.limits.max_value_bytes > 512 * 1024 * 1024 {
-            return fail(
-                "limits.max_value_bytes (KVQ__LIMITS__MAX_VALUE_BYTES)",
-                "must be 1..=536870912",
-            );
+            return fail("limits.max_value_bytes (KVQ__LIMITS__MAX_VALUE_BYTES)", "must be 1..=536870912");
         }
         if self.tasks.retention_seconds == 0 {
-            return fail(
-                "tasks.retention_seconds (KVQ__TASKS__RETENTION_SECONDS)",
-                "must be at least 1",
-            );
+            return fail("tasks.retention_seconds (KVQ__TASKS__RETENTION_SECONDS)", "must be at least 1");
         }
         Ok(())
     }
@@ -313,10 +275,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -380,10 +339,7 @@ mod tests {
         ]))
         .unwrap();
         let printed = format!("{s:?}");
-        assert!(
-            !printed.contains("hunter2") && !printed.contains("swordfish"),
-            "{printed}"
-        );
+        assert!(!printed.contains("hunter2") && !printed.contains("swordfish"), "{printed}");
         assert!(printed.contains("Secret(***)"));
     }
 
@@ -395,23 +351,14 @@ mod tests {
             (&[("KVQ__REDIS__MODE", "cluster")], "mode"),
             (&[("KVQ__REDIS__MODE", "sentinel")], "redis.sentinels"),
             (&[("KVQ__REDIS__URL", "http://x")], "redis.url"),
-            (
-                &[("KVQ__REDIS__URL", "redis://:pw@x:6379")],
-                "KVQ__REDIS__PASSWORD",
-            ),
+            (&[("KVQ__REDIS__URL", "redis://:pw@x:6379")], "KVQ__REDIS__PASSWORD"),
             (&[("KVQ__SERVER__BIND", "nowhere")], "bind"),
-            (
-                &[("KVQ__LIMITS__MAX_VALUE_BYTES", "0")],
-                "limits.max_value_bytes",
-            ),
+            (&[("KVQ__LIMITS__MAX_VALUE_BYTES", "0")], "limits.max_value_bytes"),
             (&[("KVQ__REDIS__BOGUS", "1")], "bogus"),
         ];
         for (pairs, needle) in cases {
             let err = Settings::load_from(env(pairs)).unwrap_err().to_string();
-            assert!(
-                err.contains(needle),
-                "{pairs:?}: '{err}' should name {needle}"
-            );
+            assert!(err.contains(needle), "{pairs:?}: '{err}' should name {needle}");
             assert!(!err.contains('\n'), "one line: {err}");
         }
     }
@@ -421,9 +368,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
         std::fs::write(&path, "server:\n  bind: \"0.0.0.0:1\"\n  port: 3\n").unwrap();
-        let err = Settings::load_from(env(&[("KVQ_CONFIG", path.to_str().unwrap())]))
-            .unwrap_err()
-            .to_string();
+        let err = Settings::load_from(env(&[("KVQ_CONFIG", path.to_str().unwrap())])).unwrap_err().to_string();
         assert!(err.contains("port"), "{err}");
     }
 }

@@ -10,9 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{
-    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError,
-};
+use redis::{AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError};
 
 use crate::config::{parse_host_port, RedisMode, RedisSettings};
 
@@ -77,9 +75,8 @@ impl Redis {
             return Ok(conn);
         }
         let budget = CONNECT_TIMEOUT * 3;
-        let _guard = tokio::time::timeout(budget, self.inner.reconnect.lock())
-            .await
-            .map_err(|_| ConnectError::Timeout)?;
+        let _guard =
+            tokio::time::timeout(budget, self.inner.reconnect.lock()).await.map_err(|_| ConnectError::Timeout)?;
         // Another caller may have connected while this one waited.
         if let Some(conn) = self.cached() {
             return Ok(conn);
@@ -87,10 +84,7 @@ impl Redis {
         let conn = tokio::time::timeout(budget, self.open(Some(RESPONSE_TIMEOUT)))
             .await
             .map_err(|_| ConnectError::Timeout)??;
-        let conn = Conn {
-            conn,
-            generation: self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1,
-        };
+        let conn = Conn { conn, generation: self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1 };
         *self.inner.current.write().expect("poisoned") = Some(conn.clone());
         Ok(conn)
     }
@@ -117,10 +111,7 @@ impl Redis {
     }
 
     /// A connection of its own, for blocking reads and pub/sub, with the given reply timeout.
-    pub async fn dedicated(
-        &self,
-        response_timeout: Option<Duration>,
-    ) -> Result<MultiplexedConnection, ConnectError> {
+    pub async fn dedicated(&self, response_timeout: Option<Duration>) -> Result<MultiplexedConnection, ConnectError> {
         tokio::time::timeout(CONNECT_TIMEOUT * 3, self.open(response_timeout))
             .await
             .map_err(|_| ConnectError::Timeout)?
@@ -138,25 +129,18 @@ impl Redis {
         }
     }
 
-    async fn open(
-        &self,
-        response_timeout: Option<Duration>,
-    ) -> Result<MultiplexedConnection, ConnectError> {
+    async fn open(&self, response_timeout: Option<Duration>) -> Result<MultiplexedConnection, ConnectError> {
         let info = self.master_info().await?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(response_timeout);
         let client = redis::Client::open(info)?;
-        let mut conn = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
         if self.inner.settings.mode == RedisMode::Sentinel {
             // A sentinel may answer with a stale address during a failover: trust only a master.
             let role: redis::Value = redis::cmd("ROLE").query_async(&mut conn).await?;
             if !is_master_role(&role) {
-                return Err(ConnectError::NoMaster(
-                    self.inner.settings.master_name.clone(),
-                ));
+                return Err(ConnectError::NoMaster(self.inner.settings.master_name.clone()));
             }
         }
         Ok(conn)
@@ -195,14 +179,9 @@ impl Redis {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT / 2))
             .set_response_timeout(Some(CONNECT_TIMEOUT / 2));
-        let mut conn = redis::Client::open(info)?
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        let addr: Option<(String, String)> = redis::cmd("SENTINEL")
-            .arg("get-master-addr-by-name")
-            .arg(&s.master_name)
-            .query_async(&mut conn)
-            .await?;
+        let mut conn = redis::Client::open(info)?.get_multiplexed_async_connection_with_config(&config).await?;
+        let addr: Option<(String, String)> =
+            redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(&s.master_name).query_async(&mut conn).await?;
         Ok(addr.and_then(|(h, p)| Some((h, p.parse().ok()?))))
     }
 }

@@ -106,13 +106,8 @@ impl TaskStatus {
         self != TaskStatus::Queued
     }
 
-    pub const ALL: [TaskStatus; 5] = [
-        TaskStatus::Queued,
-        TaskStatus::Applied,
-        TaskStatus::Superseded,
-        TaskStatus::Rejected,
-        TaskStatus::Failed,
-    ];
+    pub const ALL: [TaskStatus; 5] =
+        [TaskStatus::Queued, TaskStatus::Applied, TaskStatus::Superseded, TaskStatus::Rejected, TaskStatus::Failed];
 }
 
 /// A task's record as kept in Redis for `tasks.retention_seconds`.
@@ -154,10 +149,7 @@ pub struct WriteRequest {
 }
 
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -173,10 +165,7 @@ mod tests {
         assert_eq!(Key::parse("a\u{7f}"), Err(KeyError::ControlCharacter));
         // multi-byte characters count in bytes
         assert_eq!(Key::parse(&"é".repeat(257)), Err(KeyError::TooLong(514)));
-        assert_eq!(
-            Key::parse("users/42 ünïcode").unwrap().as_str(),
-            "users/42 ünïcode"
-        );
+        assert_eq!(Key::parse("users/42 ünïcode").unwrap().as_str(), "users/42 ünïcode");
     }
 
     #[test]

@@ -32,26 +32,16 @@ pub async fn readyz(store: Data<&Store>) -> Response {
 fn not_ready(why: &str) -> Response {
     let body = serde_json::json!({"status": "not ready", "detail": why}).to_string();
     let mut r = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
-    r.headers_mut()
-        .insert("retry-after", poem::http::HeaderValue::from_static("1"));
+    r.headers_mut().insert("retry-after", poem::http::HeaderValue::from_static("1"));
     r
 }
 
 #[handler]
 pub async fn metrics(store: Data<&Store>, metrics: Data<&Arc<Metrics>>) -> Response {
-    let stats = tokio::time::timeout(CHECK_TIMEOUT, store.queue_stats())
-        .await
-        .ok()
-        .and_then(Result::ok);
-    metrics
-        .render(stats.as_ref())
-        .with_content_type("text/plain; version=0.0.4; charset=utf-8")
-        .into_response()
+    let stats = tokio::time::timeout(CHECK_TIMEOUT, store.queue_stats()).await.ok().and_then(Result::ok);
+    metrics.render(stats.as_ref()).with_content_type("text/plain; version=0.0.4; charset=utf-8").into_response()
 }
 
 fn json_response(status: StatusCode, body: &str) -> Response {
-    Response::builder()
-        .status(status)
-        .content_type("application/json")
-        .body(body.to_string())
+    Response::builder().status(status).content_type("application/json").body(body.to_string())
 }

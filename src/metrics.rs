@@ -50,40 +50,17 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("kvq");
         let http_requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests served",
-            http_requests.clone(),
-        );
+        registry.register("http_requests", "HTTP requests served", http_requests.clone());
         let http_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0, 30.0,
-            ])
+            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
         });
-        registry.register(
-            "http_request_duration_seconds",
-            "HTTP request latency",
-            http_duration.clone(),
-        );
+        registry.register("http_request_duration_seconds", "HTTP request latency", http_duration.clone());
         let tasks_finished = Family::<StatusLabels, Counter>::default();
-        registry.register(
-            "tasks_finished",
-            "Tasks finished by this worker, by final status",
-            tasks_finished.clone(),
-        );
+        registry.register("tasks_finished", "Tasks finished by this worker, by final status", tasks_finished.clone());
         let task_retries = Counter::default();
-        registry.register(
-            "task_retries",
-            "Task applies that failed and were retried",
-            task_retries.clone(),
-        );
+        registry.register("task_retries", "Task applies that failed and were retried", task_retries.clone());
         let queue_depth = Gauge::default();
-        registry.register(
-            "queue_depth",
-            "Tasks not yet applied (undelivered plus pending)",
-            queue_depth.clone(),
-        );
+        registry.register("queue_depth", "Tasks not yet applied (undelivered plus pending)", queue_depth.clone());
         let queue_pending = Gauge::default();
         registry.register(
             "queue_pending",
@@ -91,17 +68,9 @@ impl Metrics {
             queue_pending.clone(),
         );
         let dead_letters = Gauge::default();
-        registry.register(
-            "dead_letters",
-            "Entries in the dead-letter stream",
-            dead_letters.clone(),
-        );
+        registry.register("dead_letters", "Entries in the dead-letter stream", dead_letters.clone());
         let redis_up = Gauge::default();
-        registry.register(
-            "redis_up",
-            "1 when the last Redis query for metrics succeeded",
-            redis_up.clone(),
-        );
+        registry.register("redis_up", "1 when the last Redis query for metrics succeeded", redis_up.clone());
         Self {
             registry,
             http_requests,
@@ -129,8 +98,7 @@ impl Metrics {
             }
         }
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
         out
     }
 }

@@ -14,9 +14,7 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use redis::streams::{
-    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
-};
+use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, RedisError, Script};
 
 use crate::connection::{is_unavailable, ConnectError, Redis};
@@ -24,11 +22,9 @@ use crate::domain::{now_ms, Op, StoredValue, TaskRecord, TaskStatus, WriteReques
 
 pub const GROUP: &str = "kvq-workers";
 
-static ENQUEUE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/enqueue.lua")));
+static ENQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/enqueue.lua")));
 static APPLY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/apply.lua")));
-static DEAD_LETTER: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/dead_letter.lua")));
+static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/dead_letter.lua")));
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -145,11 +141,7 @@ pub struct Store {
 impl Store {
     pub fn new(redis: Redis, retention_seconds: u64) -> Self {
         let keys = KeySpace::new(&redis.settings().key_prefix);
-        Self {
-            redis,
-            keys,
-            retention_seconds,
-        }
+        Self { redis, keys, retention_seconds }
     }
 
     /// Runs `op` on the shared connection; classifies errors and drops a dead connection.
@@ -173,13 +165,7 @@ impl Store {
     pub async fn ping_writable(&self) -> Result<(), StoreError> {
         let key = format!("{}:ready", self.keys.prefix);
         self.run(|mut c| async move {
-            let _: () = redis::cmd("SET")
-                .arg(&key)
-                .arg(now_ms())
-                .arg("EX")
-                .arg(60)
-                .query_async(&mut c)
-                .await?;
+            let _: () = redis::cmd("SET").arg(&key).arg(now_ms()).arg("EX").arg(60).query_async(&mut c).await?;
             Ok(())
         })
         .await
@@ -190,8 +176,7 @@ impl Store {
     pub async fn ensure_group(&self) -> Result<(), StoreError> {
         let stream = self.keys.stream.clone();
         self.run(|mut c| async move {
-            let created: Result<(), RedisError> =
-                c.xgroup_create_mkstream(&stream, GROUP, "0").await;
+            let created: Result<(), RedisError> = c.xgroup_create_mkstream(&stream, GROUP, "0").await;
             match created {
                 Err(e) if e.to_string().contains("BUSYGROUP") => Ok(()),
                 other => other,
@@ -206,81 +191,43 @@ impl Store {
         let mut inv = ENQUEUE.prepare_invoke();
         inv.key(&self.keys.stream)
             .key(self.keys.task(&task_id))
-            .key(
-                w.idempotency_key
-                    .as_deref()
-                    .map(|t| self.keys.idempotency(t))
-                    .unwrap_or_default(),
-            )
+            .key(w.idempotency_key.as_deref().map(|t| self.keys.idempotency(t)).unwrap_or_default())
             .arg(&task_id)
             .arg(if w.op == Op::Set { "set" } else { "delete" })
             .arg(w.key.as_str())
             .arg(w.value.as_deref().unwrap_or(""))
-            .arg(
-                w.ttl_seconds
-                    .map(|s| (s * 1000).to_string())
-                    .unwrap_or_default(),
-            )
+            .arg(w.ttl_seconds.map(|s| (s * 1000).to_string()).unwrap_or_default())
             .arg(w.if_match.map(|v| v.to_string()).unwrap_or_default())
             .arg(if w.if_none_match { "1" } else { "" })
             .arg(if w.notify { "1" } else { "" })
             .arg(self.retention_seconds)
             .arg(self.keys.task(""))
             .arg(now_ms());
-        let ((id, status, duplicate, at), generation): ((String, String, u8, u64), u64) = self
-            .run(|mut c| async move { inv.invoke_async(&mut c).await })
-            .await?;
+        let ((id, status, duplicate, at), generation): ((String, String, u8, u64), u64) =
+            self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
         Ok(Enqueued {
             task_id: id,
-            status: TaskStatus::parse(&status)
-                .ok_or_else(|| StoreError::Corrupt(format!("task status {status}")))?,
+            status: TaskStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("task status {status}")))?,
             duplicate: duplicate == 1,
             enqueued_at: at,
             generation,
         })
     }
 
-    /// Blocks until `n` replicas hold every write made on connection `generation`.
-    /// Fails when the connection changed since (the write may not have reached the new master).
-    pub async fn wait_replicas(
-        &self,
-        generation: u64,
-        n: u32,
-        timeout_ms: u64,
-    ) -> Result<u32, StoreError> {
-        let conn = self.redis.get().await?;
-        if conn.generation != generation {
-            return Err(StoreError::Unavailable(
-                "the redis master changed before the write was replicated".into(),
-            ));
-        }
-        let mut c = conn.conn;
-        match redis::cmd("WAIT")
-            .arg(n)
-            .arg(timeout_ms)
-            .query_async::<u32>(&mut c)
-            .await
-        {
-            Ok(got) => Ok(got),
-            Err(e) => {
-                self.redis.report(conn.generation, &e);
-                Err(classify(e))
-            }
-        }
+    /// Runs `WAIT n timeout` on the shared connection: blocks until `n` replicas hold every write
+    /// made on it so far. Returns the connection's generation and the replicas that acknowledged.
+    pub async fn wait_replicas(&self, n: u32, timeout_ms: u64) -> Result<(u64, u32), StoreError> {
+        let (got, generation) = self
+            .run(|mut c| async move { redis::cmd("WAIT").arg(n).arg(timeout_ms).query_async::<u32>(&mut c).await })
+            .await?;
+        Ok((generation, got))
     }
 
     pub async fn get_value(&self, key: &str) -> Result<Option<StoredValue>, StoreError> {
         let data = self.keys.data(key);
         let (fields, _): (Vec<Option<String>>, u64) = self
             .run(|mut c| async move {
-                redis::cmd("HMGET")
-                    .arg(&data)
-                    .arg("v")
-                    .arg("ver")
-                    .arg("del")
-                    .arg("exp")
-                    .query_async(&mut c)
-                    .await
+                redis::cmd("HMGET").arg(&data).arg("v").arg("ver").arg("del").arg("exp").query_async(&mut c).await
             })
             .await?;
         Ok(live_value(&fields, now_ms()))
@@ -322,25 +269,15 @@ impl Store {
         }
         let mut pipe = redis::pipe();
         for name in &names {
-            pipe.cmd("HMGET")
-                .arg(self.keys.data(name))
-                .arg("ver")
-                .arg("del")
-                .arg("exp");
+            pipe.cmd("HMGET").arg(self.keys.data(name)).arg("ver").arg("del").arg("exp");
         }
-        let (rows, _): (Vec<Vec<Option<String>>>, u64) = self
-            .run(|mut c| async move { pipe.query_async(&mut c).await })
-            .await?;
+        let (rows, _): (Vec<Vec<Option<String>>>, u64) =
+            self.run(|mut c| async move { pipe.query_async(&mut c).await }).await?;
         let now = now_ms();
         let mut items = Vec::with_capacity(names.len());
         let mut stale = Vec::new();
         for (name, row) in names.iter().zip(rows) {
-            let fields = [
-                Some(String::new()),
-                row[0].clone(),
-                row[1].clone(),
-                row[2].clone(),
-            ];
+            let fields = [Some(String::new()), row[0].clone(), row[1].clone(), row[2].clone()];
             match live_value(&fields, now) {
                 Some(v) => items.push((name.clone(), v.version)),
                 None => stale.push(name.clone()),
@@ -349,21 +286,15 @@ impl Store {
         if !stale.is_empty() {
             // Expired keys linger in the index until someone lists them; tidy up, best effort.
             let index = self.keys.index.clone();
-            let _ = self
-                .run(|mut c| async move { c.zrem::<_, _, ()>(&index, &stale).await })
-                .await;
+            let _ = self.run(|mut c| async move { c.zrem::<_, _, ()>(&index, &stale).await }).await;
         }
-        let next = (names.len() == limit)
-            .then(|| names.last().cloned())
-            .flatten();
+        let next = (names.len() == limit).then(|| names.last().cloned()).flatten();
         Ok((items, next))
     }
 
     pub async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
         let task = self.keys.task(id);
-        let (map, _): (HashMap<String, String>, u64) = self
-            .run(|mut c| async move { c.hgetall(&task).await })
-            .await?;
+        let (map, _): (HashMap<String, String>, u64) = self.run(|mut c| async move { c.hgetall(&task).await }).await?;
         if map.is_empty() {
             return Ok(None);
         }
@@ -372,47 +303,25 @@ impl Store {
 
     pub async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
         let (stream, dlq) = (self.keys.stream.clone(), self.keys.dead_letter.clone());
-        let ((len, dead), _): ((u64, u64), u64) = self
-            .run(|mut c| async move {
-                redis::pipe()
-                    .xlen(&stream)
-                    .xlen(&dlq)
-                    .query_async(&mut c)
-                    .await
-            })
-            .await?;
+        let ((len, dead), _): ((u64, u64), u64) =
+            self.run(|mut c| async move { redis::pipe().xlen(&stream).xlen(&dlq).query_async(&mut c).await }).await?;
         // Until a worker has created the group, everything in the stream is waiting.
-        let mut stats = QueueStats {
-            lag: len,
-            pending: 0,
-            dead_letters: dead,
-        };
+        let mut stats = QueueStats { lag: len, pending: 0, dead_letters: dead };
         if len == 0 {
             return Ok(stats);
         }
         let stream = self.keys.stream.clone();
         let (groups, _): (redis::Value, u64) = self
-            .run(|mut c| async move {
-                redis::cmd("XINFO")
-                    .arg("GROUPS")
-                    .arg(&stream)
-                    .query_async(&mut c)
-                    .await
-            })
+            .run(|mut c| async move { redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(&mut c).await })
             .await?;
         if let redis::Value::Array(groups) = groups {
             for g in groups {
                 let fields = value_map(&g);
                 if fields.get("name").map(String::as_str) == Some(GROUP) {
-                    stats.pending = fields
-                        .get("pending")
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
+                    stats.pending = fields.get("pending").and_then(|v| v.parse().ok()).unwrap_or(0);
                     // `lag` is nil when Redis cannot tell (after XDEL); then bound it by the length.
-                    stats.lag = fields
-                        .get("lag")
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(len.saturating_sub(stats.pending));
+                    stats.lag =
+                        fields.get("lag").and_then(|v| v.parse().ok()).unwrap_or(len.saturating_sub(stats.pending));
                 }
             }
         }
@@ -429,32 +338,16 @@ impl Store {
         count: usize,
         block_ms: usize,
     ) -> Result<Vec<StreamTask>, StoreError> {
-        let opts = StreamReadOptions::default()
-            .group(GROUP, consumer)
-            .count(count)
-            .block(block_ms);
-        let reply: Option<StreamReadReply> = conn
-            .xread_options(&[&self.keys.stream], &[">"], &opts)
-            .await
-            .map_err(classify)?;
+        let opts = StreamReadOptions::default().group(GROUP, consumer).count(count).block(block_ms);
+        let reply: Option<StreamReadReply> =
+            conn.xread_options(&[&self.keys.stream], &[">"], &opts).await.map_err(classify)?;
         Ok(reply
-            .map(|r| {
-                r.keys
-                    .into_iter()
-                    .flat_map(|k| k.ids)
-                    .filter_map(parse_stream_task)
-                    .collect()
-            })
+            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).filter_map(parse_stream_task).collect())
             .unwrap_or_default())
     }
 
     /// Takes over entries idle longer than `min_idle_ms` on any consumer (a dead worker's).
-    pub async fn reclaim(
-        &self,
-        consumer: &str,
-        min_idle_ms: u64,
-        count: usize,
-    ) -> Result<Vec<StreamTask>, StoreError> {
+    pub async fn reclaim(&self, consumer: &str, min_idle_ms: u64, count: usize) -> Result<Vec<StreamTask>, StoreError> {
         let stream = self.keys.stream.clone();
         let consumer = consumer.to_string();
         let (reply, _): (StreamAutoClaimReply, u64) = self
@@ -470,11 +363,7 @@ impl Store {
                 .await
             })
             .await?;
-        Ok(reply
-            .claimed
-            .into_iter()
-            .filter_map(parse_stream_task)
-            .collect())
+        Ok(reply.claimed.into_iter().filter_map(parse_stream_task).collect())
     }
 
     /// Applies one task and acknowledges it, atomically (scripts/apply.lua).
@@ -495,19 +384,13 @@ impl Store {
             .arg(now_ms())
             .arg(tombstone_ms)
             .arg(GROUP)
-            .arg(if t.notify {
-                self.keys.done_channel.as_str()
-            } else {
-                ""
-            })
+            .arg(if t.notify { self.keys.done_channel.as_str() } else { "" })
             .arg(&t.task_id)
             .arg(self.retention_seconds);
-        let ((status, version, error), _): ((String, String, String), u64) = self
-            .run(|mut c| async move { inv.invoke_async(&mut c).await })
-            .await?;
+        let ((status, version, error), _): ((String, String, String), u64) =
+            self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
         Ok(Applied {
-            status: TaskStatus::parse(&status)
-                .ok_or_else(|| StoreError::Corrupt(format!("status {status}")))?,
+            status: TaskStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status}")))?,
             version: version.parse().ok(),
             error: (!error.is_empty()).then_some(error),
         })
@@ -516,9 +399,7 @@ impl Store {
     /// Attempts recorded for a task (incremented by each apply).
     pub async fn attempts(&self, task_id: &str) -> Result<u32, StoreError> {
         let task = self.keys.task(task_id);
-        let (n, _): (Option<u32>, u64) = self
-            .run(|mut c| async move { c.hget(&task, "attempts").await })
-            .await?;
+        let (n, _): (Option<u32>, u64) = self.run(|mut c| async move { c.hget(&task, "attempts").await }).await?;
         Ok(n.unwrap_or(0))
     }
 
@@ -532,18 +413,12 @@ impl Store {
             .arg(GROUP)
             .arg(error)
             .arg(now_ms())
-            .arg(if t.notify {
-                self.keys.done_channel.as_str()
-            } else {
-                ""
-            })
+            .arg(if t.notify { self.keys.done_channel.as_str() } else { "" })
             .arg(&t.task_id)
             .arg(t.op.as_str())
             .arg(&t.key)
             .arg(self.retention_seconds);
-        self.run(|mut c| async move { inv.invoke_async::<String>(&mut c).await })
-            .await
-            .map(|_| ())
+        self.run(|mut c| async move { inv.invoke_async::<String>(&mut c).await }).await.map(|_| ())
     }
 
     /// Drops acknowledged entries from the stream head so it does not grow forever.
@@ -551,11 +426,7 @@ impl Store {
     pub async fn trim_acknowledged(&self) -> Result<(), StoreError> {
         let stream = self.keys.stream.clone();
         self.run(|mut c| async move {
-            let groups: redis::Value = redis::cmd("XINFO")
-                .arg("GROUPS")
-                .arg(&stream)
-                .query_async(&mut c)
-                .await?;
+            let groups: redis::Value = redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(&mut c).await?;
             let Some(last_delivered) = (match &groups {
                 redis::Value::Array(gs) => gs
                     .iter()
@@ -567,11 +438,7 @@ impl Store {
                 return Ok(());
             };
             // The oldest pending entry bounds the trim; without one, everything delivered is acked.
-            let pending: redis::Value = redis::cmd("XPENDING")
-                .arg(&stream)
-                .arg(GROUP)
-                .query_async(&mut c)
-                .await?;
+            let pending: redis::Value = redis::cmd("XPENDING").arg(&stream).arg(GROUP).query_async(&mut c).await?;
             let oldest_pending = match &pending {
                 redis::Value::Array(items) if items.len() >= 2 => match &items[1] {
                     redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
@@ -583,13 +450,8 @@ impl Store {
                 Some(p) => p,
                 None => next_id(&last_delivered),
             };
-            let _: u64 = redis::cmd("XTRIM")
-                .arg(&stream)
-                .arg("MINID")
-                .arg("~")
-                .arg(&min_id)
-                .query_async(&mut c)
-                .await?;
+            let _: u64 =
+                redis::cmd("XTRIM").arg(&stream).arg("MINID").arg("~").arg(&min_id).query_async(&mut c).await?;
             Ok(())
         })
         .await
@@ -611,20 +473,11 @@ fn live_value(fields: &[Option<String>], now: u64) -> Option<StoredValue> {
     if fields.get(2).cloned().flatten().as_deref() == Some("1") {
         return None;
     }
-    let expires_at = fields
-        .get(3)
-        .cloned()
-        .flatten()
-        .and_then(|e| e.parse::<u64>().ok())
-        .filter(|&e| e > 0);
+    let expires_at = fields.get(3).cloned().flatten().and_then(|e| e.parse::<u64>().ok()).filter(|&e| e > 0);
     if expires_at.is_some_and(|e| e <= now) {
         return None;
     }
-    Some(StoredValue {
-        value,
-        version,
-        expires_at,
-    })
+    Some(StoredValue { value, version, expires_at })
 }
 
 fn parse_task(id: &str, map: &HashMap<String, String>) -> Result<TaskRecord, StoreError> {
@@ -634,9 +487,7 @@ fn parse_task(id: &str, map: &HashMap<String, String>) -> Result<TaskRecord, Sto
         id: id.to_string(),
         op: get("op").and_then(Op::parse).ok_or_else(|| corrupt("op"))?,
         key: get("key").ok_or_else(|| corrupt("key"))?.to_string(),
-        status: get("status")
-            .and_then(TaskStatus::parse)
-            .ok_or_else(|| corrupt("status"))?,
+        status: get("status").and_then(TaskStatus::parse).ok_or_else(|| corrupt("status"))?,
         attempts: get("attempts").and_then(|a| a.parse().ok()).unwrap_or(0),
         error: get("error").map(String::from),
         version: get("version").and_then(|v| v.parse().ok()),
@@ -674,9 +525,7 @@ fn value_map(v: &redis::Value) -> HashMap<String, String> {
     match v {
         redis::Value::Array(items) => {
             for pair in items.chunks(2) {
-                if let (Some(k), Some(val)) =
-                    (pair.first().and_then(text), pair.get(1).and_then(text))
-                {
+                if let (Some(k), Some(val)) = (pair.first().and_then(text), pair.get(1).and_then(text)) {
                     out.insert(k, val);
                 }
             }
@@ -712,20 +561,10 @@ mod tests {
 
     #[test]
     fn live_values_exclude_tombstones_and_expired() {
-        assert_eq!(
-            live_value(&f(&[Some("x"), Some("3"), Some("0"), None]), 10)
-                .unwrap()
-                .version,
-            3
-        );
+        assert_eq!(live_value(&f(&[Some("x"), Some("3"), Some("0"), None]), 10).unwrap().version, 3);
         assert!(live_value(&f(&[None, Some("3"), Some("1"), None]), 10).is_none());
         assert!(live_value(&f(&[Some("x"), Some("3"), Some("0"), Some("10")]), 10).is_none());
-        assert_eq!(
-            live_value(&f(&[Some("x"), Some("3"), None, Some("11")]), 10)
-                .unwrap()
-                .expires_at,
-            Some(11)
-        );
+        assert_eq!(live_value(&f(&[Some("x"), Some("3"), None, Some("11")]), 10).unwrap().expires_at, Some(11));
         assert!(live_value(&f(&[None, None, None, None]), 10).is_none());
     }
 

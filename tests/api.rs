@@ -15,28 +15,19 @@ async fn body(r: reqwest::Response) -> Value {
 async fn assert_problem(r: reqwest::Response, status: u16, needle: &str) -> Value {
     assert_eq!(r.status().as_u16(), status, "status");
     let ct = r.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(
-        ct.starts_with("application/json"),
-        "problem content type: {ct}"
-    );
+    assert!(ct.starts_with("application/json"), "problem content type: {ct}");
     let b = body(r).await;
     for field in ["type", "title", "status", "detail"] {
         assert!(b.get(field).is_some(), "problem lacks {field}: {b}");
     }
     assert_eq!(b["status"], status);
     let detail = b["detail"].as_str().unwrap();
-    assert!(
-        detail.contains(needle),
-        "detail '{detail}' should mention '{needle}'"
-    );
+    assert!(detail.contains(needle), "detail '{detail}' should mention '{needle}'");
     b
 }
 
 fn stream_len(redis: &TestRedis) -> u64 {
-    redis::cmd("XLEN")
-        .arg("kvq:tasks")
-        .query(&mut redis.conn())
-        .unwrap()
+    redis::cmd("XLEN").arg("kvq:tasks").query(&mut redis.conn()).unwrap()
 }
 
 #[tokio::test]
@@ -71,10 +62,7 @@ async fn wait_answers_200_with_the_final_task_and_get_returns_value_and_etag() {
     let app = spawn_app(&redis, 1).await;
     let r = app.put("a", "1", "?wait=5").await;
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["location"]
-        .to_str()
-        .unwrap()
-        .starts_with("/v1/tasks/"));
+    assert!(r.headers()["location"].to_str().unwrap().starts_with("/v1/tasks/"));
     let t = body(r).await;
     assert_eq!(t["status"], "applied");
     let version = t["version"].as_u64().unwrap();
@@ -83,27 +71,13 @@ async fn wait_answers_200_with_the_final_task_and_get_returns_value_and_etag() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["etag"], format!("\"{version}\"").as_str());
     let v = body(r).await;
-    assert_eq!(
-        v,
-        json!({"key": "a", "value": "1", "version": version, "expires_at": null})
-    );
+    assert_eq!(v, json!({"key": "a", "value": "1", "version": version, "expires_at": null}));
 
     // Conditional GET
-    let r = app
-        .client
-        .get(app.url("/v1/keys/a"))
-        .header("If-None-Match", format!("\"{version}\""))
-        .send()
-        .await
-        .unwrap();
+    let r =
+        app.client.get(app.url("/v1/keys/a")).header("If-None-Match", format!("\"{version}\"")).send().await.unwrap();
     assert_eq!(r.status(), 304);
-    let r = app
-        .client
-        .get(app.url("/v1/keys/a"))
-        .header("If-None-Match", "\"999999\"")
-        .send()
-        .await
-        .unwrap();
+    let r = app.client.get(app.url("/v1/keys/a")).header("If-None-Match", "\"999999\"").send().await.unwrap();
     assert_eq!(r.status(), 200);
 
     // A second write gives a strictly greater version.
@@ -119,16 +93,8 @@ async fn wait_times_out_with_202_when_no_worker_runs() {
     let started = std::time::Instant::now();
     let r = app.put("slow", "x", "?wait=1").await;
     assert_eq!(r.status(), 202);
-    assert!(
-        started.elapsed() >= Duration::from_millis(900),
-        "{:?}",
-        started.elapsed()
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
     assert_eq!(body(r).await["status"], "queued");
     app.stop().await;
 }
@@ -190,14 +156,7 @@ async fn listing_pages_through_a_prefix_in_key_order() {
 async fn ttl_keys_expire() {
     let redis = TestRedis::start();
     let app = spawn_app(&redis, 1).await;
-    let r = app
-        .put_json(
-            "brief",
-            json!({"value": "x", "ttl_seconds": 1}),
-            "?wait=5",
-            &[],
-        )
-        .await;
+    let r = app.put_json("brief", json!({"value": "x", "ttl_seconds": 1}), "?wait=5", &[]).await;
     assert_eq!(r.status(), 200);
     let v = body(app.get("/v1/keys/brief").await).await;
     assert!(v["expires_at"].as_str().unwrap().ends_with('Z'));
@@ -214,50 +173,22 @@ async fn ttl_keys_expire() {
 async fn conditional_writes_apply_or_answer_412() {
     let redis = TestRedis::start();
     let app = spawn_app(&redis, 1).await;
-    let t = body(
-        app.put_json(
-            "c",
-            json!({"value": "1"}),
-            "?wait=5",
-            &[("If-None-Match", "*")],
-        )
-        .await,
-    )
-    .await;
+    let t = body(app.put_json("c", json!({"value": "1"}), "?wait=5", &[("If-None-Match", "*")]).await).await;
     assert_eq!(t["status"], "applied");
     let v1 = t["version"].as_u64().unwrap();
 
     let b = assert_problem(
-        app.put_json(
-            "c",
-            json!({"value": "2"}),
-            "?wait=5",
-            &[("If-None-Match", "*")],
-        )
-        .await,
+        app.put_json("c", json!({"value": "2"}), "?wait=5", &[("If-None-Match", "*")]).await,
         412,
         "If-None-Match",
     )
     .await;
     assert_eq!(b["task"]["status"], "rejected");
 
-    let ok = app
-        .put_json(
-            "c",
-            json!({"value": "3"}),
-            "?wait=5",
-            &[("If-Match", &format!("\"{v1}\""))],
-        )
-        .await;
+    let ok = app.put_json("c", json!({"value": "3"}), "?wait=5", &[("If-Match", &format!("\"{v1}\""))]).await;
     assert_eq!(ok.status(), 200);
     let b = assert_problem(
-        app.put_json(
-            "c",
-            json!({"value": "4"}),
-            "?wait=5",
-            &[("If-Match", &format!("\"{v1}\""))],
-        )
-        .await,
+        app.put_json("c", json!({"value": "4"}), "?wait=5", &[("If-Match", &format!("\"{v1}\""))]).await,
         412,
         "If-Match",
     )
@@ -266,9 +197,7 @@ async fn conditional_writes_apply_or_answer_412() {
     assert_eq!(app.value_of("c").await.as_deref(), Some("3"));
 
     // A rejected task without wait is 202 now and `rejected` later.
-    let r = app
-        .put_json("c", json!({"value": "5"}), "", &[("If-Match", "\"1\"")])
-        .await;
+    let r = app.put_json("c", json!({"value": "5"}), "", &[("If-Match", "\"1\"")]).await;
     assert_eq!(r.status(), 202);
     let id = body(r).await["task_id"].as_str().unwrap().to_string();
     let t = eventually(Duration::from_secs(5), "rejection", || async {
@@ -280,13 +209,7 @@ async fn conditional_writes_apply_or_answer_412() {
     assert!(t["error"].as_str().unwrap().contains("If-Match"));
     // If-Match on a missing key is rejected too.
     assert_problem(
-        app.put_json(
-            "nope",
-            json!({"value": "x"}),
-            "?wait=5",
-            &[("If-Match", "\"1\"")],
-        )
-        .await,
+        app.put_json("nope", json!({"value": "x"}), "?wait=5", &[("If-Match", "\"1\"")]).await,
         412,
         "If-Match",
     )
@@ -306,25 +229,10 @@ async fn idempotency_key_returns_the_same_task_and_enqueues_nothing() {
     let second = body(r).await;
     assert_eq!(first["task_id"], second["task_id"]);
     assert_eq!(stream_len(&redis), before, "the retry must not enqueue");
-    let other = body(
-        app.put_json(
-            "k",
-            json!({"value": "1"}),
-            "",
-            &[("Idempotency-Key", "order-43")],
-        )
-        .await,
-    )
-    .await;
+    let other = body(app.put_json("k", json!({"value": "1"}), "", &[("Idempotency-Key", "order-43")]).await).await;
     assert_ne!(first["task_id"], other["task_id"]);
     assert_problem(
-        app.put_json(
-            "k",
-            json!({"value": "1"}),
-            "",
-            &[("Idempotency-Key", "has space")],
-        )
-        .await,
+        app.put_json("k", json!({"value": "1"}), "", &[("Idempotency-Key", "has space")]).await,
         400,
         "Idempotency-Key",
     )
@@ -336,12 +244,7 @@ async fn idempotency_key_returns_the_same_task_and_enqueues_nothing() {
 async fn unknown_task_and_key_are_404_problems() {
     let redis = TestRedis::start();
     let app = spawn_app(&redis, 0).await;
-    assert_problem(
-        app.get("/v1/tasks/0123456789abcdef0123456789abcdef").await,
-        404,
-        "task",
-    )
-    .await;
+    assert_problem(app.get("/v1/tasks/0123456789abcdef0123456789abcdef").await, 404, "task").await;
     assert_problem(app.get("/v1/tasks/not-a-task").await, 404, "task").await;
     assert_problem(app.get("/v1/keys/missing").await, 404, "missing").await;
     assert_problem(app.get("/v1/nothing-here").await, 404, "no such resource").await;
@@ -359,122 +262,40 @@ async fn bad_input_gets_its_status_and_a_problem_naming_the_field_and_writes_not
     let c = &app.client;
     let json_ct = ("content-type", "application/json");
     let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
-        (
-            "empty key",
-            c.put(app.url("/v1/keys/")).json(&json!({"value": "x"})),
-            400,
-            "key",
-        ),
-        (
-            "513-byte key",
-            c.put(app.url(&format!("/v1/keys/{long_key}")))
-                .json(&json!({"value": "x"})),
-            400,
-            "key",
-        ),
-        (
-            "control character",
-            c.put(app.url("/v1/keys/a%0Ab"))
-                .json(&json!({"value": "x"})),
-            400,
-            "control",
-        ),
-        (
-            "value over the limit",
-            c.put(app.url("/v1/keys/big")).json(&json!({"value": big})),
-            413,
-            "value",
-        ),
-        (
-            "invalid JSON",
-            c.put(app.url("/v1/keys/a"))
-                .header(json_ct.0, json_ct.1)
-                .body("{\"value\":"),
-            400,
-            "JSON",
-        ),
-        (
-            "not an object",
-            c.put(app.url("/v1/keys/a"))
-                .header(json_ct.0, json_ct.1)
-                .body("[1]"),
-            400,
-            "object",
-        ),
-        (
-            "missing value",
-            c.put(app.url("/v1/keys/a")).json(&json!({})),
-            400,
-            "value",
-        ),
-        (
-            "value not a string",
-            c.put(app.url("/v1/keys/a")).json(&json!({"value": 5})),
-            400,
-            "value",
-        ),
-        (
-            "unknown field",
-            c.put(app.url("/v1/keys/a"))
-                .json(&json!({"value": "x", "colour": 1})),
-            400,
-            "colour",
-        ),
+        ("empty key", c.put(app.url("/v1/keys/")).json(&json!({"value": "x"})), 400, "key"),
+        ("513-byte key", c.put(app.url(&format!("/v1/keys/{long_key}"))).json(&json!({"value": "x"})), 400, "key"),
+        ("control character", c.put(app.url("/v1/keys/a%0Ab")).json(&json!({"value": "x"})), 400, "control"),
+        ("value over the limit", c.put(app.url("/v1/keys/big")).json(&json!({"value": big})), 413, "value"),
+        ("invalid JSON", c.put(app.url("/v1/keys/a")).header(json_ct.0, json_ct.1).body("{\"value\":"), 400, "JSON"),
+        ("not an object", c.put(app.url("/v1/keys/a")).header(json_ct.0, json_ct.1).body("[1]"), 400, "object"),
+        ("missing value", c.put(app.url("/v1/keys/a")).json(&json!({})), 400, "value"),
+        ("value not a string", c.put(app.url("/v1/keys/a")).json(&json!({"value": 5})), 400, "value"),
+        ("unknown field", c.put(app.url("/v1/keys/a")).json(&json!({"value": "x", "colour": 1})), 400, "colour"),
         (
             "wrong content type",
-            c.put(app.url("/v1/keys/a"))
-                .header("content-type", "text/plain")
-                .body("x"),
+            c.put(app.url("/v1/keys/a")).header("content-type", "text/plain").body("x"),
             415,
             "Content-Type",
         ),
-        (
-            "no content type",
-            c.put(app.url("/v1/keys/a")).body("{\"value\":\"x\"}"),
-            415,
-            "Content-Type",
-        ),
-        (
-            "wait=31",
-            c.put(app.url("/v1/keys/a?wait=31"))
-                .json(&json!({"value": "x"})),
-            400,
-            "wait",
-        ),
-        (
-            "wait=-1",
-            c.put(app.url("/v1/keys/a?wait=-1"))
-                .json(&json!({"value": "x"})),
-            400,
-            "wait",
-        ),
+        ("no content type", c.put(app.url("/v1/keys/a")).body("{\"value\":\"x\"}"), 415, "Content-Type"),
+        ("wait=31", c.put(app.url("/v1/keys/a?wait=31")).json(&json!({"value": "x"})), 400, "wait"),
+        ("wait=-1", c.put(app.url("/v1/keys/a?wait=-1")).json(&json!({"value": "x"})), 400, "wait"),
         (
             "negative ttl",
-            c.put(app.url("/v1/keys/a"))
-                .json(&json!({"value": "x", "ttl_seconds": -1})),
+            c.put(app.url("/v1/keys/a")).json(&json!({"value": "x", "ttl_seconds": -1})),
             400,
             "ttl_seconds",
         ),
-        (
-            "zero ttl",
-            c.put(app.url("/v1/keys/a"))
-                .json(&json!({"value": "x", "ttl_seconds": 0})),
-            400,
-            "ttl_seconds",
-        ),
+        ("zero ttl", c.put(app.url("/v1/keys/a")).json(&json!({"value": "x", "ttl_seconds": 0})), 400, "ttl_seconds"),
         (
             "bad If-Match",
-            c.put(app.url("/v1/keys/a"))
-                .header("If-Match", "abc")
-                .json(&json!({"value": "x"})),
+            c.put(app.url("/v1/keys/a")).header("If-Match", "abc").json(&json!({"value": "x"})),
             400,
             "If-Match",
         ),
         (
             "bad If-None-Match",
-            c.put(app.url("/v1/keys/a"))
-                .header("If-None-Match", "\"3\"")
-                .json(&json!({"value": "x"})),
+            c.put(app.url("/v1/keys/a")).header("If-None-Match", "\"3\"").json(&json!({"value": "x"})),
             400,
             "If-None-Match",
         ),
@@ -487,61 +308,26 @@ async fn bad_input_gets_its_status_and_a_problem_naming_the_field_and_writes_not
             400,
             "one condition",
         ),
-        (
-            "delete empty key",
-            c.delete(app.url("/v1/keys/")),
-            400,
-            "key",
-        ),
-        (
-            "delete long key",
-            c.delete(app.url(&format!("/v1/keys/{long_key}"))),
-            400,
-            "key",
-        ),
-        (
-            "delete wait=31",
-            c.delete(app.url("/v1/keys/a?wait=31")),
-            400,
-            "wait",
-        ),
-        (
-            "get long key",
-            c.get(app.url(&format!("/v1/keys/{long_key}"))),
-            400,
-            "key",
-        ),
+        ("delete empty key", c.delete(app.url("/v1/keys/")), 400, "key"),
+        ("delete long key", c.delete(app.url(&format!("/v1/keys/{long_key}"))), 400, "key"),
+        ("delete wait=31", c.delete(app.url("/v1/keys/a?wait=31")), 400, "wait"),
+        ("get long key", c.get(app.url(&format!("/v1/keys/{long_key}"))), 400, "key"),
     ];
     for (name, req, status, needle) in cases {
         let r = req.send().await.unwrap_or_else(|e| panic!("{name}: {e}"));
         let got = r.status().as_u16();
         assert_eq!(got, status, "{name}");
-        let b: Value = r
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("{name}: problem body is not JSON: {e}"));
+        let b: Value = r.json().await.unwrap_or_else(|e| panic!("{name}: problem body is not JSON: {e}"));
         assert_eq!(b["status"], status, "{name}: {b}");
-        assert!(
-            b["title"].is_string() && b["type"].is_string(),
-            "{name}: {b}"
-        );
+        assert!(b["title"].is_string() && b["type"].is_string(), "{name}: {b}");
         let detail = b["detail"].as_str().unwrap_or_default();
-        assert!(
-            detail.contains(needle),
-            "{name}: detail '{detail}' should mention '{needle}'"
-        );
+        assert!(detail.contains(needle), "{name}: detail '{detail}' should mention '{needle}'");
     }
     assert_eq!(stream_len(&redis), 0, "no bad request may enqueue anything");
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("kvq:k:*")
-        .query(&mut redis.conn())
-        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("kvq:k:*").query(&mut redis.conn()).unwrap();
     assert!(keys.is_empty(), "nothing written: {keys:?}");
     // The limit is inclusive: exactly max_value_bytes is accepted.
-    assert_eq!(
-        app.put("edge", &"v".repeat(1000), "?wait=5").await.status(),
-        200
-    );
+    assert_eq!(app.put("edge", &"v".repeat(1000), "?wait=5").await.status(), 200);
     app.stop().await;
 }
 
@@ -549,16 +335,8 @@ async fn bad_input_gets_its_status_and_a_problem_naming_the_field_and_writes_not
 async fn keys_may_hold_slashes_spaces_and_unicode() {
     let redis = TestRedis::start();
     let app = spawn_app(&redis, 1).await;
-    for (raw, encoded) in [
-        ("a/b", "a%2Fb"),
-        ("with space", "with%20space"),
-        ("ünï", "%C3%BCn%C3%AF"),
-    ] {
-        assert_eq!(
-            app.put(encoded, raw, "?wait=5").await.status(),
-            200,
-            "{raw}"
-        );
+    for (raw, encoded) in [("a/b", "a%2Fb"), ("with space", "with%20space"), ("ünï", "%C3%BCn%C3%AF")] {
+        assert_eq!(app.put(encoded, raw, "?wait=5").await.status(), 200, "{raw}");
         let v = body(app.get(&format!("/v1/keys/{encoded}")).await).await;
         assert_eq!(v["key"], raw);
         assert_eq!(v["value"], raw);
@@ -583,20 +361,11 @@ async fn health_readiness_and_metrics() {
     ] {
         assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
     }
-    let worker = reqwest::get(format!("http://127.0.0.1:{}/metrics", app.workers[0].port))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        worker.contains("kvq_tasks_finished_total{status=\"applied\"} 1"),
-        "{worker}"
-    );
+    let worker =
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", app.workers[0].port)).await.unwrap().text().await.unwrap();
+    assert!(worker.contains("kvq_tasks_finished_total{status=\"applied\"} 1"), "{worker}");
     for path in ["/healthz", "/readyz"] {
-        let r = reqwest::get(format!("http://127.0.0.1:{}{path}", app.workers[0].port))
-            .await
-            .unwrap();
+        let r = reqwest::get(format!("http://127.0.0.1:{}{path}", app.workers[0].port)).await.unwrap();
         assert_eq!(r.status(), 200, "worker {path}");
     }
     app.stop().await;

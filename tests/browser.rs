@@ -21,17 +21,9 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 fn find_program(name: &str, fallback: &str) -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join(name))
-                .find(|c| c.is_file())
-        })
+        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|c| c.is_file()))
         .unwrap_or_default();
-    on_path.or_else(|| {
-        Path::new(fallback)
-            .is_file()
-            .then(|| PathBuf::from(fallback))
-    })
+    on_path.or_else(|| Path::new(fallback).is_file().then(|| PathBuf::from(fallback)))
 }
 
 /// A chromedriver process and one browser session; the session is deleted and the process
@@ -67,10 +59,7 @@ impl Browser {
             driver,
             url: format!("http://127.0.0.1:{port}"),
             session: None,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .unwrap(),
+            client: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
             _profile: profile,
         };
         b.wait_driver_ready().await;
@@ -91,10 +80,7 @@ impl Browser {
                     }
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "chromedriver did not become ready within {WAIT:?}"
-            );
+            assert!(Instant::now() < deadline, "chromedriver did not become ready within {WAIT:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -118,12 +104,8 @@ impl Browser {
                 },
             }}
         });
-        let v = self
-            .call(reqwest::Method::POST, "/session", Some(caps))
-            .await;
-        let id = v["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no sessionId in {v}"));
+        let v = self.call(reqwest::Method::POST, "/session", Some(caps)).await;
+        let id = v["sessionId"].as_str().unwrap_or_else(|| panic!("no sessionId in {v}"));
         self.session = Some(id.to_string());
     }
 
@@ -136,20 +118,10 @@ impl Browser {
         } else if method == reqwest::Method::POST {
             req = req.json(&json!({}));
         }
-        let r = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"));
+        let r = req.send().await.unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"));
         let status = r.status();
-        let v: Value = r
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("WebDriver {method} {path}: bad JSON: {e}"));
-        assert!(
-            status.is_success(),
-            "WebDriver {method} {path}: {status} {}",
-            v["value"]
-        );
+        let v: Value = r.json().await.unwrap_or_else(|e| panic!("WebDriver {method} {path}: bad JSON: {e}"));
+        assert!(status.is_success(), "WebDriver {method} {path}: {status} {}", v["value"]);
         v["value"].clone()
     }
 
@@ -158,30 +130,16 @@ impl Browser {
     }
 
     async fn goto(&self, url: &str) {
-        self.call(
-            reqwest::Method::POST,
-            &format!("{}/url", self.sid()),
-            Some(json!({ "url": url })),
-        )
-        .await;
+        self.call(reqwest::Method::POST, &format!("{}/url", self.sid()), Some(json!({ "url": url }))).await;
     }
 
     async fn current_url(&self) -> String {
-        self.call(reqwest::Method::GET, &format!("{}/url", self.sid()), None)
-            .await
-            .as_str()
-            .unwrap()
-            .to_string()
+        self.call(reqwest::Method::GET, &format!("{}/url", self.sid()), None).await.as_str().unwrap().to_string()
     }
 
     async fn execute(&self, script: &str) -> Value {
         let body = json!({ "script": script, "args": [] });
-        self.call(
-            reqwest::Method::POST,
-            &format!("{}/execute/sync", self.sid()),
-            Some(body),
-        )
-        .await
+        self.call(reqwest::Method::POST, &format!("{}/execute/sync", self.sid()), Some(body)).await
     }
 
     /// Runs `script` until it returns something other than null/false, within `WAIT`.
@@ -192,46 +150,24 @@ impl Browser {
             if !(v.is_null() || v == false) {
                 return v;
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {WAIT:?} waiting for {what}"
-            );
+            assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting for {what}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     async fn find(&self, css: &str) -> String {
         let body = json!({ "using": "css selector", "value": css });
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                &format!("{}/element", self.sid()),
-                Some(body),
-            )
-            .await;
-        v[ELEMENT]
-            .as_str()
-            .unwrap_or_else(|| panic!("no element for {css}: {v}"))
-            .to_string()
+        let v = self.call(reqwest::Method::POST, &format!("{}/element", self.sid()), Some(body)).await;
+        v[ELEMENT].as_str().unwrap_or_else(|| panic!("no element for {css}: {v}")).to_string()
     }
 
     async fn type_into(&self, element: &str, text: &str) {
         let body = json!({ "text": text });
-        self.call(
-            reqwest::Method::POST,
-            &format!("{}/element/{element}/value", self.sid()),
-            Some(body),
-        )
-        .await;
+        self.call(reqwest::Method::POST, &format!("{}/element/{element}/value", self.sid()), Some(body)).await;
     }
 
     async fn click(&self, element: &str) {
-        self.call(
-            reqwest::Method::POST,
-            &format!("{}/element/{element}/click", self.sid()),
-            None,
-        )
-        .await;
+        self.call(reqwest::Method::POST, &format!("{}/element/{element}/click", self.sid()), None).await;
     }
 
     /// Every URL the current page loaded: the document and its resources.
@@ -242,11 +178,7 @@ impl Browser {
                  performance.getEntriesByType('resource').map(e => e.name));",
             )
             .await;
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|u| u.as_str().unwrap().to_string())
-            .collect()
+        v.as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_string()).collect()
     }
 
     /// Every URL the current DOM refers to (src, href, action, inline style urls).
@@ -261,20 +193,12 @@ impl Browser {
                  return out;",
             )
             .await;
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|u| u.as_str().unwrap().to_string())
-            .collect()
+        v.as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_string()).collect()
     }
 
     async fn quit(&mut self) {
         if let Some(id) = self.session.take() {
-            let _ = self
-                .client
-                .delete(format!("{}/session/{id}", self.url))
-                .send()
-                .await;
+            let _ = self.client.delete(format!("{}/session/{id}", self.url)).send().await;
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
@@ -287,15 +211,9 @@ impl Drop for Browser {
             // Closes Chromium; runs on its own thread so it works inside or outside a runtime.
             let url = format!("{}/session/{id}", self.url);
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
                 rt.block_on(async {
-                    let c = reqwest::Client::builder()
-                        .timeout(Duration::from_secs(10))
-                        .build()
-                        .unwrap();
+                    let c = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
                     let _ = c.delete(url).send().await;
                 });
             })
@@ -310,14 +228,8 @@ impl Drop for Browser {
 fn assert_local(base: &str, page: &str, urls: &[String]) {
     let prefix = format!("{base}/");
     for u in urls {
-        let ok = u.starts_with(&prefix)
-            || *u == base
-            || u.starts_with("data:")
-            || u.starts_with("blob:");
-        assert!(
-            ok,
-            "{page} refers to {u}, which is not on {base}: pages must not depend on the network"
-        );
+        let ok = u.starts_with(&prefix) || *u == base || u.starts_with("data:") || u.starts_with("blob:");
+        assert!(ok, "{page} refers to {u}, which is not on {base}: pages must not depend on the network");
     }
 }
 
@@ -329,10 +241,7 @@ async fn docs_and_home_page_in_a_real_browser() {
     let value = "<b>hello</b> & \"world\"";
     let r = app.put(&support_path(key), value, "?wait=5").await;
     assert_eq!(r.status(), 200, "PUT ?wait=5: {}", r.text().await.unwrap());
-    assert_eq!(
-        app.value_of(&support_path(key)).await.as_deref(),
-        Some(value)
-    );
+    assert_eq!(app.value_of(&support_path(key)).await.as_deref(), Some(value));
 
     let mut browser = Browser::start().await;
 
@@ -351,18 +260,9 @@ async fn docs_and_home_page_in_a_real_browser() {
              return want.every(w => ops.includes(w)) ? ops : null;",
         )
         .await;
-    assert_eq!(
-        ops.as_array().unwrap().len(),
-        5,
-        "exactly the five operations: {ops}"
-    );
-    let title = browser
-        .execute("return document.querySelector('.info .title')?.textContent || '';")
-        .await;
-    assert!(
-        title.as_str().unwrap().contains("kvq"),
-        "Swagger UI shows the API title: {title}"
-    );
+    assert_eq!(ops.as_array().unwrap().len(), 5, "exactly the five operations: {ops}");
+    let title = browser.execute("return document.querySelector('.info .title')?.textContent || '';").await;
+    assert!(title.as_str().unwrap().contains("kvq"), "Swagger UI shows the API title: {title}");
     let mut urls = browser.loaded_urls().await;
     urls.extend(browser.referenced_urls().await);
     assert_local(&app.base, "/docs", &urls);
@@ -377,10 +277,7 @@ async fn docs_and_home_page_in_a_real_browser() {
         )
         .await;
     assert_eq!(status[0], "reachable and writable", "home status: {status}");
-    assert!(
-        status[1].as_str().unwrap().parse::<u64>().is_ok(),
-        "queue depth is a number: {status}"
-    );
+    assert!(status[1].as_str().unwrap().parse::<u64>().is_ok(), "queue depth is a number: {status}");
     let mut urls = browser.loaded_urls().await;
     urls.extend(browser.referenced_urls().await);
     assert_local(&app.base, "/", &urls);
@@ -395,20 +292,11 @@ async fn docs_and_home_page_in_a_real_browser() {
             "const v = document.querySelector('#value'); return v ? v.textContent : null;",
         )
         .await;
-    assert_eq!(
-        shown.as_str(),
-        Some(value),
-        "the key page shows the stored value"
-    );
-    let name = browser
-        .execute("return document.querySelector('#key-name')?.textContent;")
-        .await;
+    assert_eq!(shown.as_str(), Some(value), "the key page shows the stored value");
+    let name = browser.execute("return document.querySelector('#key-name')?.textContent;").await;
     assert_eq!(name.as_str(), Some(key));
     let here = browser.current_url().await;
-    assert!(
-        here.starts_with(&app.url("/ui/keys")),
-        "the form led to {here}"
-    );
+    assert!(here.starts_with(&app.url("/ui/keys")), "the form led to {here}");
     let mut urls = browser.loaded_urls().await;
     urls.extend(browser.referenced_urls().await);
     assert_local(&app.base, "the key page", &urls);

@@ -16,28 +16,15 @@ async fn an_outage_answers_503_promptly_and_everything_recovers_without_restarts
 
     redis.kill();
     for (what, req) in [
-        (
-            "put",
-            app.client
-                .put(app.url("/v1/keys/x"))
-                .json(&serde_json::json!({"value": "1"})),
-        ),
+        ("put", app.client.put(app.url("/v1/keys/x")).json(&serde_json::json!({"value": "1"}))),
         ("get", app.client.get(app.url("/v1/keys/before"))),
         ("list", app.client.get(app.url("/v1/keys"))),
-        (
-            "task",
-            app.client
-                .get(app.url("/v1/tasks/0123456789abcdef0123456789abcdef")),
-        ),
+        ("task", app.client.get(app.url("/v1/tasks/0123456789abcdef0123456789abcdef"))),
         ("delete", app.client.delete(app.url("/v1/keys/before"))),
     ] {
         let started = Instant::now();
         let r = req.send().await.unwrap();
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{what} took {:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < Duration::from_secs(5), "{what} took {:?}", started.elapsed());
         assert_eq!(r.status(), 503, "{what}");
         assert_eq!(r.headers()["retry-after"], "1", "{what}");
         let b: Value = r.json().await.unwrap();
@@ -46,32 +33,20 @@ async fn an_outage_answers_503_promptly_and_everything_recovers_without_restarts
     let started = Instant::now();
     assert_eq!(app.get("/readyz").await.status(), 503);
     assert!(started.elapsed() < Duration::from_secs(3));
-    assert_eq!(
-        app.get("/healthz").await.status(),
-        200,
-        "liveness must not depend on Redis"
-    );
+    assert_eq!(app.get("/healthz").await.status(), 200, "liveness must not depend on Redis");
     assert_eq!(app.get("/ui/keys/before").await.status(), 503);
     let home = app.get("/").await;
     assert_eq!(home.status(), 200);
     assert!(home.text().await.unwrap().contains("unavailable"));
-    let worker_ready = reqwest::get(format!("http://127.0.0.1:{}/readyz", app.workers[0].port))
-        .await
-        .unwrap();
+    let worker_ready = reqwest::get(format!("http://127.0.0.1:{}/readyz", app.workers[0].port)).await.unwrap();
     assert_eq!(worker_ready.status(), 503);
 
     redis.restart();
-    eventually(
-        Duration::from_secs(10),
-        "readiness after Redis returns",
-        || async { (app.get("/readyz").await.status() == 200).then_some(()) },
-    )
+    eventually(Duration::from_secs(10), "readiness after Redis returns", || async {
+        (app.get("/readyz").await.status() == 200).then_some(())
+    })
     .await;
-    assert_eq!(
-        app.value_of("before").await.as_deref(),
-        Some("1"),
-        "data survived (AOF)"
-    );
+    assert_eq!(app.value_of("before").await.as_deref(), Some("1"), "data survived (AOF)");
     let r = eventually(Duration::from_secs(15), "writes to apply again", || async {
         let r = app.put("after", "2", "?wait=2").await;
         (r.status() == 200).then_some(r)
@@ -85,60 +60,17 @@ async fn an_outage_answers_503_promptly_and_everything_recovers_without_restarts
 async fn binaries_start_while_redis_is_down_and_become_ready_when_it_comes() {
     let port = free_port();
     let mut bins = Binaries::spawn(&format!("redis://127.0.0.1:{port}"), &[]);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let server = format!("http://127.0.0.1:{}", bins.server_port);
-    let worker = format!("http://127.0.0.1:{}", bins.worker_port);
-    wait_status(
-        &client,
-        &format!("{server}/healthz"),
-        200,
-        Duration::from_secs(10),
-    )
-    .await;
-    wait_status(
-        &client,
-        &format!("{worker}/healthz"),
-        200,
-        Duration::from_secs(10),
-    )
-    .await;
-    assert_eq!(
-        client
-            .get(format!("{server}/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
-    assert_eq!(
-        client
-            .get(format!("{worker}/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let server = bins.server.url("");
+    let worker = bins.worker.url("");
+    wait_status(&client, &format!("{server}/healthz"), 200, Duration::from_secs(10)).await;
+    wait_status(&client, &format!("{worker}/healthz"), 200, Duration::from_secs(10)).await;
+    assert_eq!(client.get(format!("{server}/readyz")).send().await.unwrap().status(), 503);
+    assert_eq!(client.get(format!("{worker}/readyz")).send().await.unwrap().status(), 503);
 
     let _redis = TestRedis::start_with("127.0.0.1", port, &[]);
-    wait_status(
-        &client,
-        &format!("{server}/readyz"),
-        200,
-        Duration::from_secs(10),
-    )
-    .await;
-    wait_status(
-        &client,
-        &format!("{worker}/readyz"),
-        200,
-        Duration::from_secs(10),
-    )
-    .await;
+    wait_status(&client, &format!("{server}/readyz"), 200, Duration::from_secs(10)).await;
+    wait_status(&client, &format!("{worker}/readyz"), 200, Duration::from_secs(10)).await;
     let r = eventually(Duration::from_secs(15), "a waited write", || async {
         let r = client
             .put(format!("{server}/v1/keys/late?wait=3"))
@@ -150,91 +82,42 @@ async fn binaries_start_while_redis_is_down_and_become_ready_when_it_comes() {
     })
     .await;
     assert_eq!(r.json::<Value>().await.unwrap()["status"], "applied");
-    assert_eq!(
-        bins.terminate(),
-        (Some(0), Some(0)),
-        "both exit 0 on SIGTERM"
-    );
+    assert_eq!(bins.terminate(), (Some(0), Some(0)), "both exit 0 on SIGTERM");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_and_the_worker_finishes_its_tasks() {
     let redis = TestRedis::start();
     let mut bins = Binaries::spawn(&redis.url(), &[]);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
-    let server = format!("http://127.0.0.1:{}", bins.server_port);
-    wait_status(
-        &client,
-        &format!("{server}/readyz"),
-        200,
-        Duration::from_secs(10),
-    )
-    .await;
-    wait_status(
-        &client,
-        &format!("http://127.0.0.1:{}/readyz", bins.worker_port),
-        200,
-        Duration::from_secs(10),
-    )
-    .await;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let server = bins.server.url("");
+    wait_status(&client, &format!("{server}/readyz"), 200, Duration::from_secs(10)).await;
+    wait_status(&client, &bins.worker.url("/readyz"), 200, Duration::from_secs(10)).await;
 
     // Freeze the worker so a waiting request stays in flight while the server is told to stop.
-    let worker_pid = bins.worker.id().to_string();
-    std::process::Command::new("kill")
-        .args(["-STOP", &worker_pid])
-        .status()
-        .unwrap();
+    bins.worker.signal("STOP");
     let in_flight = {
         let client = client.clone();
         let url = format!("{server}/v1/keys/drain?wait=2");
-        tokio::spawn(async move {
-            client
-                .put(url)
-                .json(&serde_json::json!({"value": "v"}))
-                .send()
-                .await
-        })
+        tokio::spawn(async move { client.put(url).json(&serde_json::json!({"value": "v"})).send().await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    std::process::Command::new("kill")
-        .args(["-TERM", &bins.server.id().to_string()])
-        .status()
-        .unwrap();
-    let r = in_flight
-        .await
-        .unwrap()
-        .expect("the in-flight request completes during the drain");
+    bins.server.signal("TERM");
+    let r = in_flight.await.unwrap().expect("the in-flight request completes during the drain");
     assert_eq!(r.status(), 202, "the wait ran out, the write stays queued");
-    assert_eq!(bins.server.wait().unwrap().code(), Some(0));
+    assert_eq!(bins.server.child.wait().unwrap().code(), Some(0));
 
     // The worker resumes, applies the queued write, then stops cleanly on SIGTERM.
-    std::process::Command::new("kill")
-        .args(["-CONT", &worker_pid])
-        .status()
-        .unwrap();
+    bins.worker.signal("CONT");
     let mut conn = redis.conn();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let v: Option<String> = redis::cmd("HGET")
-            .arg("kvq:k:drain")
-            .arg("v")
-            .query(&mut conn)
-            .unwrap();
+        let v: Option<String> = redis::cmd("HGET").arg("kvq:k:drain").arg("v").query(&mut conn).unwrap();
         if v.as_deref() == Some("v") {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the worker did not apply the queued write"
-        );
+        assert!(Instant::now() < deadline, "the worker did not apply the queued write");
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::process::Command::new("kill")
-        .args(["-TERM", &worker_pid])
-        .status()
-        .unwrap();
-    assert_eq!(bins.worker.wait().unwrap().code(), Some(0));
+    assert_eq!(bins.worker.terminate(), Some(0));
 }

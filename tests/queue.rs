@@ -25,27 +25,15 @@ fn write(key: &str, value: &str) -> WriteRequest {
 }
 
 fn task_seq(redis: &TestRedis, id: &str) -> (u64, u64) {
-    let seq: String = redis::cmd("HGET")
-        .arg(format!("kvq:t:{id}"))
-        .arg("seq")
-        .query(&mut redis.conn())
-        .unwrap();
+    let seq: String = redis::cmd("HGET").arg(format!("kvq:t:{id}")).arg("seq").query(&mut redis.conn()).unwrap();
     let (ms, n) = seq.split_once('-').unwrap();
     (ms.parse().unwrap(), n.parse().unwrap())
 }
 
 async fn read_as(app: &TestApp, consumer: &str, count: usize) -> Vec<StreamTask> {
     app.store.ensure_group().await.unwrap();
-    let mut conn = app
-        .store
-        .redis
-        .dedicated(Some(Duration::from_secs(5)))
-        .await
-        .unwrap();
-    app.store
-        .read_new(&mut conn, consumer, count, 100)
-        .await
-        .unwrap()
+    let mut conn = app.store.redis.dedicated(Some(Duration::from_secs(5))).await.unwrap();
+    app.store.read_new(&mut conn, consumer, count, 100).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,12 +50,8 @@ async fn concurrent_writers_and_four_workers_end_at_the_last_accepted_write() {
             for i in 0..40 {
                 let key = keys[(w + i) % keys.len()];
                 let value = format!("w{w}-{i}");
-                let r = client
-                    .put(format!("{base}/v1/keys/{key}"))
-                    .json(&json!({ "value": value }))
-                    .send()
-                    .await
-                    .unwrap();
+                let r =
+                    client.put(format!("{base}/v1/keys/{key}")).json(&json!({ "value": value })).send().await.unwrap();
                 assert_eq!(r.status(), 202);
                 let b: Value = r.json().await.unwrap();
                 accepted.push((key, value, b["task_id"].as_str().unwrap().to_string()));
@@ -85,41 +69,25 @@ async fn concurrent_writers_and_four_workers_end_at_the_last_accepted_write() {
     type Accepted = ((u64, u64), String, String);
     let mut by_key: HashMap<&str, Vec<Accepted>> = HashMap::new();
     for (key, value, id) in &all {
-        by_key
-            .entry(key)
-            .or_default()
-            .push((task_seq(&redis, id), value.clone(), id.clone()));
+        by_key.entry(key).or_default().push((task_seq(&redis, id), value.clone(), id.clone()));
     }
     for (key, mut writes) in by_key {
         writes.sort();
         let (_, last_value, _) = writes.last().unwrap();
-        assert_eq!(
-            app.value_of(key).await.as_deref(),
-            Some(last_value.as_str()),
-            "{key}"
-        );
+        assert_eq!(app.value_of(key).await.as_deref(), Some(last_value.as_str()), "{key}");
         // Applied writes, in acceptance order, have strictly increasing versions.
         let mut last_version = 0;
         for (_, _, id) in &writes {
             let t = app.store.get_task(id).await.unwrap().unwrap();
-            assert!(
-                matches!(t.status, TaskStatus::Applied | TaskStatus::Superseded),
-                "{t:?}"
-            );
+            assert!(matches!(t.status, TaskStatus::Applied | TaskStatus::Superseded), "{t:?}");
             if t.status == TaskStatus::Applied {
                 let v = t.version.unwrap();
-                assert!(
-                    v > last_version,
-                    "versions must increase in acceptance order"
-                );
+                assert!(v > last_version, "versions must increase in acceptance order");
                 last_version = v;
             }
         }
         let (_, _, last_id) = writes.last().unwrap();
-        assert_eq!(
-            app.store.get_task(last_id).await.unwrap().unwrap().status,
-            TaskStatus::Applied
-        );
+        assert_eq!(app.store.get_task(last_id).await.unwrap().unwrap().status, TaskStatus::Applied);
     }
     app.stop().await;
 }
@@ -130,13 +98,7 @@ async fn tasks_of_a_dead_worker_are_reclaimed_and_applied_once_in_effect() {
     let app = spawn_app(&redis, 0).await;
     let mut ids = Vec::new();
     for i in 0..20 {
-        ids.push(
-            app.store
-                .enqueue(&write(&format!("r{i}"), &format!("v{i}")))
-                .await
-                .unwrap()
-                .task_id,
-        );
+        ids.push(app.store.enqueue(&write(&format!("r{i}"), &format!("v{i}"))).await.unwrap().task_id);
     }
     // A worker reads everything, applies half, and dies before finishing the rest.
     let taken = read_as(&app, "doomed", 100).await;
@@ -144,16 +106,10 @@ async fn tasks_of_a_dead_worker_are_reclaimed_and_applied_once_in_effect() {
     for t in &taken[..10] {
         app.store.apply(t, 60_000).await.unwrap();
     }
-    let version_before: u64 = redis::cmd("GET")
-        .arg("kvq:ver")
-        .query(&mut redis.conn())
-        .unwrap();
+    let version_before: u64 = redis::cmd("GET").arg("kvq:ver").query(&mut redis.conn()).unwrap();
     assert_eq!(version_before, 10);
     let pending = app.store.queue_stats().await.unwrap().pending;
-    assert_eq!(
-        pending, 10,
-        "unfinished tasks stay pending on the dead consumer"
-    );
+    assert_eq!(pending, 10, "unfinished tasks stay pending on the dead consumer");
 
     let worker = spawn_worker(&app.settings, "rescuer").await;
     app.drain(Duration::from_secs(10)).await;
@@ -162,10 +118,7 @@ async fn tasks_of_a_dead_worker_are_reclaimed_and_applied_once_in_effect() {
         assert_eq!(t.status, TaskStatus::Applied, "task {i}");
         assert_eq!(app.value_of(&format!("r{i}")).await, Some(format!("v{i}")));
     }
-    let version_after: u64 = redis::cmd("GET")
-        .arg("kvq:ver")
-        .query(&mut redis.conn())
-        .unwrap();
+    let version_after: u64 = redis::cmd("GET").arg("kvq:ver").query(&mut redis.conn()).unwrap();
     assert_eq!(version_after, 20, "each write applied exactly once");
 
     // A late redelivery of an applied task is a no-op that reports the first outcome.
@@ -173,10 +126,7 @@ async fn tasks_of_a_dead_worker_are_reclaimed_and_applied_once_in_effect() {
     assert_eq!(again.status, TaskStatus::Applied);
     let v3 = app.store.get_value("r3").await.unwrap().unwrap().version;
     assert_eq!(again.version, Some(v3));
-    let version_end: u64 = redis::cmd("GET")
-        .arg("kvq:ver")
-        .query(&mut redis.conn())
-        .unwrap();
+    let version_end: u64 = redis::cmd("GET").arg("kvq:ver").query(&mut redis.conn()).unwrap();
     assert_eq!(version_end, 20);
     worker.stop().await;
     app.stop().await;
@@ -189,13 +139,7 @@ async fn an_aborted_worker_process_loses_nothing() {
     let victim = spawn_worker(&app.settings, "victim").await;
     let mut ids = Vec::new();
     for i in 0..300 {
-        ids.push(
-            app.store
-                .enqueue(&write(&format!("a{}", i % 30), &format!("{i}")))
-                .await
-                .unwrap()
-                .task_id,
-        );
+        ids.push(app.store.enqueue(&write(&format!("a{}", i % 30), &format!("{i}"))).await.unwrap().task_id);
     }
     tokio::time::sleep(Duration::from_millis(30)).await;
     victim.abort();
@@ -203,10 +147,7 @@ async fn an_aborted_worker_process_loses_nothing() {
     app.drain(Duration::from_secs(15)).await;
     for id in &ids {
         let t = app.store.get_task(id).await.unwrap().unwrap();
-        assert!(
-            matches!(t.status, TaskStatus::Applied | TaskStatus::Superseded),
-            "{t:?}"
-        );
+        assert!(matches!(t.status, TaskStatus::Applied | TaskStatus::Superseded), "{t:?}");
     }
     for k in 0..30 {
         let last = (0..300).filter(|i| i % 30 == k).max().unwrap();
@@ -224,20 +165,11 @@ async fn an_older_write_applied_after_a_newer_one_is_superseded() {
     let waiting = {
         let client = app.client.clone();
         let url = app.url("/v1/keys/race?wait=10");
-        tokio::spawn(async move {
-            client
-                .put(url)
-                .json(&json!({"value": "older"}))
-                .send()
-                .await
-                .unwrap()
-        })
+        tokio::spawn(async move { client.put(url).json(&json!({"value": "older"})).send().await.unwrap() })
     };
-    eventually(
-        Duration::from_secs(5),
-        "the first write to be queued",
-        || async { (app.store.queue_stats().await.ok()?.lag == 1).then_some(()) },
-    )
+    eventually(Duration::from_secs(5), "the first write to be queued", || async {
+        (app.store.queue_stats().await.ok()?.lag == 1).then_some(())
+    })
     .await;
     assert_eq!(app.put("race", "newer", "").await.status(), 202);
     let tasks = read_as(&app, "x", 10).await;
@@ -259,35 +191,18 @@ async fn a_poison_task_ends_in_the_dead_letter_stream_as_failed() {
     let redis = TestRedis::start();
     let app = spawn_app_with(&redis, 1, &[("KVQ__WORKER__MAX_ATTEMPTS", "3")]).await;
     // Someone overwrote kvq's hash with a plain string: every apply fails with WRONGTYPE.
-    let _: () = redis::cmd("SET")
-        .arg("kvq:k:poison")
-        .arg("oops")
-        .query(&mut redis.conn())
-        .unwrap();
+    let _: () = redis::cmd("SET").arg("kvq:k:poison").arg("oops").query(&mut redis.conn()).unwrap();
     let r = app.put("poison", "x", "?wait=15").await;
     assert_eq!(r.status(), 500);
     let b: Value = r.json().await.unwrap();
     assert_eq!(b["task"]["status"], "failed");
     assert_eq!(b["task"]["attempts"], 3);
-    assert!(
-        b["task"]["error"].as_str().unwrap().contains("WRONGTYPE"),
-        "{b}"
-    );
+    assert!(b["task"]["error"].as_str().unwrap().contains("WRONGTYPE"), "{b}");
     let id = b["task"]["id"].as_str().unwrap().to_string();
-    let t: Value = app
-        .get(&format!("/v1/tasks/{id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let t: Value = app.get(&format!("/v1/tasks/{id}")).await.json().await.unwrap();
     assert_eq!(t["status"], "failed");
 
-    let dlq: redis::Value = redis::cmd("XRANGE")
-        .arg("kvq:dlq")
-        .arg("-")
-        .arg("+")
-        .query(&mut redis.conn())
-        .unwrap();
+    let dlq: redis::Value = redis::cmd("XRANGE").arg("kvq:dlq").arg("-").arg("+").query(&mut redis.conn()).unwrap();
     let text = format!("{dlq:?}");
     assert!(text.contains(&id) && text.contains("WRONGTYPE"), "{text}");
     let stats = app.store.queue_stats().await.unwrap();
@@ -303,12 +218,7 @@ async fn compare_and_set_races_have_exactly_one_winner() {
     let app = spawn_app(&redis, 4).await;
     for round in 0..15 {
         let key = format!("cas{round}");
-        let t: Value = app
-            .put(&key, "start", "?wait=5")
-            .await
-            .json()
-            .await
-            .unwrap();
+        let t: Value = app.put(&key, "start", "?wait=5").await.json().await.unwrap();
         let version = t["version"].as_u64().unwrap();
         let etag = format!("\"{version}\"");
         let cond = [("If-Match", etag.as_str())];
@@ -318,35 +228,19 @@ async fn compare_and_set_races_have_exactly_one_winner() {
         );
         let mut codes = [a.status().as_u16(), b.status().as_u16()];
         codes.sort();
-        assert!(
-            codes == [200, 409] || codes == [200, 412],
-            "round {round}: {codes:?}"
-        );
+        assert!(codes == [200, 409] || codes == [200, 412], "round {round}: {codes:?}");
         let winner = if a.status() == 200 { "A" } else { "B" };
         assert_eq!(app.value_of(&key).await.as_deref(), Some(winner));
     }
     for round in 0..15 {
         let key = format!("inm{round}");
         let (a, b) = tokio::join!(
-            app.put_json(
-                &key,
-                json!({"value": "A"}),
-                "?wait=10",
-                &[("If-None-Match", "*")]
-            ),
-            app.put_json(
-                &key,
-                json!({"value": "B"}),
-                "?wait=10",
-                &[("If-None-Match", "*")]
-            ),
+            app.put_json(&key, json!({"value": "A"}), "?wait=10", &[("If-None-Match", "*")]),
+            app.put_json(&key, json!({"value": "B"}), "?wait=10", &[("If-None-Match", "*")]),
         );
         let mut codes = [a.status().as_u16(), b.status().as_u16()];
         codes.sort();
-        assert!(
-            codes == [200, 409] || codes == [200, 412],
-            "round {round}: {codes:?}"
-        );
+        assert!(codes == [200, 409] || codes == [200, 412], "round {round}: {codes:?}");
     }
     app.stop().await;
 }
@@ -356,25 +250,15 @@ async fn acknowledged_entries_are_trimmed_from_the_stream() {
     let redis = TestRedis::start();
     let app = spawn_app(&redis, 0).await;
     for i in 0..500 {
-        app.store
-            .enqueue(&write(&format!("t{i}"), "x"))
-            .await
-            .unwrap();
+        app.store.enqueue(&write(&format!("t{i}"), "x")).await.unwrap();
     }
     let w = step_worker(&app.settings, "stepper");
     while let kvq::worker::Step::Executed(_) = w.try_execute_tasks().await.unwrap() {}
     app.store.enqueue(&write("pending", "x")).await.unwrap();
     read_as(&app, "holder", 10).await; // delivered, not acknowledged
     app.store.trim_acknowledged().await.unwrap();
-    let len: u64 = redis::cmd("XLEN")
-        .arg("kvq:tasks")
-        .query(&mut redis.conn())
-        .unwrap();
+    let len: u64 = redis::cmd("XLEN").arg("kvq:tasks").query(&mut redis.conn()).unwrap();
     assert!(len < 500, "acknowledged entries trimmed, got {len}");
-    assert_eq!(
-        app.store.queue_stats().await.unwrap().pending,
-        1,
-        "the pending entry survives"
-    );
+    assert_eq!(app.store.queue_stats().await.unwrap().pending, 1, "the pending entry survives");
     app.stop().await;
 }

@@ -48,15 +48,10 @@ impl Target {
             .build()
             .unwrap();
         let prefix = format!("remote-test-{}/", uuid::Uuid::new_v4().simple());
-        match std::env::var("KVQ_TEST_URL")
-            .ok()
-            .filter(|u| !u.trim().is_empty())
-        {
+        match std::env::var("KVQ_TEST_URL").ok().filter(|u| !u.trim().is_empty()) {
             Some(url) => {
                 let max = std::env::var("KVQ_TEST_MAX_VALUE_BYTES").ok().map(|v| {
-                    v.parse().unwrap_or_else(|_| {
-                        panic!("KVQ_TEST_MAX_VALUE_BYTES={v} is not a number of bytes")
-                    })
+                    v.parse().unwrap_or_else(|_| panic!("KVQ_TEST_MAX_VALUE_BYTES={v} is not a number of bytes"))
                 });
                 Self {
                     base: url.trim().trim_end_matches('/').to_string(),
@@ -100,19 +95,11 @@ impl Target {
     }
 
     async fn get(&self, path: &str) -> Response {
-        self.client
-            .get(self.url(path))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        self.client.get(self.url(path)).send().await.unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
     async fn get_key(&self, key: &str) -> Response {
-        self.client
-            .get(self.key_url(key, ""))
-            .send()
-            .await
-            .expect("GET key")
+        self.client.get(self.key_url(key, "")).send().await.expect("GET key")
     }
 
     async fn put(&self, key: &str, body: Value, query: &str, headers: &[(&str, &str)]) -> Response {
@@ -124,18 +111,12 @@ impl Target {
     }
 
     async fn delete(&self, key: &str, query: &str) -> Response {
-        self.client
-            .delete(self.key_url(key, query))
-            .send()
-            .await
-            .expect("DELETE key")
+        self.client.delete(self.key_url(key, query)).send().await.expect("DELETE key")
     }
 
     /// PUT ?wait=10 that must be applied; returns the task.
     async fn put_applied(&self, key: &str, value: &str) -> Value {
-        let r = self
-            .put(key, json!({ "value": value }), "?wait=10", &[])
-            .await;
+        let r = self.put(key, json!({ "value": value }), "?wait=10", &[]).await;
         assert_eq!(r.status(), 200, "PUT {key} ?wait=10");
         let task: Value = r.json().await.unwrap();
         assert_eq!(task["status"], "applied", "{task}");
@@ -168,15 +149,9 @@ impl Drop for Target {
         }
         let urls: Vec<String> = keys.iter().map(|k| self.key_url(k, "?wait=10")).collect();
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
-                let c = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(15))
-                    .build()
-                    .unwrap();
+                let c = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
                 for u in urls {
                     let _ = c.delete(u).send().await;
                 }
@@ -203,43 +178,20 @@ fn enc(s: &str) -> String {
 async fn assert_problem(r: Response, status: u16, field: &str) -> Value {
     let what = format!("{} {}", r.status(), r.url());
     assert_eq!(r.status().as_u16(), status, "{what}");
-    let ct = r
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let ct = r.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let text = r.text().await.unwrap();
-    assert!(
-        ct.contains("json"),
-        "{what}: problem content type is {ct:?}; body {text}"
-    );
-    let p: Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{what}: body is not JSON ({e}): {text}"));
-    assert!(
-        p["type"].as_str().is_some_and(|t| !t.is_empty()),
-        "{what}: type in {p}"
-    );
-    assert!(
-        p["title"].as_str().is_some_and(|t| !t.is_empty()),
-        "{what}: title in {p}"
-    );
+    assert!(ct.contains("json"), "{what}: problem content type is {ct:?}; body {text}");
+    let p: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: body is not JSON ({e}): {text}"));
+    assert!(p["type"].as_str().is_some_and(|t| !t.is_empty()), "{what}: type in {p}");
+    assert!(p["title"].as_str().is_some_and(|t| !t.is_empty()), "{what}: title in {p}");
     assert_eq!(p["status"], status, "{what}: status in {p}");
-    let detail = p["detail"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{what}: detail in {p}"));
-    assert!(
-        detail.to_lowercase().contains(&field.to_lowercase()),
-        "{what}: detail {detail:?} does not name {field:?}"
-    );
+    let detail = p["detail"].as_str().unwrap_or_else(|| panic!("{what}: detail in {p}"));
+    assert!(detail.to_lowercase().contains(&field.to_lowercase()), "{what}: detail {detail:?} does not name {field:?}");
     p
 }
 
 fn header(r: &Response, name: impl reqwest::header::AsHeaderName) -> Option<String> {
-    r.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+    r.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,34 +216,21 @@ async fn openapi_spec_lists_the_v1_paths() {
     let t = Target::new().await;
     let r = t.get("/openapi.json").await;
     assert_eq!(r.status(), 200);
-    let spec: Value =
-        serde_json::from_str(&r.text().await.unwrap()).expect("/openapi.json is JSON");
-    assert!(
-        spec["openapi"]
-            .as_str()
-            .is_some_and(|v| v.starts_with("3.")),
-        "openapi version: {}",
-        spec["openapi"]
-    );
+    let spec: Value = serde_json::from_str(&r.text().await.unwrap()).expect("/openapi.json is JSON");
+    assert!(spec["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "openapi version: {}", spec["openapi"]);
     let paths = spec["paths"].as_object().expect("paths");
     for (path, methods) in [
         ("/v1/keys/{key}", &["put", "get", "delete"][..]),
         ("/v1/keys", &["get"][..]),
         ("/v1/tasks/{id}", &["get"][..]),
     ] {
-        let p = paths
-            .get(path)
-            .unwrap_or_else(|| panic!("{path} missing from {:?}", paths.keys()));
+        let p = paths.get(path).unwrap_or_else(|| panic!("{path} missing from {:?}", paths.keys()));
         for m in methods {
             assert!(p.get(*m).is_some(), "{m} {path} missing");
         }
     }
     let r = t.get("/docs").await;
-    assert!(
-        r.status().is_success() || r.status().is_redirection(),
-        "/docs: {}",
-        r.status()
-    );
+    assert!(r.status().is_success() || r.status().is_redirection(), "/docs: {}", r.status());
     t.cleanup().await;
 }
 
@@ -301,18 +240,14 @@ async fn write_read_conditions_delete() {
     let key = t.key("lifecycle/ü key");
 
     // PUT ?wait → 200 applied, with a version and a Location.
-    let r = t
-        .put(&key, json!({ "value": "one" }), "?wait=10", &[])
-        .await;
+    let r = t.put(&key, json!({ "value": "one" }), "?wait=10", &[]).await;
     assert_eq!(r.status(), 200);
     let loc = header(&r, LOCATION).expect("Location");
     let task: Value = r.json().await.unwrap();
     assert_eq!(task["status"], "applied", "{task}");
     assert_eq!(task["op"], "set");
     assert_eq!(task["key"], key.as_str());
-    let v1 = task["version"]
-        .as_u64()
-        .expect("applied task has a version");
+    let v1 = task["version"].as_u64().expect("applied task has a version");
     assert_eq!(loc, format!("/v1/tasks/{}", task["id"].as_str().unwrap()));
 
     // GET → value + ETag.
@@ -327,90 +262,41 @@ async fn write_read_conditions_delete() {
     assert!(body["expires_at"].is_null(), "{body}");
 
     // If-None-Match: that ETag → 304.
-    let r = t
-        .client
-        .get(t.key_url(&key, ""))
-        .header(IF_NONE_MATCH, &etag)
-        .send()
-        .await
-        .unwrap();
+    let r = t.client.get(t.key_url(&key, "")).header(IF_NONE_MATCH, &etag).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(header(&r, ETAG).as_deref(), Some(etag.as_str()));
 
     // A second write with the right If-Match applies and bumps the version.
-    let r = t
-        .put(
-            &key,
-            json!({ "value": "two" }),
-            "?wait=10",
-            &[("If-Match", &etag)],
-        )
-        .await;
+    let r = t.put(&key, json!({ "value": "two" }), "?wait=10", &[("If-Match", &etag)]).await;
     assert_eq!(r.status(), 200);
-    let v2 = r.json::<Value>().await.unwrap()["version"]
-        .as_u64()
-        .unwrap();
+    let v2 = r.json::<Value>().await.unwrap()["version"].as_u64().unwrap();
     assert!(v2 > v1, "versions increase: {v1} then {v2}");
 
     // Stale If-Match → 412 with the rejected task.
-    let r = t
-        .put(
-            &key,
-            json!({ "value": "stale" }),
-            "?wait=10",
-            &[("If-Match", &etag)],
-        )
-        .await;
+    let r = t.put(&key, json!({ "value": "stale" }), "?wait=10", &[("If-Match", &etag)]).await;
     let p = assert_problem(r, 412, "").await;
     assert_eq!(p["task"]["status"], "rejected", "{p}");
 
     // If-None-Match: * on an existing key → 412.
-    let r = t
-        .put(
-            &key,
-            json!({ "value": "create" }),
-            "?wait=10",
-            &[("If-None-Match", "*")],
-        )
-        .await;
+    let r = t.put(&key, json!({ "value": "create" }), "?wait=10", &[("If-None-Match", "*")]).await;
     let p = assert_problem(r, 412, "").await;
     assert_eq!(p["task"]["status"], "rejected", "{p}");
 
     // Neither rejected write changed anything; the old ETag no longer matches.
-    let r = t
-        .client
-        .get(t.key_url(&key, ""))
-        .header(IF_NONE_MATCH, &etag)
-        .send()
-        .await
-        .unwrap();
+    let r = t.client.get(t.key_url(&key, "")).header(IF_NONE_MATCH, &etag).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
-    assert_eq!(
-        (body["value"].as_str(), body["version"].as_u64()),
-        (Some("two"), Some(v2))
-    );
+    assert_eq!((body["value"].as_str(), body["version"].as_u64()), (Some("two"), Some(v2)));
 
     // DELETE ?wait → 200, then GET → 404 problem.
     let r = t.delete(&key, "?wait=10").await;
     assert_eq!(r.status(), 200);
     let task: Value = r.json().await.unwrap();
-    assert_eq!(
-        (task["status"].as_str(), task["op"].as_str()),
-        (Some("applied"), Some("delete")),
-        "{task}"
-    );
+    assert_eq!((task["status"].as_str(), task["op"].as_str()), (Some("applied"), Some("delete")), "{task}");
     assert_problem(t.get_key(&key).await, 404, "").await;
 
     // If-None-Match: * now succeeds: the key is gone.
-    let r = t
-        .put(
-            &key,
-            json!({ "value": "again" }),
-            "?wait=10",
-            &[("If-None-Match", "*")],
-        )
-        .await;
+    let r = t.put(&key, json!({ "value": "again" }), "?wait=10", &[("If-None-Match", "*")]).await;
     assert_eq!(r.status(), 200);
     t.cleanup().await;
 }
@@ -421,39 +307,18 @@ async fn idempotency_and_task_status() {
     let key = t.key("idem");
     let token = format!("idem-{}", uuid::Uuid::new_v4().simple());
 
-    let r = t
-        .put(
-            &key,
-            json!({ "value": "v" }),
-            "",
-            &[("Idempotency-Key", &token)],
-        )
-        .await;
+    let r = t.put(&key, json!({ "value": "v" }), "", &[("Idempotency-Key", &token)]).await;
     assert!(matches!(r.status().as_u16(), 200 | 202), "{}", r.status());
     let loc = header(&r, LOCATION).expect("Location");
     let first: Value = r.json().await.unwrap();
-    let id = first["task_id"]
-        .as_str()
-        .or(first["id"].as_str())
-        .expect("task id")
-        .to_string();
+    let id = first["task_id"].as_str().or(first["id"].as_str()).expect("task id").to_string();
     assert_eq!(loc, format!("/v1/tasks/{id}"));
 
     // A replay (even with another body and a wait) returns the same task.
-    let r = t
-        .put(
-            &key,
-            json!({ "value": "other" }),
-            "?wait=10",
-            &[("Idempotency-Key", &token)],
-        )
-        .await;
+    let r = t.put(&key, json!({ "value": "other" }), "?wait=10", &[("Idempotency-Key", &token)]).await;
     assert!(matches!(r.status().as_u16(), 200 | 202), "{}", r.status());
     let again: Value = r.json().await.unwrap();
-    let id2 = again["task_id"]
-        .as_str()
-        .or(again["id"].as_str())
-        .expect("task id");
+    let id2 = again["task_id"].as_str().or(again["id"].as_str()).expect("task id");
     assert_eq!(id2, id, "replay returns the same task");
 
     // The task record, followed until applied.
@@ -472,27 +337,16 @@ async fn idempotency_and_task_status() {
     assert_eq!(record["op"], "set");
     assert_eq!(record["key"], key.as_str());
     assert_eq!(record["status"], "applied", "{record}");
-    assert!(
-        record["attempts"].as_u64().is_some_and(|a| a >= 1),
-        "{record}"
-    );
+    assert!(record["attempts"].as_u64().is_some_and(|a| a >= 1), "{record}");
     assert!(record["version"].as_u64().is_some(), "{record}");
-    assert!(
-        record["enqueued_at"].is_string() && record["finished_at"].is_string(),
-        "{record}"
-    );
+    assert!(record["enqueued_at"].is_string() && record["finished_at"].is_string(), "{record}");
 
     // Only one write was enqueued: the value is the first body's.
     let r = t.get_key(&key).await;
     assert_eq!(r.json::<Value>().await.unwrap()["value"], "v");
 
     // Unknown tasks → 404 problem.
-    assert_problem(
-        t.get("/v1/tasks/0123456789abcdef0123456789abcdef").await,
-        404,
-        "task",
-    )
-    .await;
+    assert_problem(t.get("/v1/tasks/0123456789abcdef0123456789abcdef").await, 404, "task").await;
     assert_problem(t.get("/v1/tasks/not-a-task").await, 404, "task").await;
     t.cleanup().await;
 }
@@ -542,10 +396,7 @@ async fn listing_pages_visit_every_key_once() {
             _ => break,
         }
     }
-    assert!(
-        pages >= 3,
-        "11 keys with limit 4 take at least 3 pages, got {pages}"
-    );
+    assert!(pages >= 3, "11 keys with limit 4 take at least 3 pages, got {pages}");
     keys.sort();
     let mut sorted = seen.clone();
     sorted.sort();
@@ -565,35 +416,18 @@ async fn bad_input_gets_problem_bodies_and_writes_nothing() {
     let key = t.key("bad-input");
 
     // Empty key.
-    let r = t
-        .client
-        .put(t.url("/v1/keys/"))
-        .json(&json!({ "value": "x" }))
-        .send()
-        .await
-        .unwrap();
+    let r = t.client.put(t.url("/v1/keys/")).json(&json!({ "value": "x" })).send().await.unwrap();
     assert_problem(r, 400, "key").await;
     // 513-byte key (512 is fine, checked with a GET: 404, not 400).
     let long = format!("{}{}", t.prefix, "k".repeat(513 - t.prefix.len()));
     assert_eq!(long.len(), 513);
-    assert_problem(
-        t.put(&long, json!({ "value": "x" }), "?wait=5", &[]).await,
-        400,
-        "key",
-    )
-    .await;
+    assert_problem(t.put(&long, json!({ "value": "x" }), "?wait=5", &[]).await, 400, "key").await;
     assert_problem(t.get_key(&long).await, 400, "key").await;
     let max = &long[..512];
     assert_problem(t.get_key(max).await, 404, "").await;
     // A control character (`%0A`).
     let ctl = format!("{}bad%0Akey", enc(&t.prefix));
-    let r = t
-        .client
-        .put(t.url(&format!("/v1/keys/{ctl}")))
-        .json(&json!({ "value": "x" }))
-        .send()
-        .await
-        .unwrap();
+    let r = t.client.put(t.url(&format!("/v1/keys/{ctl}"))).json(&json!({ "value": "x" })).send().await.unwrap();
     assert_problem(r, 400, "key").await;
     // Invalid JSON.
     let r = t
@@ -606,31 +440,11 @@ async fn bad_input_gets_problem_bodies_and_writes_nothing() {
         .unwrap();
     assert_problem(r, 400, "body").await;
     // Wrong shape: unknown field, null, missing or non-string value.
-    assert_problem(
-        t.put(&key, json!({ "valeu": "x" }), "?wait=5", &[]).await,
-        400,
-        "valeu",
-    )
-    .await;
-    assert_problem(
-        t.put(&key, json!({ "value": null }), "?wait=5", &[]).await,
-        400,
-        "value",
-    )
-    .await;
+    assert_problem(t.put(&key, json!({ "valeu": "x" }), "?wait=5", &[]).await, 400, "valeu").await;
+    assert_problem(t.put(&key, json!({ "value": null }), "?wait=5", &[]).await, 400, "value").await;
     // Only JSON strings are values: no silent coercion of numbers or booleans.
-    assert_problem(
-        t.put(&key, json!({ "value": 5 }), "?wait=5", &[]).await,
-        400,
-        "value",
-    )
-    .await;
-    assert_problem(
-        t.put(&key, json!({ "value": true }), "?wait=5", &[]).await,
-        400,
-        "value",
-    )
-    .await;
+    assert_problem(t.put(&key, json!({ "value": 5 }), "?wait=5", &[]).await, 400, "value").await;
+    assert_problem(t.put(&key, json!({ "value": true }), "?wait=5", &[]).await, 400, "value").await;
     assert_problem(t.put(&key, json!({}), "?wait=5", &[]).await, 400, "value").await;
     // Wrong content type.
     let r = t
@@ -643,76 +457,28 @@ async fn bad_input_gets_problem_bodies_and_writes_nothing() {
         .unwrap();
     assert_problem(r, 415, "content-type").await;
     // wait out of range, on PUT and DELETE.
-    assert_problem(
-        t.put(&key, json!({ "value": "x" }), "?wait=31", &[]).await,
-        400,
-        "wait",
-    )
-    .await;
+    assert_problem(t.put(&key, json!({ "value": "x" }), "?wait=31", &[]).await, 400, "wait").await;
     assert_problem(t.delete(&key, "?wait=31").await, 400, "wait").await;
     // Negative and zero TTL.
-    assert_problem(
-        t.put(
-            &key,
-            json!({ "value": "x", "ttl_seconds": -1 }),
-            "?wait=5",
-            &[],
-        )
-        .await,
-        400,
-        "ttl_seconds",
-    )
-    .await;
-    assert_problem(
-        t.put(
-            &key,
-            json!({ "value": "x", "ttl_seconds": 0 }),
-            "?wait=5",
-            &[],
-        )
-        .await,
-        400,
-        "ttl_seconds",
-    )
-    .await;
+    assert_problem(t.put(&key, json!({ "value": "x", "ttl_seconds": -1 }), "?wait=5", &[]).await, 400, "ttl_seconds")
+        .await;
+    assert_problem(t.put(&key, json!({ "value": "x", "ttl_seconds": 0 }), "?wait=5", &[]).await, 400, "ttl_seconds")
+        .await;
     // Malformed conditions.
-    assert_problem(
-        t.put(
-            &key,
-            json!({ "value": "x" }),
-            "?wait=5",
-            &[("If-Match", "nope")],
-        )
-        .await,
-        400,
-        "If-Match",
-    )
-    .await;
+    assert_problem(t.put(&key, json!({ "value": "x" }), "?wait=5", &[("If-Match", "nope")]).await, 400, "If-Match")
+        .await;
     // Value over the limit (only when the limit is known).
     match t.max_value_bytes {
         Some(limit) => {
             let big = "v".repeat(limit + 1);
-            assert_problem(
-                t.put(&key, json!({ "value": big }), "?wait=5", &[]).await,
-                413,
-                "value",
-            )
-            .await;
+            assert_problem(t.put(&key, json!({ "value": big }), "?wait=5", &[]).await, 413, "value").await;
             // Exactly at the limit is fine.
-            let r = t
-                .put(&key, json!({ "value": "v".repeat(limit) }), "?wait=10", &[])
-                .await;
-            assert_eq!(
-                r.status(),
-                200,
-                "a value of exactly {limit} bytes is accepted"
-            );
+            let r = t.put(&key, json!({ "value": "v".repeat(limit) }), "?wait=10", &[]).await;
+            assert_eq!(r.status(), 200, "a value of exactly {limit} bytes is accepted");
             let r = t.delete(&key, "?wait=10").await;
             assert_eq!(r.status(), 200);
         }
-        None => eprintln!(
-            "value-size check skipped: set KVQ_TEST_MAX_VALUE_BYTES to the deployment's limit"
-        ),
+        None => eprintln!("value-size check skipped: set KVQ_TEST_MAX_VALUE_BYTES to the deployment's limit"),
     }
 
     // Unknown key → 404 problem.
@@ -729,14 +495,7 @@ async fn bad_input_gets_problem_bodies_and_writes_nothing() {
 async fn ttl_write_expires() {
     let t = Target::new().await;
     let key = t.key("ttl");
-    let r = t
-        .put(
-            &key,
-            json!({ "value": "short-lived", "ttl_seconds": 1 }),
-            "?wait=10",
-            &[],
-        )
-        .await;
+    let r = t.put(&key, json!({ "value": "short-lived", "ttl_seconds": 1 }), "?wait=10", &[]).await;
     assert_eq!(r.status(), 200);
     let applied = Instant::now();
     let r = t.get_key(&key).await;
@@ -744,18 +503,11 @@ async fn ttl_write_expires() {
         assert_eq!(r.status(), 200);
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["value"], "short-lived");
-        assert!(
-            body["expires_at"].is_string(),
-            "a TTL key has expires_at: {body}"
-        );
+        assert!(body["expires_at"].is_string(), "a TTL key has expires_at: {body}");
     }
     tokio::time::sleep(Duration::from_millis(1500).saturating_sub(applied.elapsed())).await;
     assert_problem(t.get_key(&key).await, 404, "").await;
     let r = t.get(&format!("/v1/keys?prefix={}", enc(&key))).await;
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["items"],
-        json!([]),
-        "expired keys are not listed"
-    );
+    assert_eq!(r.json::<Value>().await.unwrap()["items"], json!([]), "expired keys are not listed");
     t.cleanup().await;
 }

@@ -54,9 +54,7 @@ impl Type for StrictString {
     fn as_raw_value(&self) -> Option<&Self::RawValueType> {
         Some(&self.0)
     }
-    fn raw_element_iter<'a>(
-        &'a self,
-    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
         Box::new(std::iter::once(&self.0))
     }
 }
@@ -182,12 +180,7 @@ pub struct Api {
 #[OpenApi(prefix_path = "/v1")]
 impl Api {
     /// Queue a write of the key's value.
-    #[oai(
-        path = "/keys/:key",
-        method = "put",
-        operation_id = "putKey",
-        tag = "ApiTags::Keys"
-    )]
+    #[oai(path = "/keys/:key", method = "put", operation_id = "putKey", tag = "ApiTags::Keys")]
     #[allow(clippy::too_many_arguments)]
     async fn put_key(
         &self,
@@ -229,12 +222,7 @@ impl Api {
     }
 
     /// Queue a delete of the key.
-    #[oai(
-        path = "/keys/:key",
-        method = "delete",
-        operation_id = "deleteKey",
-        tag = "ApiTags::Keys"
-    )]
+    #[oai(path = "/keys/:key", method = "delete", operation_id = "deleteKey", tag = "ApiTags::Keys")]
     async fn delete_key(
         &self,
         key: Path<String>,
@@ -245,26 +233,13 @@ impl Api {
         #[oai(name = "If-None-Match")] if_none_match: Header<Option<String>>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
     ) -> Result<WriteResponse, ApiError> {
-        let write = self.write_request(
-            Op::Delete,
-            &key,
-            None,
-            None,
-            &if_match,
-            &if_none_match,
-            &idempotency_key,
-            wait.0,
-        )?;
+        let write =
+            self.write_request(Op::Delete, &key, None, None, &if_match, &if_none_match, &idempotency_key, wait.0)?;
         self.state.submit(write, wait.0.unwrap_or(0)).await
     }
 
     /// Read a key.
-    #[oai(
-        path = "/keys/:key",
-        method = "get",
-        operation_id = "getKey",
-        tag = "ApiTags::Keys"
-    )]
+    #[oai(path = "/keys/:key", method = "get", operation_id = "getKey", tag = "ApiTags::Keys")]
     async fn get_key(
         &self,
         key: Path<String>,
@@ -274,17 +249,11 @@ impl Api {
     ) -> Result<GetKeyResponse, ApiError> {
         let key = parse_key(&key)?;
         let Some(v) = self.state.store.get_value(key.as_str()).await? else {
-            return Err(ApiError::not_found(format!(
-                "key '{}' does not exist",
-                key.as_str()
-            )));
+            return Err(ApiError::not_found(format!("key '{}' does not exist", key.as_str())));
         };
         let etag = format!("\"{}\"", v.version);
         if let Some(inm) = if_none_match.0.as_deref() {
-            if inm
-                .split(',')
-                .any(|t| t.trim().trim_start_matches("W/") == etag || t.trim() == "*")
-            {
+            if inm.split(',').any(|t| t.trim().trim_start_matches("W/") == etag || t.trim() == "*") {
                 return Ok(GetKeyResponse::NotModified(etag));
             }
         }
@@ -300,12 +269,7 @@ impl Api {
     }
 
     /// List keys by prefix, in key order, a page at a time.
-    #[oai(
-        path = "/keys",
-        method = "get",
-        operation_id = "listKeys",
-        tag = "ApiTags::Keys"
-    )]
+    #[oai(path = "/keys", method = "get", operation_id = "listKeys", tag = "ApiTags::Keys")]
     async fn list_keys(
         &self,
         /// Only keys starting with this.
@@ -320,45 +284,27 @@ impl Api {
         let prefix = prefix.0.unwrap_or_default();
         let cursor = match cursor.0.as_deref() {
             None | Some("") => None,
-            Some(c) => Some(decode_cursor(c).ok_or_else(|| {
-                ApiError::bad_request("cursor: not a cursor returned by this API")
-            })?),
+            Some(c) => Some(
+                decode_cursor(c).ok_or_else(|| ApiError::bad_request("cursor: not a cursor returned by this API"))?,
+            ),
         };
         let limit = limit.0.unwrap_or(100) as usize;
-        let (items, next) = self
-            .state
-            .store
-            .list_keys(&prefix, cursor.as_deref(), limit)
-            .await?;
+        let (items, next) = self.state.store.list_keys(&prefix, cursor.as_deref(), limit).await?;
         Ok(ListResponse::Ok(Json(KeyPage {
-            items: items
-                .into_iter()
-                .map(|(key, version)| KeyItem { key, version })
-                .collect(),
+            items: items.into_iter().map(|(key, version)| KeyItem { key, version }).collect(),
             next_cursor: next.map(|k| encode_cursor(&k)),
         })))
     }
 
     /// A write task's status.
-    #[oai(
-        path = "/tasks/:id",
-        method = "get",
-        operation_id = "getTask",
-        tag = "ApiTags::Tasks"
-    )]
+    #[oai(path = "/tasks/:id", method = "get", operation_id = "getTask", tag = "ApiTags::Tasks")]
     async fn get_task(&self, id: Path<String>) -> Result<TaskResponse, ApiError> {
         if !is_task_id(&id) {
-            return Err(ApiError::not_found(format!(
-                "task '{}' does not exist",
-                id.0
-            )));
+            return Err(ApiError::not_found(format!("task '{}' does not exist", id.0)));
         }
         match self.state.store.get_task(&id).await? {
             Some(t) => Ok(TaskResponse::Ok(Json(t.into()))),
-            None => Err(ApiError::not_found(format!(
-                "task '{}' does not exist (or is past retention)",
-                id.0
-            ))),
+            None => Err(ApiError::not_found(format!("task '{}' does not exist (or is past retention)", id.0))),
         }
     }
 }
@@ -380,9 +326,7 @@ impl Api {
         let if_match = match if_match.0.as_deref() {
             None => None,
             Some(raw) => Some(parse_version_tag(raw).ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "If-Match: expected a quoted version such as \"42\", got '{raw}'"
-                ))
+                ApiError::bad_request(format!("If-Match: expected a quoted version such as \"42\", got '{raw}'"))
             })?),
         };
         let if_none_match = match if_none_match.0.as_deref() {
@@ -395,15 +339,11 @@ impl Api {
             }
         };
         if if_none_match && if_match.is_some() {
-            return Err(ApiError::bad_request(
-                "If-Match and If-None-Match: use one condition, not both",
-            ));
+            return Err(ApiError::bad_request("If-Match and If-None-Match: use one condition, not both"));
         }
         let idempotency_key = match idempotency_key.0.as_deref() {
             None => None,
-            Some(t)
-                if !t.is_empty() && t.len() <= 255 && t.bytes().all(|b| b.is_ascii_graphic()) =>
-            {
+            Some(t) if !t.is_empty() && t.len() <= 255 && t.bytes().all(|b| b.is_ascii_graphic()) => {
                 Some(t.to_string())
             }
             Some(_) => {
@@ -437,14 +377,8 @@ pub fn finished_response(task: TaskRecord, location: String) -> Result<WriteResp
     match status {
         TaskStatus::Applied => Ok(WriteResponse::Applied(Json(task.into()), location)),
         TaskStatus::Superseded => Err(ApiError::Conflict(with_task(StatusCode::CONFLICT, detail))),
-        TaskStatus::Rejected => Err(ApiError::PreconditionFailed(with_task(
-            StatusCode::PRECONDITION_FAILED,
-            detail,
-        ))),
-        TaskStatus::Failed => Err(ApiError::Failed(with_task(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            detail,
-        ))),
+        TaskStatus::Rejected => Err(ApiError::PreconditionFailed(with_task(StatusCode::PRECONDITION_FAILED, detail))),
+        TaskStatus::Failed => Err(ApiError::Failed(with_task(StatusCode::INTERNAL_SERVER_ERROR, detail))),
         TaskStatus::Queued => unreachable!("only finished tasks are answered this way"),
     }
 }
@@ -459,11 +393,7 @@ fn parse_key(raw: &str) -> Result<Key, ApiError> {
 
 /// Accepts `"42"`, `W/"42"` and a bare `42`.
 fn parse_version_tag(raw: &str) -> Option<u64> {
-    raw.trim()
-        .trim_start_matches("W/")
-        .trim_matches('"')
-        .parse()
-        .ok()
+    raw.trim().trim_start_matches("W/").trim_matches('"').parse().ok()
 }
 
 pub fn is_task_id(id: &str) -> bool {
@@ -478,10 +408,7 @@ fn decode_cursor(c: &str) -> Option<String> {
     if !c.len().is_multiple_of(2) || c.len() > 1024 {
         return None;
     }
-    let bytes: Option<Vec<u8>> = (0..c.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&c[i..i + 2], 16).ok())
-        .collect();
+    let bytes: Option<Vec<u8>> = (0..c.len()).step_by(2).map(|i| u8::from_str_radix(&c[i..i + 2], 16).ok()).collect();
     String::from_utf8(bytes?).ok()
 }
 

@@ -17,10 +17,7 @@ pub struct BodyErrors {
 impl<E: Endpoint> Middleware<E> for BodyErrors {
     type Output = BodyErrorsEndpoint<E>;
     fn transform(&self, ep: E) -> Self::Output {
-        BodyErrorsEndpoint {
-            inner: ep,
-            max_body_bytes: self.max_body_bytes,
-        }
+        BodyErrorsEndpoint { inner: ep, max_body_bytes: self.max_body_bytes }
     }
 }
 
@@ -42,19 +39,11 @@ impl<E: Endpoint> Endpoint for BodyErrorsEndpoint<E> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|n| n > self.max_body_bytes) {
-            return Err(ApiError::too_large(format!(
-                "body: more than {} bytes",
-                self.max_body_bytes
-            ))
-            .into());
+            return Err(ApiError::too_large(format!("body: more than {} bytes", self.max_body_bytes)).into());
         }
         let bytes = req.take_body().into_bytes().await?;
         if bytes.len() > self.max_body_bytes {
-            return Err(ApiError::too_large(format!(
-                "body: more than {} bytes",
-                self.max_body_bytes
-            ))
-            .into());
+            return Err(ApiError::too_large(format!("body: more than {} bytes", self.max_body_bytes)).into());
         }
         req.set_body(Body::from(bytes.clone()));
         let result = self.inner.call(req).await.map(IntoResponse::into_response);
@@ -80,13 +69,8 @@ pub fn explain_put_body(bytes: &[u8]) -> Option<String> {
     let Some(obj) = value.as_object() else {
         return Some("body: expected a JSON object such as {\"value\": \"...\"}".into());
     };
-    if let Some(unknown) = obj
-        .keys()
-        .find(|k| !matches!(k.as_str(), "value" | "ttl_seconds"))
-    {
-        return Some(format!(
-            "{unknown}: unknown field; expected `value` and optionally `ttl_seconds`"
-        ));
+    if let Some(unknown) = obj.keys().find(|k| !matches!(k.as_str(), "value" | "ttl_seconds")) {
+        return Some(format!("{unknown}: unknown field; expected `value` and optionally `ttl_seconds`"));
     }
     match obj.get("value") {
         None => return Some("value: required".into()),
@@ -106,26 +90,13 @@ mod tests {
 
     #[test]
     fn explains_each_defect() {
-        assert!(explain_put_body(b"{")
-            .unwrap()
-            .starts_with("body: invalid JSON"));
-        assert!(explain_put_body(b"[]")
-            .unwrap()
-            .starts_with("body: expected"));
-        assert!(explain_put_body(br#"{"valu":"x"}"#)
-            .unwrap()
-            .starts_with("valu:"));
+        assert!(explain_put_body(b"{").unwrap().starts_with("body: invalid JSON"));
+        assert!(explain_put_body(b"[]").unwrap().starts_with("body: expected"));
+        assert!(explain_put_body(br#"{"valu":"x"}"#).unwrap().starts_with("valu:"));
         assert_eq!(explain_put_body(br#"{}"#).unwrap(), "value: required");
-        assert_eq!(
-            explain_put_body(br#"{"value":1}"#).unwrap(),
-            "value: must be a string"
-        );
-        assert!(explain_put_body(br#"{"value":"x","ttl_seconds":-1}"#)
-            .unwrap()
-            .starts_with("ttl_seconds:"));
-        assert!(explain_put_body(br#"{"value":"x","ttl_seconds":1.5}"#)
-            .unwrap()
-            .starts_with("ttl_seconds:"));
+        assert_eq!(explain_put_body(br#"{"value":1}"#).unwrap(), "value: must be a string");
+        assert!(explain_put_body(br#"{"value":"x","ttl_seconds":-1}"#).unwrap().starts_with("ttl_seconds:"));
+        assert!(explain_put_body(br#"{"value":"x","ttl_seconds":1.5}"#).unwrap().starts_with("ttl_seconds:"));
         assert_eq!(explain_put_body(br#"{"value":"x","ttl_seconds":5}"#), None);
     }
 }

@@ -48,11 +48,7 @@ impl Completions {
             .entry(id.to_string())
             .or_insert_with(|| Arc::new(Notify::new()))
             .clone();
-        Waiter {
-            id: id.to_string(),
-            notify,
-            owner: self.clone(),
-        }
+        Waiter { id: id.to_string(), notify, owner: self.clone() }
     }
 
     fn wake(&self, id: &str) {
@@ -85,8 +81,7 @@ impl Completions {
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let info = redis.master_info().await?;
         let client = redis::Client::open(info)?;
-        let mut pubsub =
-            tokio::time::timeout(CONNECT_TIMEOUT * 2, client.get_async_pubsub()).await??;
+        let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT * 2, client.get_async_pubsub()).await??;
         tokio::time::timeout(CONNECT_TIMEOUT * 2, pubsub.subscribe(channel)).await??;
         tracing::debug!(channel, "subscribed to task completions");
         let mut messages = pubsub.on_message();

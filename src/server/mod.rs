@@ -20,6 +20,7 @@ pub mod completions;
 pub mod observe;
 pub mod pages;
 pub mod problem;
+pub mod replication;
 pub mod state;
 
 use api::Api;
@@ -49,43 +50,27 @@ fn api_service(state: AppState) -> OpenApiService<Api, ()> {
 
 /// The OpenAPI document, as served at `/openapi.json` (used by the spec snapshot test).
 pub fn openapi_spec(settings: &Settings) -> String {
-    let store = Store::new(
-        Redis::new(settings.redis.clone()),
-        settings.tasks.retention_seconds,
-    );
+    let store = Store::new(Redis::new(settings.redis.clone()), settings.tasks.retention_seconds);
     api_service(state_for(settings, store)).spec()
 }
 
 fn state_for(settings: &Settings, store: Store) -> AppState {
     AppState {
-        store,
         completions: Arc::new(Completions::default()),
         max_value_bytes: settings.limits.max_value_bytes,
-        min_replicas_ack: settings.redis.min_replicas_ack,
+        replica_acks: (settings.redis.min_replicas_ack > 0)
+            .then(|| Arc::new(replication::ReplicaAcks::new(store.clone(), settings.redis.min_replicas_ack))),
+        store,
     }
 }
 
 impl ServerApp {
     /// Binds the listener (port 0 picks a free port). Redis need not be up.
     pub async fn build(settings: &Settings) -> std::io::Result<Self> {
-        let acceptor = TcpListener::bind(settings.server.bind)
-            .into_acceptor()
-            .await?;
-        let port = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().map(|s| s.port()))
-            .unwrap_or(0);
-        let store = Store::new(
-            Redis::new(settings.redis.clone()),
-            settings.tasks.retention_seconds,
-        );
-        Ok(Self {
-            acceptor,
-            port,
-            state: state_for(settings, store),
-            metrics: Arc::new(Metrics::new()),
-        })
+        let acceptor = TcpListener::bind(settings.server.bind).into_acceptor().await?;
+        let port = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().map(|s| s.port())).unwrap_or(0);
+        let store = Store::new(Redis::new(settings.redis.clone()), settings.tasks.retention_seconds);
+        Ok(Self { acceptor, port, state: state_for(settings, store), metrics: Arc::new(Metrics::new()) })
     }
 
     pub fn port(&self) -> u16 {
@@ -93,20 +78,15 @@ impl ServerApp {
     }
 
     /// Serves until `stop` resolves, then drains in-flight requests.
-    pub async fn run_until_stopped(
-        self,
-        stop: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        let listener = tokio::spawn(self.state.completions.clone().listen(
-            self.state.store.redis.clone(),
-            self.state.store.keys.done_channel.clone(),
-        ));
+    pub async fn run_until_stopped(self, stop: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let listener = tokio::spawn(
+            self.state
+                .completions
+                .clone()
+                .listen(self.state.store.redis.clone(), self.state.store.keys.done_channel.clone()),
+        );
         // JSON escaping can make a body up to six times its value; reject obvious abuse early.
-        let body_limit = self
-            .state
-            .max_value_bytes
-            .saturating_mul(6)
-            .saturating_add(64 * 1024);
+        let body_limit = self.state.max_value_bytes.saturating_mul(6).saturating_add(64 * 1024);
         let api = api_service(self.state.clone());
         let docs = api.swagger_ui();
         let spec = api.spec_endpoint();
@@ -117,12 +97,7 @@ impl ServerApp {
             .at("/ui/tasks/:id", get(pages::task_page))
             .at("/ui/*", get(ui_not_found))
             .at("/v1/keys/", empty_key)
-            .nest_no_strip(
-                "/v1",
-                api.with(body_errors::BodyErrors {
-                    max_body_bytes: body_limit,
-                }),
-            )
+            .nest_no_strip("/v1", api.with(body_errors::BodyErrors { max_body_bytes: body_limit }))
             .nest("/docs", docs)
             .at("/openapi.json", spec)
             .at("/healthz", get(health::healthz))
@@ -134,9 +109,8 @@ impl ServerApp {
             .data(self.state.store.clone())
             .data(self.metrics.clone())
             .data(Arc::new(Pages::new()));
-        let result = Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(app, stop, Some(DRAIN_TIMEOUT))
-            .await;
+        let result =
+            Server::new_with_acceptor(self.acceptor).run_with_graceful_shutdown(app, stop, Some(DRAIN_TIMEOUT)).await;
         listener.abort();
         result
     }

@@ -13,10 +13,7 @@ pub struct Observe(pub Arc<Metrics>);
 impl<E: Endpoint> Middleware<E> for Observe {
     type Output = ObserveEndpoint<E>;
     fn transform(&self, ep: E) -> Self::Output {
-        ObserveEndpoint {
-            inner: ep,
-            metrics: self.0.clone(),
-        }
+        ObserveEndpoint { inner: ep, metrics: self.0.clone() }
     }
 }
 
@@ -48,18 +45,8 @@ impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
         let status = response.status().as_u16();
         let elapsed = started.elapsed();
         span.record("status", status);
-        self.metrics
-            .http_requests
-            .get_or_create(&RequestLabels {
-                method: method.clone(),
-                route,
-                status,
-            })
-            .inc();
-        self.metrics
-            .http_duration
-            .get_or_create(&RouteLabels { method, route })
-            .observe(elapsed.as_secs_f64());
+        self.metrics.http_requests.get_or_create(&RequestLabels { method: method.clone(), route, status }).inc();
+        self.metrics.http_duration.get_or_create(&RouteLabels { method, route }).observe(elapsed.as_secs_f64());
         span.in_scope(|| {
             let ms = elapsed.as_secs_f64() * 1000.0;
             if matches!(route, "/healthz" | "/readyz" | "/metrics") {

@@ -24,10 +24,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("key", include_str!("../../templates/key.hbs")),
     ("task", include_str!("../../templates/task.hbs")),
     ("not_found", include_str!("../../templates/not_found.hbs")),
-    (
-        "unavailable",
-        include_str!("../../templates/unavailable.hbs"),
-    ),
+    ("unavailable", include_str!("../../templates/unavailable.hbs")),
 ];
 
 pub struct Pages {
@@ -39,8 +36,7 @@ impl Pages {
         let mut hb = Handlebars::new();
         hb.set_strict_mode(false);
         for (name, text) in TEMPLATES {
-            hb.register_template_string(name, *text)
-                .unwrap_or_else(|e| panic!("template {name} is invalid: {e}"));
+            hb.register_template_string(name, *text).unwrap_or_else(|e| panic!("template {name} is invalid: {e}"));
         }
         Self { hb }
     }
@@ -57,18 +53,13 @@ impl Pages {
     }
 
     fn not_found(&self, detail: &str) -> Response {
-        self.render(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            json!({ "detail": detail }),
-        )
+        self.render(StatusCode::NOT_FOUND, "not_found", json!({ "detail": detail }))
     }
 
     fn store_error(&self, e: StoreError) -> Response {
         tracing::warn!(error = %e, "page could not read redis");
         let mut r = self.render(StatusCode::SERVICE_UNAVAILABLE, "unavailable", json!({}));
-        r.headers_mut()
-            .insert("retry-after", poem::http::HeaderValue::from_static("1"));
+        r.headers_mut().insert("retry-after", poem::http::HeaderValue::from_static("1"));
         r
     }
 }
@@ -81,11 +72,7 @@ impl Default for Pages {
 
 #[handler]
 pub async fn home(state: Data<&AppState>, pages: Data<&Arc<Pages>>) -> Response {
-    let status = tokio::time::timeout(
-        std::time::Duration::from_millis(1500),
-        state.store.queue_stats(),
-    )
-    .await;
+    let status = tokio::time::timeout(std::time::Duration::from_millis(1500), state.store.queue_stats()).await;
     let data = match status {
         Ok(Ok(q)) => json!({
             "redis_ok": true,
@@ -104,20 +91,12 @@ pub struct LookupForm {
 
 /// The home page's form submits here: `/ui/keys?key=...`.
 #[handler]
-pub async fn lookup(
-    state: Data<&AppState>,
-    pages: Data<&Arc<Pages>>,
-    form: Query<LookupForm>,
-) -> Response {
+pub async fn lookup(state: Data<&AppState>, pages: Data<&Arc<Pages>>, form: Query<LookupForm>) -> Response {
     key_page_for(&state, &pages, form.0.key.as_deref().unwrap_or("")).await
 }
 
 #[handler]
-pub async fn key_page(
-    state: Data<&AppState>,
-    pages: Data<&Arc<Pages>>,
-    key: Path<String>,
-) -> Response {
+pub async fn key_page(state: Data<&AppState>, pages: Data<&Arc<Pages>>, key: Path<String>) -> Response {
     key_page_for(&state, &pages, &key).await
 }
 
@@ -143,11 +122,7 @@ async fn key_page_for(state: &AppState, pages: &Pages, raw: &str) -> Response {
 }
 
 #[handler]
-pub async fn task_page(
-    state: Data<&AppState>,
-    pages: Data<&Arc<Pages>>,
-    id: Path<String>,
-) -> Response {
+pub async fn task_page(state: Data<&AppState>, pages: Data<&Arc<Pages>>, id: Path<String>) -> Response {
     if !is_task_id(&id) {
         return pages.not_found(&format!("The task '{}' does not exist.", id.0));
     }

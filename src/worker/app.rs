@@ -24,27 +24,12 @@ pub struct WorkerApp {
 impl WorkerApp {
     /// Binds the health listener (port 0 picks a free port). Does not need Redis to be up.
     pub async fn build(settings: &Settings) -> std::io::Result<Self> {
-        let acceptor = TcpListener::bind(settings.worker.bind)
-            .into_acceptor()
-            .await?;
-        let port = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().map(|s| s.port()))
-            .unwrap_or(0);
-        let store = Store::new(
-            Redis::new(settings.redis.clone()),
-            settings.tasks.retention_seconds,
-        );
+        let acceptor = TcpListener::bind(settings.worker.bind).into_acceptor().await?;
+        let port = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().map(|s| s.port())).unwrap_or(0);
+        let store = Store::new(Redis::new(settings.redis.clone()), settings.tasks.retention_seconds);
         let metrics = Arc::new(Metrics::new());
         let worker = Worker::new(settings, store.clone(), metrics.clone());
-        Ok(Self {
-            acceptor,
-            port,
-            worker,
-            store,
-            metrics,
-        })
+        Ok(Self { acceptor, port, worker, store, metrics })
     }
 
     pub fn port(&self) -> u16 {
@@ -56,10 +41,7 @@ impl WorkerApp {
     }
 
     /// Serves health endpoints and consumes tasks until `stop` resolves; then drains.
-    pub async fn run_until_stopped(
-        self,
-        stop: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    pub async fn run_until_stopped(self, stop: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let routes = Route::new()
             .at("/healthz", get(health::healthz))
             .at("/readyz", get(health::readyz))

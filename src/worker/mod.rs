@@ -137,11 +137,7 @@ impl Worker {
     /// Opens the blocking connection and makes sure the group exists.
     async fn prepare(&self) -> Result<redis::aio::MultiplexedConnection, StoreError> {
         self.store.ensure_group().await?;
-        Ok(self
-            .store
-            .redis
-            .dedicated(Some(BLOCK_RESPONSE_TIMEOUT))
-            .await?)
+        Ok(self.store.redis.dedicated(Some(BLOCK_RESPONSE_TIMEOUT)).await?)
     }
 
     async fn reclaim_loop(self, mut stop: watch::Receiver<bool>, permits: Arc<Semaphore>) {
@@ -152,19 +148,10 @@ impl Worker {
                 _ = tokio::time::sleep(period) => {}
                 _ = stop.changed() => return,
             }
-            match self
-                .store
-                .reclaim(&self.consumer, self.claim_idle_ms, self.concurrency)
-                .await
-            {
+            match self.store.reclaim(&self.consumer, self.claim_idle_ms, self.concurrency).await {
                 Ok(claimed) => {
                     for task in claimed {
-                        if self
-                            .in_flight
-                            .lock()
-                            .expect("poisoned")
-                            .contains(&task.stream_id)
-                        {
+                        if self.in_flight.lock().expect("poisoned").contains(&task.stream_id) {
                             continue;
                         }
                         tracing::info!(task_id = %task.task_id, stream_id = %task.stream_id, "reclaimed an idle task");
@@ -196,32 +183,22 @@ impl Worker {
     /// Applies one task until it is finished: applied, superseded, rejected or dead-lettered.
     /// Returns None when it had to be left pending (Redis unavailable while stopping).
     async fn process(&self, task: StreamTask, stop: watch::Receiver<bool>) -> Option<Applied> {
-        self.in_flight
-            .lock()
-            .expect("poisoned")
-            .insert(task.stream_id.clone());
+        self.in_flight.lock().expect("poisoned").insert(task.stream_id.clone());
         let span = tracing::info_span!("task", task_id = %task.task_id, key = %task.key, op = task.op.as_str());
         let outcome = self.process_inner(&task, stop).instrument(span).await;
-        self.in_flight
-            .lock()
-            .expect("poisoned")
-            .remove(&task.stream_id);
+        self.in_flight.lock().expect("poisoned").remove(&task.stream_id);
         outcome
     }
 
-    async fn process_inner(
-        &self,
-        task: &StreamTask,
-        mut stop: watch::Receiver<bool>,
-    ) -> Option<Applied> {
+    async fn process_inner(&self, task: &StreamTask, mut stop: watch::Receiver<bool>) -> Option<Applied> {
         let mut backoff = Backoff::default();
         // After a stop, keep trying a little so in-flight tasks are finished, then leave them
         // pending: another worker reclaims them.
         let mut stopping_deadline = None;
         loop {
             if *stop.borrow() {
-                let deadline = *stopping_deadline
-                    .get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_secs(5));
+                let deadline =
+                    *stopping_deadline.get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_secs(5));
                 if tokio::time::Instant::now() > deadline {
                     tracing::warn!("leaving task pending for another worker");
                     return None;
@@ -266,32 +243,17 @@ impl Worker {
     }
 
     fn finished(&self, status: TaskStatus) {
-        self.metrics
-            .tasks_finished
-            .get_or_create(&StatusLabels {
-                status: status.as_str(),
-            })
-            .inc();
+        self.metrics.tasks_finished.get_or_create(&StatusLabels { status: status.as_str() }).inc();
     }
 
     /// One deterministic step for tests: reclaim idle entries, else read new ones without
     /// blocking, and finish all of them before returning.
     pub async fn try_execute_tasks(&self) -> Result<Step, StoreError> {
         self.store.ensure_group().await?;
-        let mut batch = self
-            .store
-            .reclaim(&self.consumer, self.claim_idle_ms, self.concurrency)
-            .await?;
+        let mut batch = self.store.reclaim(&self.consumer, self.claim_idle_ms, self.concurrency).await?;
         if batch.is_empty() {
-            let mut conn = self
-                .store
-                .redis
-                .dedicated(Some(BLOCK_RESPONSE_TIMEOUT))
-                .await?;
-            batch = self
-                .store
-                .read_new(&mut conn, &self.consumer, self.concurrency, 1)
-                .await?;
+            let mut conn = self.store.redis.dedicated(Some(BLOCK_RESPONSE_TIMEOUT)).await?;
+            batch = self.store.read_new(&mut conn, &self.consumer, self.concurrency, 1).await?;
         }
         if batch.is_empty() {
             return Ok(Step::EmptyQueue);
@@ -319,8 +281,7 @@ impl Backoff {
     }
 
     async fn sleep_or_stop(&mut self, stop: &mut watch::Receiver<bool>) {
-        let delay =
-            (Duration::from_millis(50) * 2u32.saturating_pow(self.failures)).min(MAX_BACKOFF);
+        let delay = (Duration::from_millis(50) * 2u32.saturating_pow(self.failures)).min(MAX_BACKOFF);
         self.failures = self.failures.saturating_add(1).min(16);
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}

@@ -10,15 +10,12 @@ use std::time::{Duration, Instant};
 use kvq::config::Settings;
 
 pub mod app;
+pub mod sentinel;
 pub use app::*;
 
 /// A free TCP port on loopback (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Logs to stderr when `TEST_LOG` is set.
@@ -28,12 +25,8 @@ pub fn init_test_log() {
     }
 }
 
-fn which(bin: &str) -> PathBuf {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {bin}"))
-        .output()
-        .unwrap();
+pub fn which(bin: &str) -> PathBuf {
+    let out = Command::new("sh").arg("-c").arg(format!("command -v {bin}")).output().unwrap();
     assert!(
         out.status.success(),
         "`{bin}` is not installed: run ./scripts/test.sh (it installs redis-server and redis-sentinel)"
@@ -82,22 +75,8 @@ impl TestRedis {
         let child = Command::new(which("redis-server"))
             .args(["--bind", &self.host, "--port", &self.port.to_string()])
             .args(["--dir", self.dir.path().to_str().unwrap()])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .args([
-                "--protected-mode",
-                "no",
-                "--daemonize",
-                "no",
-                "--loglevel",
-                "warning",
-            ])
+            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args(["--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning"])
             .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -115,11 +94,7 @@ impl TestRedis {
                     return;
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on {} did not start",
-                self.addr()
-            );
+            assert!(Instant::now() < deadline, "redis-server on {} did not start", self.addr());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -138,10 +113,7 @@ impl TestRedis {
 
     /// A blocking connection for assertions.
     pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_connection()
-            .unwrap()
+        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
     }
 }
 
@@ -178,10 +150,7 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
