@@ -129,12 +129,7 @@ fn list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
     }
     Ok(match ListOrCsv::deserialize(d)? {
         ListOrCsv::List(list) => list,
-        ListOrCsv::Csv(csv) => csv
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect(),
+        ListOrCsv::Csv(csv) => csv.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
     })
 }
 
@@ -175,17 +170,13 @@ impl Settings {
     /// Loads settings from the given environment (tests pass their own).
     pub fn load_from(env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
         let env: Vec<(String, String)> = env.into_iter().collect();
-        let mut builder = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Yaml));
+        let mut builder =
+            config::Config::builder().add_source(config::File::from_str(DEFAULTS, config::FileFormat::Yaml));
         if let Some((_, path)) = env.iter().find(|(k, _)| k == "KVQ_CONFIG") {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| ConfigError(format!("KVQ_CONFIG={path}: {e}")))?;
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("KVQ_CONFIG={path}: {e}")))?;
             builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Yaml));
         }
-        let kvq_env: config::Map<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("KVQ__"))
-            .collect();
+        let kvq_env: config::Map<String, String> = env.into_iter().filter(|(k, _)| k.starts_with("KVQ__")).collect();
         builder = builder.add_source(
             config::Environment::with_prefix("KVQ")
                 .prefix_separator("__")
@@ -193,10 +184,8 @@ impl Settings {
                 .try_parsing(true)
                 .source(Some(kvq_env)),
         );
-        let settings: Settings = builder
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(|e| ConfigError(e.to_string()))?;
+        let settings: Settings =
+            builder.build().and_then(|c| c.try_deserialize()).map_err(|e| ConfigError(e.to_string()))?;
         settings.validate()?;
         Ok(settings)
     }
@@ -379,9 +368,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
         std::fs::write(&path, "server:\n  bind: \"0.0.0.0:1\"\n  port: 3\n").unwrap();
-        let err = Settings::load_from(env(&[("KVQ_CONFIG", path.to_str().unwrap())]))
-            .unwrap_err()
-            .to_string();
+        let err = Settings::load_from(env(&[("KVQ_CONFIG", path.to_str().unwrap())])).unwrap_err().to_string();
         assert!(err.contains("port"), "{err}");
     }
 }

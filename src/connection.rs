@@ -75,9 +75,8 @@ impl Redis {
             return Ok(conn);
         }
         let budget = CONNECT_TIMEOUT * 3;
-        let _guard = tokio::time::timeout(budget, self.inner.reconnect.lock())
-            .await
-            .map_err(|_| ConnectError::Timeout)?;
+        let _guard =
+            tokio::time::timeout(budget, self.inner.reconnect.lock()).await.map_err(|_| ConnectError::Timeout)?;
         // Another caller may have connected while this one waited.
         if let Some(conn) = self.cached() {
             return Ok(conn);
@@ -85,10 +84,7 @@ impl Redis {
         let conn = tokio::time::timeout(budget, self.open(Some(RESPONSE_TIMEOUT)))
             .await
             .map_err(|_| ConnectError::Timeout)??;
-        let conn = Conn {
-            conn,
-            generation: self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1,
-        };
+        let conn = Conn { conn, generation: self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1 };
         *self.inner.current.write().expect("poisoned") = Some(conn.clone());
         Ok(conn)
     }
@@ -183,14 +179,9 @@ impl Redis {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT / 2))
             .set_response_timeout(Some(CONNECT_TIMEOUT / 2));
-        let mut conn = redis::Client::open(info)?
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        let addr: Option<(String, String)> = redis::cmd("SENTINEL")
-            .arg("get-master-addr-by-name")
-            .arg(&s.master_name)
-            .query_async(&mut conn)
-            .await?;
+        let mut conn = redis::Client::open(info)?.get_multiplexed_async_connection_with_config(&config).await?;
+        let addr: Option<(String, String)> =
+            redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(&s.master_name).query_async(&mut conn).await?;
         Ok(addr.and_then(|(h, p)| Some((h, p.parse().ok()?))))
     }
 }
@@ -207,10 +198,12 @@ fn with_password(info: ConnectionInfo, password: Option<&str>) -> ConnectionInfo
 
 fn is_master_role(role: &redis::Value) -> bool {
     match role {
-        redis::Value::Array(items) => matches!(
-            items.first(),
-            Some(redis::Value::BulkString(b)) if b == b"master"
-        ) || matches!(items.first(), Some(redis::Value::SimpleString(s)) if s == "master"),
+        redis::Value::Array(items) => {
+            matches!(
+                items.first(),
+                Some(redis::Value::BulkString(b)) if b == b"master"
+            ) || matches!(items.first(), Some(redis::Value::SimpleString(s)) if s == "master")
+        }
         _ => false,
     }
 }

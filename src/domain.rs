@@ -106,13 +106,8 @@ impl TaskStatus {
         self != TaskStatus::Queued
     }
 
-    pub const ALL: [TaskStatus; 5] = [
-        TaskStatus::Queued,
-        TaskStatus::Applied,
-        TaskStatus::Superseded,
-        TaskStatus::Rejected,
-        TaskStatus::Failed,
-    ];
+    pub const ALL: [TaskStatus; 5] =
+        [TaskStatus::Queued, TaskStatus::Applied, TaskStatus::Superseded, TaskStatus::Rejected, TaskStatus::Failed];
 }
 
 /// A task's record as kept in Redis for `tasks.retention_seconds`.
@@ -154,10 +149,7 @@ pub struct WriteRequest {
 }
 
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]

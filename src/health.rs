@@ -39,15 +39,9 @@ fn not_ready(why: &str) -> Response {
 #[handler]
 pub async fn metrics(store: Data<&Store>, metrics: Data<&Arc<Metrics>>) -> Response {
     let stats = tokio::time::timeout(CHECK_TIMEOUT, store.queue_stats()).await.ok().and_then(Result::ok);
-    metrics
-        .render(stats.as_ref())
-        .with_content_type("text/plain; version=0.0.4; charset=utf-8")
-        .into_response()
+    metrics.render(stats.as_ref()).with_content_type("text/plain; version=0.0.4; charset=utf-8").into_response()
 }
 
 fn json_response(status: StatusCode, body: &str) -> Response {
-    Response::builder()
-        .status(status)
-        .content_type("application/json")
-        .body(body.to_string())
+    Response::builder().status(status).content_type("application/json").body(body.to_string())
 }

@@ -3,13 +3,13 @@
 pub mod config;
 pub mod connection;
 pub mod domain;
-pub mod store;
 pub mod health;
 pub mod metrics;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;
 pub mod timefmt;
 #[cfg(feature = "worker")]
 pub mod worker;
-#[cfg(feature = "server")]
-pub mod server;

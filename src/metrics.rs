@@ -62,7 +62,11 @@ impl Metrics {
         let queue_depth = Gauge::default();
         registry.register("queue_depth", "Tasks not yet applied (undelivered plus pending)", queue_depth.clone());
         let queue_pending = Gauge::default();
-        registry.register("queue_pending", "Tasks delivered to a worker and not yet acknowledged", queue_pending.clone());
+        registry.register(
+            "queue_pending",
+            "Tasks delivered to a worker and not yet acknowledged",
+            queue_pending.clone(),
+        );
         let dead_letters = Gauge::default();
         registry.register("dead_letters", "Entries in the dead-letter stream", dead_letters.clone());
         let redis_up = Gauge::default();

@@ -4,7 +4,7 @@
 //! - `P:tasks`       stream of write tasks, consumed by group `kvq-workers`
 //! - `P:dlq`         dead-letter stream
 //! - `P:k:{key}`     hash of a key: `v` value, `ver` version, `seq` last applied stream id,
-//!                   `exp` expiry (ms), `del` tombstone flag
+//!   `exp` expiry (ms), `del` tombstone flag
 //! - `P:idx`         sorted set of live keys, for listing by prefix
 //! - `P:t:{id}`      hash of a task record, kept `tasks.retention_seconds`
 //! - `P:idem:{tok}`  task id of an idempotency token
@@ -214,21 +214,13 @@ impl Store {
         })
     }
 
-    /// Blocks until `n` replicas hold every write made on connection `generation`.
-    /// Fails when the connection changed since (the write may not have reached the new master).
-    pub async fn wait_replicas(&self, generation: u64, n: u32, timeout_ms: u64) -> Result<u32, StoreError> {
-        let conn = self.redis.get().await?;
-        if conn.generation != generation {
-            return Err(StoreError::Unavailable("the redis master changed before the write was replicated".into()));
-        }
-        let mut c = conn.conn;
-        match redis::cmd("WAIT").arg(n).arg(timeout_ms).query_async::<u32>(&mut c).await {
-            Ok(got) => Ok(got),
-            Err(e) => {
-                self.redis.report(conn.generation, &e);
-                Err(classify(e))
-            }
-        }
+    /// Runs `WAIT n timeout` on the shared connection: blocks until `n` replicas hold every write
+    /// made on it so far. Returns the connection's generation and the replicas that acknowledged.
+    pub async fn wait_replicas(&self, n: u32, timeout_ms: u64) -> Result<(u64, u32), StoreError> {
+        let (got, generation) = self
+            .run(|mut c| async move { redis::cmd("WAIT").arg(n).arg(timeout_ms).query_async::<u32>(&mut c).await })
+            .await?;
+        Ok((generation, got))
     }
 
     pub async fn get_value(&self, key: &str) -> Result<Option<StoredValue>, StoreError> {
@@ -302,8 +294,7 @@ impl Store {
 
     pub async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
         let task = self.keys.task(id);
-        let (map, _): (HashMap<String, String>, u64) =
-            self.run(|mut c| async move { c.hgetall(&task).await }).await?;
+        let (map, _): (HashMap<String, String>, u64) = self.run(|mut c| async move { c.hgetall(&task).await }).await?;
         if map.is_empty() {
             return Ok(None);
         }
@@ -312,9 +303,8 @@ impl Store {
 
     pub async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
         let (stream, dlq) = (self.keys.stream.clone(), self.keys.dead_letter.clone());
-        let ((len, dead), _): ((u64, u64), u64) = self
-            .run(|mut c| async move { redis::pipe().xlen(&stream).xlen(&dlq).query_async(&mut c).await })
-            .await?;
+        let ((len, dead), _): ((u64, u64), u64) =
+            self.run(|mut c| async move { redis::pipe().xlen(&stream).xlen(&dlq).query_async(&mut c).await }).await?;
         // Until a worker has created the group, everything in the stream is waiting.
         let mut stats = QueueStats { lag: len, pending: 0, dead_letters: dead };
         if len == 0 {
@@ -330,10 +320,8 @@ impl Store {
                 if fields.get("name").map(String::as_str) == Some(GROUP) {
                     stats.pending = fields.get("pending").and_then(|v| v.parse().ok()).unwrap_or(0);
                     // `lag` is nil when Redis cannot tell (after XDEL); then bound it by the length.
-                    stats.lag = fields
-                        .get("lag")
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(len.saturating_sub(stats.pending));
+                    stats.lag =
+                        fields.get("lag").and_then(|v| v.parse().ok()).unwrap_or(len.saturating_sub(stats.pending));
                 }
             }
         }
@@ -364,8 +352,15 @@ impl Store {
         let consumer = consumer.to_string();
         let (reply, _): (StreamAutoClaimReply, u64) = self
             .run(|mut c| async move {
-                c.xautoclaim_options(&stream, GROUP, &consumer, min_idle_ms, "0-0", StreamAutoClaimOptions::default().count(count))
-                    .await
+                c.xautoclaim_options(
+                    &stream,
+                    GROUP,
+                    &consumer,
+                    min_idle_ms,
+                    "0-0",
+                    StreamAutoClaimOptions::default().count(count),
+                )
+                .await
             })
             .await?;
         Ok(reply.claimed.into_iter().filter_map(parse_stream_task).collect())
@@ -455,7 +450,8 @@ impl Store {
                 Some(p) => p,
                 None => next_id(&last_delivered),
             };
-            let _: u64 = redis::cmd("XTRIM").arg(&stream).arg("MINID").arg("~").arg(&min_id).query_async(&mut c).await?;
+            let _: u64 =
+                redis::cmd("XTRIM").arg(&stream).arg("MINID").arg("~").arg(&min_id).query_async(&mut c).await?;
             Ok(())
         })
         .await

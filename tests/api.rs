@@ -74,7 +74,8 @@ async fn wait_answers_200_with_the_final_task_and_get_returns_value_and_etag() {
     assert_eq!(v, json!({"key": "a", "value": "1", "version": version, "expires_at": null}));
 
     // Conditional GET
-    let r = app.client.get(app.url("/v1/keys/a")).header("If-None-Match", format!("\"{version}\"")).send().await.unwrap();
+    let r =
+        app.client.get(app.url("/v1/keys/a")).header("If-None-Match", format!("\"{version}\"")).send().await.unwrap();
     assert_eq!(r.status(), 304);
     let r = app.client.get(app.url("/v1/keys/a")).header("If-None-Match", "\"999999\"").send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -207,7 +208,12 @@ async fn conditional_writes_apply_or_answer_412() {
     assert_eq!(t["status"], "rejected");
     assert!(t["error"].as_str().unwrap().contains("If-Match"));
     // If-Match on a missing key is rejected too.
-    assert_problem(app.put_json("nope", json!({"value": "x"}), "?wait=5", &[("If-Match", "\"1\"")]).await, 412, "If-Match").await;
+    assert_problem(
+        app.put_json("nope", json!({"value": "x"}), "?wait=5", &[("If-Match", "\"1\"")]).await,
+        412,
+        "If-Match",
+    )
+    .await;
     app.stop().await;
 }
 
@@ -225,7 +231,12 @@ async fn idempotency_key_returns_the_same_task_and_enqueues_nothing() {
     assert_eq!(stream_len(&redis), before, "the retry must not enqueue");
     let other = body(app.put_json("k", json!({"value": "1"}), "", &[("Idempotency-Key", "order-43")]).await).await;
     assert_ne!(first["task_id"], other["task_id"]);
-    assert_problem(app.put_json("k", json!({"value": "1"}), "", &[("Idempotency-Key", "has space")]).await, 400, "Idempotency-Key").await;
+    assert_problem(
+        app.put_json("k", json!({"value": "1"}), "", &[("Idempotency-Key", "has space")]).await,
+        400,
+        "Idempotency-Key",
+    )
+    .await;
     app.stop().await;
 }
 
@@ -260,15 +271,43 @@ async fn bad_input_gets_its_status_and_a_problem_naming_the_field_and_writes_not
         ("missing value", c.put(app.url("/v1/keys/a")).json(&json!({})), 400, "value"),
         ("value not a string", c.put(app.url("/v1/keys/a")).json(&json!({"value": 5})), 400, "value"),
         ("unknown field", c.put(app.url("/v1/keys/a")).json(&json!({"value": "x", "colour": 1})), 400, "colour"),
-        ("wrong content type", c.put(app.url("/v1/keys/a")).header("content-type", "text/plain").body("x"), 415, "Content-Type"),
+        (
+            "wrong content type",
+            c.put(app.url("/v1/keys/a")).header("content-type", "text/plain").body("x"),
+            415,
+            "Content-Type",
+        ),
         ("no content type", c.put(app.url("/v1/keys/a")).body("{\"value\":\"x\"}"), 415, "Content-Type"),
         ("wait=31", c.put(app.url("/v1/keys/a?wait=31")).json(&json!({"value": "x"})), 400, "wait"),
         ("wait=-1", c.put(app.url("/v1/keys/a?wait=-1")).json(&json!({"value": "x"})), 400, "wait"),
-        ("negative ttl", c.put(app.url("/v1/keys/a")).json(&json!({"value": "x", "ttl_seconds": -1})), 400, "ttl_seconds"),
+        (
+            "negative ttl",
+            c.put(app.url("/v1/keys/a")).json(&json!({"value": "x", "ttl_seconds": -1})),
+            400,
+            "ttl_seconds",
+        ),
         ("zero ttl", c.put(app.url("/v1/keys/a")).json(&json!({"value": "x", "ttl_seconds": 0})), 400, "ttl_seconds"),
-        ("bad If-Match", c.put(app.url("/v1/keys/a")).header("If-Match", "abc").json(&json!({"value": "x"})), 400, "If-Match"),
-        ("bad If-None-Match", c.put(app.url("/v1/keys/a")).header("If-None-Match", "\"3\"").json(&json!({"value": "x"})), 400, "If-None-Match"),
-        ("two conditions", c.put(app.url("/v1/keys/a")).header("If-Match", "\"1\"").header("If-None-Match", "*").json(&json!({"value": "x"})), 400, "one condition"),
+        (
+            "bad If-Match",
+            c.put(app.url("/v1/keys/a")).header("If-Match", "abc").json(&json!({"value": "x"})),
+            400,
+            "If-Match",
+        ),
+        (
+            "bad If-None-Match",
+            c.put(app.url("/v1/keys/a")).header("If-None-Match", "\"3\"").json(&json!({"value": "x"})),
+            400,
+            "If-None-Match",
+        ),
+        (
+            "two conditions",
+            c.put(app.url("/v1/keys/a"))
+                .header("If-Match", "\"1\"")
+                .header("If-None-Match", "*")
+                .json(&json!({"value": "x"})),
+            400,
+            "one condition",
+        ),
         ("delete empty key", c.delete(app.url("/v1/keys/")), 400, "key"),
         ("delete long key", c.delete(app.url(&format!("/v1/keys/{long_key}"))), 400, "key"),
         ("delete wait=31", c.delete(app.url("/v1/keys/a?wait=31")), 400, "wait"),
@@ -322,7 +361,8 @@ async fn health_readiness_and_metrics() {
     ] {
         assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
     }
-    let worker = reqwest::get(format!("http://127.0.0.1:{}/metrics", app.workers[0].port)).await.unwrap().text().await.unwrap();
+    let worker =
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", app.workers[0].port)).await.unwrap().text().await.unwrap();
     assert!(worker.contains("kvq_tasks_finished_total{status=\"applied\"} 1"), "{worker}");
     for path in ["/healthz", "/readyz"] {
         let r = reqwest::get(format!("http://127.0.0.1:{}{path}", app.workers[0].port)).await.unwrap();

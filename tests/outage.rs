@@ -61,8 +61,8 @@ async fn binaries_start_while_redis_is_down_and_become_ready_when_it_comes() {
     let port = free_port();
     let mut bins = Binaries::spawn(&format!("redis://127.0.0.1:{port}"), &[]);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    let server = format!("http://127.0.0.1:{}", bins.server_port);
-    let worker = format!("http://127.0.0.1:{}", bins.worker_port);
+    let server = bins.server.url("");
+    let worker = bins.worker.url("");
     wait_status(&client, &format!("{server}/healthz"), 200, Duration::from_secs(10)).await;
     wait_status(&client, &format!("{worker}/healthz"), 200, Duration::from_secs(10)).await;
     assert_eq!(client.get(format!("{server}/readyz")).send().await.unwrap().status(), 503);
@@ -90,26 +90,25 @@ async fn sigterm_drains_in_flight_requests_and_the_worker_finishes_its_tasks() {
     let redis = TestRedis::start();
     let mut bins = Binaries::spawn(&redis.url(), &[]);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
-    let server = format!("http://127.0.0.1:{}", bins.server_port);
+    let server = bins.server.url("");
     wait_status(&client, &format!("{server}/readyz"), 200, Duration::from_secs(10)).await;
-    wait_status(&client, &format!("http://127.0.0.1:{}/readyz", bins.worker_port), 200, Duration::from_secs(10)).await;
+    wait_status(&client, &bins.worker.url("/readyz"), 200, Duration::from_secs(10)).await;
 
     // Freeze the worker so a waiting request stays in flight while the server is told to stop.
-    let worker_pid = bins.worker.id().to_string();
-    std::process::Command::new("kill").args(["-STOP", &worker_pid]).status().unwrap();
+    bins.worker.signal("STOP");
     let in_flight = {
         let client = client.clone();
         let url = format!("{server}/v1/keys/drain?wait=2");
         tokio::spawn(async move { client.put(url).json(&serde_json::json!({"value": "v"})).send().await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    std::process::Command::new("kill").args(["-TERM", &bins.server.id().to_string()]).status().unwrap();
+    bins.server.signal("TERM");
     let r = in_flight.await.unwrap().expect("the in-flight request completes during the drain");
     assert_eq!(r.status(), 202, "the wait ran out, the write stays queued");
-    assert_eq!(bins.server.wait().unwrap().code(), Some(0));
+    assert_eq!(bins.server.child.wait().unwrap().code(), Some(0));
 
     // The worker resumes, applies the queued write, then stops cleanly on SIGTERM.
-    std::process::Command::new("kill").args(["-CONT", &worker_pid]).status().unwrap();
+    bins.worker.signal("CONT");
     let mut conn = redis.conn();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -120,6 +119,5 @@ async fn sigterm_drains_in_flight_requests_and_the_worker_finishes_its_tasks() {
         assert!(Instant::now() < deadline, "the worker did not apply the queued write");
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::process::Command::new("kill").args(["-TERM", &worker_pid]).status().unwrap();
-    assert_eq!(bins.worker.wait().unwrap().code(), Some(0));
+    assert_eq!(bins.worker.terminate(), Some(0));
 }

@@ -50,12 +50,8 @@ async fn concurrent_writers_and_four_workers_end_at_the_last_accepted_write() {
             for i in 0..40 {
                 let key = keys[(w + i) % keys.len()];
                 let value = format!("w{w}-{i}");
-                let r = client
-                    .put(format!("{base}/v1/keys/{key}"))
-                    .json(&json!({ "value": value }))
-                    .send()
-                    .await
-                    .unwrap();
+                let r =
+                    client.put(format!("{base}/v1/keys/{key}")).json(&json!({ "value": value })).send().await.unwrap();
                 assert_eq!(r.status(), 202);
                 let b: Value = r.json().await.unwrap();
                 accepted.push((key, value, b["task_id"].as_str().unwrap().to_string()));
@@ -69,7 +65,9 @@ async fn concurrent_writers_and_four_workers_end_at_the_last_accepted_write() {
     }
     app.drain(Duration::from_secs(30)).await;
 
-    let mut by_key: HashMap<&str, Vec<((u64, u64), String, String)>> = HashMap::new();
+    /// (stream sequence, value, task id) of one accepted write
+    type Accepted = ((u64, u64), String, String);
+    let mut by_key: HashMap<&str, Vec<Accepted>> = HashMap::new();
     for (key, value, id) in &all {
         by_key.entry(key).or_default().push((task_seq(&redis, id), value.clone(), id.clone()));
     }

@@ -233,7 +233,8 @@ impl Api {
         #[oai(name = "If-None-Match")] if_none_match: Header<Option<String>>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
     ) -> Result<WriteResponse, ApiError> {
-        let write = self.write_request(Op::Delete, &key, None, None, &if_match, &if_none_match, &idempotency_key, wait.0)?;
+        let write =
+            self.write_request(Op::Delete, &key, None, None, &if_match, &if_none_match, &idempotency_key, wait.0)?;
         self.state.submit(write, wait.0.unwrap_or(0)).await
     }
 
@@ -283,7 +284,9 @@ impl Api {
         let prefix = prefix.0.unwrap_or_default();
         let cursor = match cursor.0.as_deref() {
             None | Some("") => None,
-            Some(c) => Some(decode_cursor(c).ok_or_else(|| ApiError::bad_request("cursor: not a cursor returned by this API"))?),
+            Some(c) => Some(
+                decode_cursor(c).ok_or_else(|| ApiError::bad_request("cursor: not a cursor returned by this API"))?,
+            ),
         };
         let limit = limit.0.unwrap_or(100) as usize;
         let (items, next) = self.state.store.list_keys(&prefix, cursor.as_deref(), limit).await?;
@@ -330,7 +333,9 @@ impl Api {
             None => false,
             Some("*") => true,
             Some(raw) => {
-                return Err(ApiError::bad_request(format!("If-None-Match: only '*' is supported on writes, got '{raw}'")))
+                return Err(ApiError::bad_request(format!(
+                    "If-None-Match: only '*' is supported on writes, got '{raw}'"
+                )))
             }
         };
         if if_none_match && if_match.is_some() {
@@ -338,9 +343,13 @@ impl Api {
         }
         let idempotency_key = match idempotency_key.0.as_deref() {
             None => None,
-            Some(t) if !t.is_empty() && t.len() <= 255 && t.bytes().all(|b| b.is_ascii_graphic()) => Some(t.to_string()),
+            Some(t) if !t.is_empty() && t.len() <= 255 && t.bytes().all(|b| b.is_ascii_graphic()) => {
+                Some(t.to_string())
+            }
             Some(_) => {
-                return Err(ApiError::bad_request("Idempotency-Key: 1 to 255 printable ASCII characters without spaces"))
+                return Err(ApiError::bad_request(
+                    "Idempotency-Key: 1 to 255 printable ASCII characters without spaces",
+                ))
             }
         };
         Ok(WriteRequest {
@@ -362,7 +371,7 @@ pub fn finished_response(task: TaskRecord, location: String) -> Result<WriteResp
     let detail = task.error.clone().unwrap_or_default();
     let with_task = |code: StatusCode, detail: String| {
         let mut p = Problem::new(code, detail);
-        p.task = Some(task.clone().into());
+        p.task = Some(Box::new(task.clone().into()));
         Json(p)
     };
     match status {
@@ -396,7 +405,7 @@ fn encode_cursor(key: &str) -> String {
 }
 
 fn decode_cursor(c: &str) -> Option<String> {
-    if c.len() % 2 != 0 || c.len() > 1024 {
+    if !c.len().is_multiple_of(2) || c.len() > 1024 {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..c.len()).step_by(2).map(|i| u8::from_str_radix(&c[i..i + 2], 16).ok()).collect();

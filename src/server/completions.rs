@@ -48,11 +48,7 @@ impl Completions {
             .entry(id.to_string())
             .or_insert_with(|| Arc::new(Notify::new()))
             .clone();
-        Waiter {
-            id: id.to_string(),
-            notify,
-            owner: self.clone(),
-        }
+        Waiter { id: id.to_string(), notify, owner: self.clone() }
     }
 
     fn wake(&self, id: &str) {
@@ -78,7 +74,11 @@ impl Completions {
         }
     }
 
-    async fn subscribe_once(&self, redis: &Redis, channel: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    async fn subscribe_once(
+        &self,
+        redis: &Redis,
+        channel: &str,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let info = redis.master_info().await?;
         let client = redis::Client::open(info)?;
         let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT * 2, client.get_async_pubsub()).await??;

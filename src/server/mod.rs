@@ -20,6 +20,7 @@ pub mod completions;
 pub mod observe;
 pub mod pages;
 pub mod problem;
+pub mod replication;
 pub mod state;
 
 use api::Api;
@@ -55,10 +56,11 @@ pub fn openapi_spec(settings: &Settings) -> String {
 
 fn state_for(settings: &Settings, store: Store) -> AppState {
     AppState {
-        store,
         completions: Arc::new(Completions::default()),
         max_value_bytes: settings.limits.max_value_bytes,
-        min_replicas_ack: settings.redis.min_replicas_ack,
+        replica_acks: (settings.redis.min_replicas_ack > 0)
+            .then(|| Arc::new(replication::ReplicaAcks::new(store.clone(), settings.redis.min_replicas_ack))),
+        store,
     }
 }
 
@@ -66,18 +68,9 @@ impl ServerApp {
     /// Binds the listener (port 0 picks a free port). Redis need not be up.
     pub async fn build(settings: &Settings) -> std::io::Result<Self> {
         let acceptor = TcpListener::bind(settings.server.bind).into_acceptor().await?;
-        let port = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().map(|s| s.port()))
-            .unwrap_or(0);
+        let port = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().map(|s| s.port())).unwrap_or(0);
         let store = Store::new(Redis::new(settings.redis.clone()), settings.tasks.retention_seconds);
-        Ok(Self {
-            acceptor,
-            port,
-            state: state_for(settings, store),
-            metrics: Arc::new(Metrics::new()),
-        })
+        Ok(Self { acceptor, port, state: state_for(settings, store), metrics: Arc::new(Metrics::new()) })
     }
 
     pub fn port(&self) -> u16 {
@@ -116,9 +109,8 @@ impl ServerApp {
             .data(self.state.store.clone())
             .data(self.metrics.clone())
             .data(Arc::new(Pages::new()));
-        let result = Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(app, stop, Some(DRAIN_TIMEOUT))
-            .await;
+        let result =
+            Server::new_with_acceptor(self.acceptor).run_with_graceful_shutdown(app, stop, Some(DRAIN_TIMEOUT)).await;
         listener.abort();
         result
     }

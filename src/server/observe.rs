@@ -45,14 +45,8 @@ impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
         let status = response.status().as_u16();
         let elapsed = started.elapsed();
         span.record("status", status);
-        self.metrics
-            .http_requests
-            .get_or_create(&RequestLabels { method: method.clone(), route, status })
-            .inc();
-        self.metrics
-            .http_duration
-            .get_or_create(&RouteLabels { method, route })
-            .observe(elapsed.as_secs_f64());
+        self.metrics.http_requests.get_or_create(&RequestLabels { method: method.clone(), route, status }).inc();
+        self.metrics.http_duration.get_or_create(&RouteLabels { method, route }).observe(elapsed.as_secs_f64());
         span.in_scope(|| {
             let ms = elapsed.as_secs_f64() * 1000.0;
             if matches!(route, "/healthz" | "/readyz" | "/metrics") {

@@ -36,14 +36,13 @@ impl Pages {
         let mut hb = Handlebars::new();
         hb.set_strict_mode(false);
         for (name, text) in TEMPLATES {
-            hb.register_template_string(name, *text)
-                .unwrap_or_else(|e| panic!("template {name} is invalid: {e}"));
+            hb.register_template_string(name, *text).unwrap_or_else(|e| panic!("template {name} is invalid: {e}"));
         }
         Self { hb }
     }
 
     fn render(&self, status: StatusCode, name: &str, mut data: serde_json::Value) -> Response {
-        data["version"] = json!(env!("CARGO_PKG_VERSION"));
+        data["kvq_version"] = json!(env!("CARGO_PKG_VERSION"));
         match self.hb.render(name, &data) {
             Ok(html) => Html(html).with_status(status).into_response(),
             Err(e) => {

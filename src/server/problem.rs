@@ -24,7 +24,7 @@ pub struct Problem {
     pub detail: String,
     /// The task concerned, when a waited-for write did not apply.
     #[oai(skip_serializing_if_is_none)]
-    pub task: Option<Task>,
+    pub task: Option<Box<Task>>,
 }
 
 impl Problem {
@@ -79,10 +79,7 @@ impl ApiError {
         Self::PayloadTooLarge(Json(Problem::new(StatusCode::PAYLOAD_TOO_LARGE, detail)))
     }
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        Self::Unavailable(
-            Json(Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail)),
-            RETRY_AFTER_SECONDS,
-        )
+        Self::Unavailable(Json(Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail)), RETRY_AFTER_SECONDS)
     }
 }
 
@@ -136,11 +133,7 @@ pub fn problem_response(err: poem::Error) -> Response {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => format!("{err}; send Content-Type: application/json"),
         _ => err.to_string(),
     };
-    let status = if status.is_server_error() || status.is_client_error() {
-        status
-    } else {
-        StatusCode::BAD_REQUEST
-    };
+    let status = if status.is_server_error() || status.is_client_error() { status } else { StatusCode::BAD_REQUEST };
     let body = serde_json::to_string(&serde_json::json!({
         "type": format!("https://kvq.dev/problems/{}", status.canonical_reason().unwrap_or("error").to_lowercase().replace(' ', "-")),
         "title": status.canonical_reason().unwrap_or("Error"),
@@ -148,8 +141,5 @@ pub fn problem_response(err: poem::Error) -> Response {
         "detail": detail,
     }))
     .expect("static shape");
-    Response::builder()
-        .status(status)
-        .content_type("application/json; charset=utf-8")
-        .body(body)
+    Response::builder().status(status).content_type("application/json; charset=utf-8").body(body)
 }

@@ -11,9 +11,8 @@ use crate::store::{Store, StoreError};
 use super::api::{finished_response, wait_duration, TaskAccepted, WriteResponse};
 use super::completions::Completions;
 use super::problem::ApiError;
+use super::replication::ReplicaAcks;
 
-/// How long a write may wait for `WAIT` to confirm replicas before answering 503.
-const REPLICA_ACK_TIMEOUT_MS: u64 = 1000;
 /// Poll interval while waiting for a task, in case a completion message was missed.
 const WAIT_POLL: Duration = Duration::from_millis(250);
 
@@ -22,7 +21,8 @@ pub struct AppState {
     pub store: Store,
     pub completions: Arc<Completions>,
     pub max_value_bytes: usize,
-    pub min_replicas_ack: u32,
+    /// Present when `redis.min_replicas_ack > 0`.
+    pub replica_acks: Option<Arc<ReplicaAcks>>,
 }
 
 impl AppState {
@@ -32,8 +32,14 @@ impl AppState {
         let enqueued = self.store.enqueue(&write).await?;
         span.record("task_id", enqueued.task_id.as_str());
         span.record("key", write.key.as_str());
-        if self.min_replicas_ack > 0 && !enqueued.duplicate {
-            self.await_replicas(enqueued.generation).await?;
+        // Also for an idempotent replay: its first attempt may not have been replicated.
+        if let Some(acks) = &self.replica_acks {
+            if let Err(e) = acks.confirm(enqueued.generation).await {
+                tracing::warn!(error = %e, "write not confirmed by the replicas");
+                return Err(ApiError::unavailable(format!(
+                    "{e}; the write may or may not be applied: retry with the same Idempotency-Key"
+                )));
+            }
         }
         let location = format!("/v1/tasks/{}", enqueued.task_id);
         if wait_seconds > 0 {
@@ -44,27 +50,7 @@ impl AppState {
                 Err(e) => tracing::warn!(error = %e, "could not follow the task; answering 202"),
             }
         }
-        Ok(WriteResponse::Accepted(
-            Json(TaskAccepted {
-                task_id: enqueued.task_id,
-                status: enqueued.status,
-            }),
-            location,
-        ))
-    }
-
-    async fn await_replicas(&self, generation: u64) -> Result<(), ApiError> {
-        let n = self.min_replicas_ack;
-        match self.store.wait_replicas(generation, n, REPLICA_ACK_TIMEOUT_MS).await {
-            Ok(got) if got >= n => Ok(()),
-            Ok(got) => {
-                tracing::warn!(wanted = n, got, "write not confirmed by enough replicas");
-                Err(ApiError::unavailable(format!(
-                    "the write reached {got} of {n} required replicas; retry with the same Idempotency-Key"
-                )))
-            }
-            Err(e) => Err(e.into()),
-        }
+        Ok(WriteResponse::Accepted(Json(TaskAccepted { task_id: enqueued.task_id, status: enqueued.status }), location))
     }
 
     /// Waits until the task is finished or the time is up (then `None`).

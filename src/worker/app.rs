@@ -25,11 +25,7 @@ impl WorkerApp {
     /// Binds the health listener (port 0 picks a free port). Does not need Redis to be up.
     pub async fn build(settings: &Settings) -> std::io::Result<Self> {
         let acceptor = TcpListener::bind(settings.worker.bind).into_acceptor().await?;
-        let port = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().map(|s| s.port()))
-            .unwrap_or(0);
+        let port = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().map(|s| s.port())).unwrap_or(0);
         let store = Store::new(Redis::new(settings.redis.clone()), settings.tasks.retention_seconds);
         let metrics = Arc::new(Metrics::new());
         let worker = Worker::new(settings, store.clone(), metrics.clone());

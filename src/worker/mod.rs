@@ -114,7 +114,9 @@ impl Worker {
             match read {
                 Ok(batch) => {
                     for task in batch {
-                        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                        let Ok(permit) = permits.clone().acquire_owned().await else {
+                            return;
+                        };
                         let worker = self.clone();
                         let stop = stop.clone();
                         tokio::spawn(async move {
@@ -153,7 +155,9 @@ impl Worker {
                             continue;
                         }
                         tracing::info!(task_id = %task.task_id, stream_id = %task.stream_id, "reclaimed an idle task");
-                        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                        let Ok(permit) = permits.clone().acquire_owned().await else {
+                            return;
+                        };
                         let worker = self.clone();
                         let stop = stop.clone();
                         tokio::spawn(async move {
@@ -193,7 +197,8 @@ impl Worker {
         let mut stopping_deadline = None;
         loop {
             if *stop.borrow() {
-                let deadline = *stopping_deadline.get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_secs(5));
+                let deadline =
+                    *stopping_deadline.get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_secs(5));
                 if tokio::time::Instant::now() > deadline {
                     tracing::warn!("leaving task pending for another worker");
                     return None;
@@ -218,7 +223,11 @@ impl Worker {
                         tracing::error!(error = %err, attempts, "task failed for good; moving it to the dead-letter stream");
                         if self.store.dead_letter(task, &err.to_string()).await.is_ok() {
                             self.finished(TaskStatus::Failed);
-                            return Some(Applied { status: TaskStatus::Failed, version: None, error: Some(err.to_string()) });
+                            return Some(Applied {
+                                status: TaskStatus::Failed,
+                                version: None,
+                                error: Some(err.to_string()),
+                            });
                         }
                     } else {
                         tracing::warn!(error = %err, attempts, "applying the task failed; will retry");

@@ -153,58 +153,87 @@ impl TestApp {
     }
 }
 
-/// Real `kvq-server` and `kvq-worker` processes, killed on drop.
+/// A real `kvq-server` or `kvq-worker` process, killed on drop.
+pub struct KvqProcess {
+    pub child: Child,
+    /// The port it serves HTTP on (API for the server, health/metrics for the worker).
+    pub port: u16,
+}
+
+impl KvqProcess {
+    pub fn server(env: &[(&str, String)]) -> Self {
+        Self::spawn(env!("CARGO_BIN_EXE_kvq-server"), "KVQ__SERVER__BIND", env)
+    }
+
+    pub fn worker(consumer: &str, env: &[(&str, String)]) -> Self {
+        let mut env = env.to_vec();
+        env.push(("KVQ__WORKER__CONSUMER_NAME", consumer.to_string()));
+        Self::spawn(env!("CARGO_BIN_EXE_kvq-worker"), "KVQ__WORKER__BIND", &env)
+    }
+
+    fn spawn(bin: &str, bind_var: &str, env: &[(&str, String)]) -> Self {
+        let port = free_port();
+        let mut cmd = Command::new(bin);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("KVQ__SERVER__BIND", "127.0.0.1:0")
+            .env("KVQ__WORKER__BIND", "127.0.0.1:0")
+            .env(bind_var, format!("127.0.0.1:{port}"))
+            .env("KVQ__LOG__FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() });
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Self { child: cmd.spawn().expect("spawn binary"), port }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status();
+    }
+
+    /// SIGTERM, then the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        self.signal("TERM");
+        self.child.wait().unwrap().code()
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for KvqProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real server and worker against one Redis URL.
 pub struct Binaries {
-    pub server: Child,
-    pub worker: Child,
-    pub server_port: u16,
-    pub worker_port: u16,
+    pub server: KvqProcess,
+    pub worker: KvqProcess,
 }
 
 impl Binaries {
-    pub fn spawn(redis_url: &str, extra_env: &[(&str, &str)]) -> Self {
-        let server_port = free_port();
-        let worker_port = free_port();
-        let spawn = |bin: &str| {
-            let mut cmd = Command::new(bin);
-            cmd.env_clear()
-                .env("PATH", std::env::var("PATH").unwrap_or_default())
-                .env("KVQ__REDIS__URL", redis_url)
-                .env("KVQ__SERVER__BIND", format!("127.0.0.1:{server_port}"))
-                .env("KVQ__WORKER__BIND", format!("127.0.0.1:{worker_port}"))
-                .env("KVQ__LOG__FORMAT", "json")
-                .stdout(Stdio::null())
-                .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() });
-            for (k, v) in extra_env {
-                cmd.env(k, v);
-            }
-            cmd.spawn().expect("spawn binary")
-        };
-        Self {
-            server: spawn(env!("CARGO_BIN_EXE_kvq-server")),
-            worker: spawn(env!("CARGO_BIN_EXE_kvq-worker")),
-            server_port,
-            worker_port,
-        }
+    pub fn spawn(redis_url: &str, extra_env: &[(&str, String)]) -> Self {
+        let mut env = vec![("KVQ__REDIS__URL", redis_url.to_string())];
+        env.extend_from_slice(extra_env);
+        Self { server: KvqProcess::server(&env), worker: KvqProcess::worker("worker-0", &env) }
     }
 
     /// Sends SIGTERM to both and returns their exit codes.
     pub fn terminate(&mut self) -> (Option<i32>, Option<i32>) {
-        for c in [&self.server, &self.worker] {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-        }
-        let s = self.server.wait().unwrap().code();
-        let w = self.worker.wait().unwrap().code();
-        (s, w)
-    }
-}
-
-impl Drop for Binaries {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.worker.kill();
-        let _ = self.server.wait();
-        let _ = self.worker.wait();
+        self.server.signal("TERM");
+        self.worker.signal("TERM");
+        (self.server.child.wait().unwrap().code(), self.worker.child.wait().unwrap().code())
     }
 }
 

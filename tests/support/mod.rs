@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use kvq::config::Settings;
 
 pub mod app;
+pub mod sentinel;
 pub use app::*;
 
 /// A free TCP port on loopback (bound and released; good enough for tests).
@@ -24,7 +25,7 @@ pub fn init_test_log() {
     }
 }
 
-fn which(bin: &str) -> PathBuf {
+pub fn which(bin: &str) -> PathBuf {
     let out = Command::new("sh").arg("-c").arg(format!("command -v {bin}")).output().unwrap();
     assert!(
         out.status.success(),

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every test kvq has, installing what they need first (Debian/Ubuntu with a Rust toolchain).
+# The Rust tests start their own redis-server/redis-sentinel processes on free loopback ports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages"
+bash scripts/install-deps.sh
+
+step "chart tools (helm 3 and 4, python venv)"
+bash scripts/chart-tools.sh
+export HELM="$PWD/.tools/bin/helm"
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+cargo clippy --no-default-features --features worker --bins -- -D warnings
+cargo clippy --no-default-features --features server --bins -- -D warnings
+
+step "feature gating: the worker build must not compile poem-openapi or handlebars"
+if cargo tree --no-default-features --features worker -e normal --prefix none | grep -E '^(poem-openapi|handlebars) '; then
+  echo "FAIL: the worker-only build pulls in server dependencies" >&2
+  exit 1
+fi
+
+step "chart verification (ct lint equivalent, schema validation)"
+bash scripts/verify-chart.sh
+
+step "cargo test (unit, API, queue, outage, pages, browser, chart, HA fault tests)"
+cargo test --all-targets --no-fail-fast -- --test-threads="${KVQ_TEST_THREADS:-4}"

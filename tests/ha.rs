@@ -1,0 +1,261 @@
+//! High-availability fault tests (issue 4): real redis-server and redis-sentinel processes on
+//! loopback, real kvq binaries in sentinel mode with `MIN_REPLICAS_ACK=1`, and kill -9.
+//! Each prints its figures; `cargo test --test ha -- --nocapture` shows them.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::sentinel::SentinelCluster;
+use support::*;
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap()
+}
+
+/// What a load run saw.
+#[derive(Default)]
+struct LoadLog {
+    acked: BTreeSet<String>,
+    /// Keys whose every attempt failed (never acknowledged: allowed to be missing).
+    abandoned: BTreeSet<String>,
+    first_failure: Option<Instant>,
+    first_success_after_failure: Option<Instant>,
+    failures: u64,
+}
+
+/// Writes unique keys until `stop`, retrying each with its Idempotency-Key until acknowledged.
+async fn write_until(base: String, writer: usize, stop: Arc<Mutex<bool>>, log: Arc<Mutex<LoadLog>>) {
+    let c = client();
+    let mut i = 0;
+    while !*stop.lock().unwrap() {
+        let key = format!("ha-{writer}-{i}");
+        i += 1;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = c
+                .put(format!("{base}/v1/keys/{key}"))
+                .header("Idempotency-Key", &key)
+                .json(&json!({ "value": key }))
+                .send()
+                .await;
+            let ok = matches!(&r, Ok(r) if r.status() == 202);
+            let give_up = {
+                let mut l = log.lock().unwrap();
+                if ok {
+                    if l.first_failure.is_some() && l.first_success_after_failure.is_none() {
+                        l.first_success_after_failure = Some(Instant::now());
+                    }
+                    l.acked.insert(key.clone());
+                    true
+                } else {
+                    l.failures += 1;
+                    l.first_failure.get_or_insert_with(Instant::now);
+                    if Instant::now() > deadline {
+                        l.abandoned.insert(key.clone());
+                        true
+                    } else {
+                        false
+                    }
+                }
+            };
+            if give_up {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn queue_depth(c: &reqwest::Client, server: &KvqProcess) -> Option<u64> {
+    let text = c.get(server.url("/metrics")).send().await.ok()?.text().await.ok()?;
+    let up = text.lines().any(|l| l == "kvq_redis_up 1");
+    let depth = text.lines().find_map(|l| l.strip_prefix("kvq_queue_depth "))?.trim().parse().ok()?;
+    up.then_some(depth)
+}
+
+/// Reads every key back through the API; returns those whose value is missing or wrong.
+async fn lost_keys(c: &reqwest::Client, server: &KvqProcess, keys: &BTreeSet<String>) -> Vec<String> {
+    let mut lost = Vec::new();
+    for key in keys {
+        let r = c.get(server.url(&format!("/v1/keys/{key}"))).send().await.unwrap();
+        let ok = r.status() == 200 && r.json::<Value>().await.unwrap()["value"] == key.as_str();
+        if !ok {
+            lost.push(key.clone());
+        }
+    }
+    lost
+}
+
+async fn wait_drained(c: &reqwest::Client, server: &KvqProcess) {
+    eventually(Duration::from_secs(60), "the queue to drain", || async {
+        (queue_depth(c, server).await? == 0).then_some(())
+    })
+    .await;
+}
+
+fn env_of(cluster: &SentinelCluster) -> Vec<(&'static str, String)> {
+    let mut env = cluster.kvq_env();
+    env.push(("KVQ__WORKER__CLAIM_IDLE_MS", "1000".into()));
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_failover_under_load_loses_no_acknowledged_write_and_the_old_master_rejoins() {
+    let mut cluster = SentinelCluster::start();
+    let env = env_of(&cluster);
+    let server = KvqProcess::server(&env);
+    let _w1 = KvqProcess::worker("w1", &env);
+    let _w2 = KvqProcess::worker("w2", &env);
+    let c = client();
+    wait_status(&c, &server.url("/readyz"), 200, Duration::from_secs(15)).await;
+
+    let stop = Arc::new(Mutex::new(false));
+    let log = Arc::new(Mutex::new(LoadLog::default()));
+    let writers: Vec<_> =
+        (0..8).map(|w| tokio::spawn(write_until(server.url(""), w, stop.clone(), log.clone()))).collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let old_master = cluster.master_port().expect("a master");
+    let acked_before_kill = log.lock().unwrap().acked.len();
+    cluster.node(old_master).kill();
+    // Keep writing until writes have been succeeding again for a while.
+    eventually(Duration::from_secs(40), "writes to resume after the failover", || async {
+        let l = log.lock().unwrap();
+        l.first_success_after_failure.filter(|t| t.elapsed() > Duration::from_secs(2)).map(|_| ())
+    })
+    .await;
+    *stop.lock().unwrap() = true;
+    for w in writers {
+        w.await.unwrap();
+    }
+    let new_master = cluster.master_port().expect("a new master");
+    assert_ne!(new_master, old_master, "the sentinels promoted a replica");
+    wait_drained(&c, &server).await;
+
+    let (acked, abandoned, window, failures) = {
+        let l = log.lock().unwrap();
+        let window = match (l.first_failure, l.first_success_after_failure) {
+            (Some(f), Some(s)) => s.duration_since(f),
+            _ => Duration::ZERO,
+        };
+        (l.acked.clone(), l.abandoned.clone(), window, l.failures)
+    };
+    let lost = lost_keys(&c, &server, &acked).await;
+    println!(
+        "HA failover: acknowledged={} (before kill {acked_before_kill}) applied={} lost={} abandoned={} \
+         failed attempts={failures} unavailability window={} ms (first failed to first successful request)",
+        acked.len(),
+        acked.len() - lost.len(),
+        lost.len(),
+        abandoned.len(),
+        window.as_millis(),
+    );
+    assert!(acked.len() > acked_before_kill, "writes resumed after the kill");
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert!(abandoned.is_empty(), "every write eventually got through: {abandoned:?}");
+
+    // The old master comes back: it must rejoin as a replica and lose nothing written since.
+    cluster.node(old_master).restart();
+    cluster.wait_until(Duration::from_secs(30), "the old master to become a replica", |c| {
+        c.role(old_master).as_deref() == Some("slave")
+    });
+    let mut after = BTreeSet::new();
+    for i in 0..100 {
+        let key = format!("after-{i}");
+        let r =
+            c.put(server.url(&format!("/v1/keys/{key}?wait=5"))).json(&json!({ "value": key })).send().await.unwrap();
+        assert_eq!(r.status(), 200, "write after the old master returned");
+        after.insert(key);
+    }
+    assert_eq!(cluster.master_port(), Some(new_master), "no second master appeared");
+    let mut all = acked.clone();
+    all.extend(after.iter().cloned());
+    let lost = lost_keys(&c, &server, &all).await;
+    assert!(lost.is_empty(), "lost after the old master returned: {lost:?}");
+    // And the returned node replicates the new master's data.
+    let replica_url = format!("redis://127.0.0.1:{old_master}");
+    eventually(Duration::from_secs(20), "the old master to hold new writes", || {
+        let url = replica_url.clone();
+        async move {
+            let mut conn = redis::Client::open(url).ok()?.get_connection().ok()?;
+            let v: Option<String> = redis::cmd("HGET").arg("kvq:k:after-99").arg("v").query(&mut conn).ok()?;
+            (v.as_deref() == Some("after-99")).then_some(())
+        }
+    })
+    .await;
+    println!("HA old master rejoined as a replica; {} writes after its return, lost=0", after.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_with_pending_tasks_has_them_applied_exactly_once_by_another() {
+    let cluster = SentinelCluster::start();
+    let mut env = env_of(&cluster);
+    env.push(("KVQ__WORKER__CLAIM_IDLE_MS", "500".into()));
+    let server = KvqProcess::server(&env);
+    let mut victim = KvqProcess::worker("victim", &env);
+    let c = client();
+    wait_status(&c, &server.url("/readyz"), 200, Duration::from_secs(15)).await;
+    wait_status(&c, &victim.url("/readyz"), 200, Duration::from_secs(15)).await;
+
+    // Enough writes that the victim is busy when it dies.
+    let mut tasks = Vec::new();
+    let mut sends = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let c = c.clone();
+        let base = server.url("");
+        sends.spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..150 {
+                let key = format!("crash-{w}-{i}");
+                let r = c.put(format!("{base}/v1/keys/{key}")).json(&json!({ "value": key })).send().await.unwrap();
+                assert_eq!(r.status(), 202);
+                ids.push((key, r.json::<Value>().await.unwrap()["task_id"].as_str().unwrap().to_string()));
+            }
+            ids
+        });
+    }
+    // Freeze the victim while it holds delivered, unacknowledged entries, then kill it.
+    let master = cluster.master_port().unwrap();
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{master}")).unwrap().get_connection().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let held = loop {
+        victim.signal("STOP");
+        // Before the first entry, the stream and group do not exist yet (NOGROUP): nothing held.
+        let summary: redis::Value =
+            redis::cmd("XPENDING").arg("kvq:tasks").arg("kvq-workers").query(&mut conn).unwrap_or(redis::Value::Nil);
+        let held = match summary {
+            redis::Value::Array(ref v) => match v.first() {
+                Some(redis::Value::Int(n)) => *n,
+                _ => 0,
+            },
+            _ => 0,
+        };
+        if held > 0 {
+            break held;
+        }
+        victim.signal("CONT");
+        assert!(Instant::now() < deadline, "the victim never held pending tasks");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    victim.kill9();
+    while let Some(r) = sends.join_next().await {
+        tasks.extend(r.unwrap());
+    }
+    let _rescuer = KvqProcess::worker("rescuer", &env);
+    wait_drained(&c, &server).await;
+
+    let mut applied = 0;
+    for (key, id) in &tasks {
+        let t: Value = c.get(server.url(&format!("/v1/tasks/{id}"))).send().await.unwrap().json().await.unwrap();
+        assert_eq!(t["status"], "applied", "{key}: {t}");
+        applied += 1;
+    }
+    let keys: BTreeSet<String> = tasks.iter().map(|(k, _)| k.clone()).collect();
+    assert!(lost_keys(&c, &server, &keys).await.is_empty());
+    let versions: u64 = redis::cmd("GET").arg("kvq:ver").query(&mut conn).unwrap();
+    println!("HA worker crash: {held} tasks pending on the killed worker; {applied} tasks, {versions} versions issued");
+    assert_eq!(versions, tasks.len() as u64, "every write applied exactly once in effect");
+}

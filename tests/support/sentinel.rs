@@ -1,0 +1,173 @@
+//! A real Redis + Sentinel topology on loopback: 3 redis-server (1 master, 2 replicas) and
+//! 3 redis-sentinel, with fast failover settings.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{free_port, which, TestRedis};
+
+pub const MASTER_NAME: &str = "mymaster";
+
+pub struct TestSentinel {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl TestSentinel {
+    fn start(master_port: u16) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\n\
+                 sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
+                 sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
+                 sentinel failover-timeout {MASTER_NAME} 5000\n\
+                 sentinel parallel-syncs {MASTER_NAME} 1\n",
+                dir = dir.path().display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(which("redis-sentinel"))
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-sentinel");
+        Self { port, dir, child: Some(child) }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn conn(&self) -> Option<redis::Connection> {
+        let c = redis::Client::open(format!("redis://{}", self.addr())).ok()?;
+        c.get_connection_with_timeout(Duration::from_millis(500)).ok()
+    }
+
+    /// The master port this sentinel believes in.
+    pub fn master_port(&self) -> Option<u16> {
+        let mut c = self.conn()?;
+        let addr: Option<(String, String)> =
+            redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(MASTER_NAME).query(&mut c).ok()?;
+        addr.and_then(|(_, p)| p.parse().ok())
+    }
+
+    pub fn config_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TestSentinel {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub struct SentinelCluster {
+    pub nodes: Vec<TestRedis>,
+    pub sentinels: Vec<TestSentinel>,
+}
+
+impl SentinelCluster {
+    pub fn start() -> Self {
+        let master = TestRedis::start_with(
+            "127.0.0.1",
+            free_port(),
+            &["--min-replicas-to-write", "1", "--min-replicas-max-lag", "10"],
+        );
+        let master_port = master.port.to_string();
+        let mut nodes = vec![master];
+        for _ in 0..2 {
+            nodes.push(TestRedis::start_with(
+                "127.0.0.1",
+                free_port(),
+                &[
+                    "--replicaof",
+                    "127.0.0.1",
+                    &master_port,
+                    "--min-replicas-to-write",
+                    "1",
+                    "--min-replicas-max-lag",
+                    "10",
+                ],
+            ));
+        }
+        let cluster = Self { sentinels: (0..3).map(|_| TestSentinel::start(nodes[0].port)).collect(), nodes };
+        cluster.wait_until(Duration::from_secs(15), "replicas in sync and sentinels agreeing", |c| {
+            c.connected_replicas(c.nodes[0].port) == 2
+                && c.sentinels.iter().all(|s| s.master_port() == Some(c.nodes[0].port))
+        });
+        // Sentinels must know each other before a failover can get a quorum.
+        cluster.wait_until(Duration::from_secs(15), "sentinels to discover each other", |c| {
+            c.sentinels.iter().all(|s| c.known_sentinels(s) >= 2)
+        });
+        cluster
+    }
+
+    pub fn sentinel_addrs(&self) -> String {
+        self.sentinels.iter().map(TestSentinel::addr).collect::<Vec<_>>().join(",")
+    }
+
+    /// Env that puts kvq in sentinel mode against this cluster.
+    pub fn kvq_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("KVQ__REDIS__MODE", "sentinel".into()),
+            ("KVQ__REDIS__SENTINELS", self.sentinel_addrs()),
+            ("KVQ__REDIS__MASTER_NAME", MASTER_NAME.into()),
+            ("KVQ__REDIS__MIN_REPLICAS_ACK", "1".into()),
+        ]
+    }
+
+    /// The master as the majority of sentinels see it.
+    pub fn master_port(&self) -> Option<u16> {
+        let votes: Vec<u16> = self.sentinels.iter().filter_map(TestSentinel::master_port).collect();
+        votes.iter().copied().find(|p| votes.iter().filter(|q| *q == p).count() >= 2)
+    }
+
+    pub fn node(&mut self, port: u16) -> &mut TestRedis {
+        self.nodes.iter_mut().find(|n| n.port == port).expect("a node on that port")
+    }
+
+    pub fn role(&self, port: u16) -> Option<String> {
+        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .ok()?
+            .get_connection_with_timeout(Duration::from_millis(500))
+            .ok()?;
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut c).ok()?;
+        match role.first() {
+            Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            Some(redis::Value::SimpleString(s)) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    fn connected_replicas(&self, port: u16) -> usize {
+        let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}")) else { return 0 };
+        let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(500)) else { return 0 };
+        let info: String = redis::cmd("INFO").arg("replication").query(&mut c).unwrap_or_default();
+        info.lines().find_map(|l| l.strip_prefix("connected_slaves:")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+    }
+
+    fn known_sentinels(&self, s: &TestSentinel) -> usize {
+        let Some(mut c) = s.conn() else { return 0 };
+        let others: Vec<redis::Value> =
+            redis::cmd("SENTINEL").arg("sentinels").arg(MASTER_NAME).query(&mut c).unwrap_or_default();
+        others.len()
+    }
+
+    pub fn wait_until(&self, timeout: Duration, what: &str, check: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !check(self) {
+            assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
