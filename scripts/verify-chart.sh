@@ -3,7 +3,8 @@
 #
 #   bash scripts/verify-chart.sh            # everything, including the Rust chart tests
 #   bash scripts/verify-chart.sh --no-cargo # skip `cargo test --test chart --test chart_contract --test chart_sentinel`
-#                                           # (for callers that run the cargo tests themselves)
+#                                           # (for callers whose `cargo test` runs them anyway);
+#                                           # the Helm 3 run of the chart tests still happens
 #   bash scripts/verify-chart.sh --images   # also run the Dockerfiles' release builds (slow)
 #
 # Steps (each failure is reported; the script exits non-zero if any step failed):
@@ -162,16 +163,18 @@ for c in server worker; do
   fi
 done
 
+step "6. Rust chart tests, contract test, sentinel scripts simulation"
 if [ "$run_cargo" = 1 ]; then
-  step "6. Rust chart tests, contract test, sentinel scripts simulation"
   export HELM="$T/bin/helm"
   tests=(--test chart)
   [ -f tests/chart_contract.rs ] && tests+=(--test chart_contract)
   [ -f tests/chart_sentinel.rs ] && tests+=(--test chart_sentinel)
   cargo test --locked "${tests[@]}" || fail "cargo test ${tests[*]}"
-  # The chart tests again with Helm 3: same objects, same snapshots.
-  HELM="$T/bin/helm3" cargo test --locked --test chart || fail "cargo test --test chart with Helm 3"
+else
+  echo "skipped (--no-cargo): cargo test --test chart --test chart_contract --test chart_sentinel"
 fi
+# The chart tests again with Helm 3: same objects, same snapshots.
+HELM="$T/bin/helm3" cargo test --locked --test chart || fail "cargo test --test chart with Helm 3"
 
 printf '\n==> verify-chart: %ss, %d failure(s)\n' "$(( $(date +%s) - start ))" "${#failures[@]}"
 for f in "${failures[@]}"; do echo "  - $f"; done

@@ -11,37 +11,75 @@ fn expected_kinds(file: &str) -> Vec<(&'static str, usize)> {
     match file {
         // standalone Redis, no autoscaling
         "values/dev.yaml" | "helm/kvq/ci/standalone-values.yaml" => vec![
-            ("ConfigMap", 2), ("Deployment", 2), ("Pod", 1), ("Secret", 1),
-            ("Service", 4), ("ServiceAccount", 1), ("StatefulSet", 1),
+            ("ConfigMap", 2),
+            ("Deployment", 2),
+            ("Pod", 1),
+            ("Secret", 1),
+            ("Service", 4),
+            ("ServiceAccount", 1),
+            ("StatefulSet", 1),
         ],
         // sentinel, HPAs, Redis PDB
         "values/minikube.yaml" | "helm/kvq/ci/default-values.yaml" => vec![
-            ("ConfigMap", 2), ("Deployment", 2), ("HorizontalPodAutoscaler", 2), ("Pod", 1),
-            ("PodDisruptionBudget", 1), ("Secret", 1), ("Service", 4), ("ServiceAccount", 1),
+            ("ConfigMap", 2),
+            ("Deployment", 2),
+            ("HorizontalPodAutoscaler", 2),
+            ("Pod", 1),
+            ("PodDisruptionBudget", 1),
+            ("Secret", 1),
+            ("Service", 4),
+            ("ServiceAccount", 1),
             ("StatefulSet", 1),
         ],
         // + Ingress, NetworkPolicies, app PDBs
         "values/staging.yaml" => vec![
-            ("ConfigMap", 2), ("Deployment", 2), ("HorizontalPodAutoscaler", 2), ("Ingress", 1),
-            ("NetworkPolicy", 3), ("Pod", 1), ("PodDisruptionBudget", 3), ("Secret", 1),
-            ("Service", 4), ("ServiceAccount", 1), ("StatefulSet", 1),
+            ("ConfigMap", 2),
+            ("Deployment", 2),
+            ("HorizontalPodAutoscaler", 2),
+            ("Ingress", 1),
+            ("NetworkPolicy", 3),
+            ("Pod", 1),
+            ("PodDisruptionBudget", 3),
+            ("Secret", 1),
+            ("Service", 4),
+            ("ServiceAccount", 1),
+            ("StatefulSet", 1),
         ],
         // + the exporter's metrics Service
         "values/production.yaml" | "helm/kvq/ci/sentinel-full-values.yaml" => vec![
-            ("ConfigMap", 2), ("Deployment", 2), ("HorizontalPodAutoscaler", 2), ("Ingress", 1),
-            ("NetworkPolicy", 3), ("Pod", 1), ("PodDisruptionBudget", 3), ("Secret", 1),
-            ("Service", 5), ("ServiceAccount", 1), ("StatefulSet", 1),
+            ("ConfigMap", 2),
+            ("Deployment", 2),
+            ("HorizontalPodAutoscaler", 2),
+            ("Ingress", 1),
+            ("NetworkPolicy", 3),
+            ("Pod", 1),
+            ("PodDisruptionBudget", 3),
+            ("Secret", 1),
+            ("Service", 5),
+            ("ServiceAccount", 1),
+            ("StatefulSet", 1),
         ],
         // nothing of Redis, no test pod
         "helm/kvq/ci/external-values.yaml" => vec![
-            ("ConfigMap", 1), ("Deployment", 2), ("HorizontalPodAutoscaler", 2), ("Service", 2),
+            ("ConfigMap", 1),
+            ("Deployment", 2),
+            ("HorizontalPodAutoscaler", 2),
+            ("Service", 2),
             ("ServiceAccount", 1),
         ],
         // KEDA replaces the worker HPA; ServiceMonitors for server, worker, exporter
         "helm/kvq/ci/keda-values.yaml" => vec![
-            ("ConfigMap", 2), ("Deployment", 2), ("HorizontalPodAutoscaler", 1), ("Pod", 1),
-            ("PodDisruptionBudget", 1), ("ScaledObject", 1), ("Secret", 1), ("Service", 5),
-            ("ServiceAccount", 1), ("ServiceMonitor", 3), ("StatefulSet", 1),
+            ("ConfigMap", 2),
+            ("Deployment", 2),
+            ("HorizontalPodAutoscaler", 1),
+            ("Pod", 1),
+            ("PodDisruptionBudget", 1),
+            ("ScaledObject", 1),
+            ("Secret", 1),
+            ("Service", 5),
+            ("ServiceAccount", 1),
+            ("ServiceMonitor", 3),
+            ("StatefulSet", 1),
             ("TriggerAuthentication", 1),
         ],
         other => panic!("no expected kinds for {other}: add it to expected_kinds"),
@@ -78,11 +116,13 @@ fn worker_hpa_and_keda_scaledobject_exclude_each_other() {
     assert_eq!(trigger["metadata"]["consumerGroup"], "kvq-workers");
     assert_eq!(trigger["metadata"]["sentinelMaster"], "mymaster");
     let cfg = keda.app_config();
-    let sentinels: Vec<&str> = cfg["redis"]["sentinels"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let sentinels: Vec<&str> =
+        cfg["redis"]["sentinels"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert_eq!(trigger["metadata"]["addresses"], sentinels.join(","));
     // Authentication from the chart's Secret, both passwords.
     let ta = keda.get("TriggerAuthentication", trigger["authenticationRef"]["name"].as_str().unwrap());
-    let params: Vec<&str> = ta["spec"]["secretTargetRef"].as_array().unwrap().iter().map(|r| r["parameter"].as_str().unwrap()).collect();
+    let params: Vec<&str> =
+        ta["spec"]["secretTargetRef"].as_array().unwrap().iter().map(|r| r["parameter"].as_str().unwrap()).collect();
     assert_eq!(params, ["password", "sentinelPassword"]);
     for r in ta["spec"]["secretTargetRef"].as_array().unwrap() {
         keda.get("Secret", r["name"].as_str().unwrap())["data"]
@@ -230,10 +270,14 @@ fn probes_and_services_point_at_ports_and_paths_that_exist() {
                             other => panic!("{cn}: unexpected HTTP probe on {other}"),
                         }
                     } else if let Some(e) = pr.get("exec") {
-                        let cmd: Vec<&str> = e["command"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+                        let cmd: Vec<&str> =
+                            e["command"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
                         let script = cmd[1].strip_prefix("/scripts/").expect("probe runs a mounted script");
                         let scripts = scripts.expect("scripts ConfigMap");
-                        assert!(scripts["data"].get(script).is_some(), "{cn} {probe}: {script} not in the scripts ConfigMap");
+                        assert!(
+                            scripts["data"].get(script).is_some(),
+                            "{cn} {probe}: {script} not in the scripts ConfigMap"
+                        );
                     } else {
                         panic!("{cn} {probe}: neither httpGet nor exec");
                     }
@@ -248,15 +292,26 @@ fn probes_and_services_point_at_ports_and_paths_that_exist() {
         // Services target ports their pods declare.
         for svc in m.of_kind("Service") {
             let sel = json!({ "matchLabels": svc["spec"]["selector"] });
-            let pods: Vec<_> = m.pod_specs().into_iter().filter(|p| p.owner["kind"] != "Pod" && selector_matches(&sel, p.labels())).collect();
+            let pods: Vec<_> = m
+                .pod_specs()
+                .into_iter()
+                .filter(|p| p.owner["kind"] != "Pod" && selector_matches(&sel, p.labels()))
+                .collect();
             assert!(!pods.is_empty(), "{f}: Service {} selects no pod", svc["metadata"]["name"]);
             for port in svc["spec"]["ports"].as_array().unwrap() {
                 let tp = &port["targetPort"];
                 for p in &pods {
                     let declared = p.containers().iter().any(|c| {
-                        c["ports"].as_array().is_some_and(|ps| ps.iter().any(|cp| &cp["name"] == tp || &cp["containerPort"] == tp))
+                        c["ports"]
+                            .as_array()
+                            .is_some_and(|ps| ps.iter().any(|cp| &cp["name"] == tp || &cp["containerPort"] == tp))
                     });
-                    assert!(declared, "{f}: Service {} targetPort {tp} not declared by {}", svc["metadata"]["name"], p.name());
+                    assert!(
+                        declared,
+                        "{f}: Service {} targetPort {tp} not declared by {}",
+                        svc["metadata"]["name"],
+                        p.name()
+                    );
                 }
             }
         }
@@ -283,14 +338,21 @@ fn network_policies_select_the_pods_they_mean() {
     assert_eq!(nps.len(), 3);
     for (np_name, component) in [("kvq-redis", "redis"), ("kvq-server", "server"), ("kvq-worker", "worker")] {
         let np = m.get("NetworkPolicy", np_name);
-        let selected: Vec<String> = pods.iter().filter(|p| selector_matches(&np["spec"]["podSelector"], p.labels())).map(|p| p.name()).collect();
+        let selected: Vec<String> = pods
+            .iter()
+            .filter(|p| selector_matches(&np["spec"]["podSelector"], p.labels()))
+            .map(|p| p.name())
+            .collect();
         assert_eq!(selected, vec![pod_of(component).name()], "{np_name} selects exactly the {component} pods");
         // Every port the policy opens is a named port of the selected pods.
         for rule in np["spec"]["ingress"].as_array().unwrap() {
             for port in rule["ports"].as_array().unwrap() {
                 let name = &port["port"];
                 assert!(
-                    pod_of(component).containers().iter().any(|c| c["ports"].as_array().is_some_and(|ps| ps.iter().any(|p| &p["name"] == name))),
+                    pod_of(component)
+                        .containers()
+                        .iter()
+                        .any(|c| c["ports"].as_array().is_some_and(|ps| ps.iter().any(|p| &p["name"] == name))),
                     "{np_name}: port {name} not declared by the {component} pods"
                 );
             }
@@ -380,7 +442,11 @@ fn production_renders_the_sentinel_topology() {
     for e in std::fs::read_dir(chart_dir().join("files")).unwrap() {
         let e = e.unwrap();
         let name = e.file_name().into_string().unwrap();
-        assert_eq!(scripts["data"][&name].as_str(), Some(std::fs::read_to_string(e.path()).unwrap().as_str()), "{name}");
+        assert_eq!(
+            scripts["data"][&name].as_str(),
+            Some(std::fs::read_to_string(e.path()).unwrap().as_str()),
+            "{name}"
+        );
     }
 
     // The app follows the sentinels: every pod's stable name, master name, 1 replica per write.
@@ -400,7 +466,9 @@ fn production_renders_the_sentinel_topology() {
     // The app gets both passwords from the Secret.
     let server = m.get("Deployment", "kvq-server");
     let env = &server["spec"]["template"]["spec"]["containers"][0]["env"];
-    for (var, key) in [("KVQ__REDIS__PASSWORD", "redis-password"), ("KVQ__REDIS__SENTINEL_PASSWORD", "sentinel-password")] {
+    for (var, key) in
+        [("KVQ__REDIS__PASSWORD", "redis-password"), ("KVQ__REDIS__SENTINEL_PASSWORD", "sentinel-password")]
+    {
         let e = env.as_array().unwrap().iter().find(|e| e["name"] == var).unwrap_or_else(|| panic!("{var}"));
         assert_eq!(e["valueFrom"]["secretKeyRef"], json!({ "name": "kvq-redis-auth", "key": key }));
     }
@@ -463,7 +531,10 @@ fn schema_rejects_wrong_values() {
     for (set, needle) in bad {
         let err = try_render_in(&chart_dir(), &[], set).expect_err(&format!("{set:?} must be rejected"));
         // Helm 4 writes the path as redis/mode, Helm 3 as redis.mode.
-        assert!(err.contains(needle) || err.contains(&needle.replace('/', ".")), "{set:?}: error should name {needle}: {err}");
+        assert!(
+            err.contains(needle) || err.contains(&needle.replace('/', ".")),
+            "{set:?}: error should name {needle}: {err}"
+        );
     }
     // external mode needs a URL or sentinels
     let err = try_render_in(&chart_dir(), &[], &["redis.mode=external"]).unwrap_err();

@@ -113,7 +113,9 @@ fn container_env(m: &Manifests, c: &Value, config_mount: (&str, &Path)) -> Vec<(
             }
         } else if let Some(r) = e["valueFrom"].get("secretKeyRef") {
             let secret = m.get("Secret", r["name"].as_str().unwrap());
-            let data = secret["data"][r["key"].as_str().unwrap()].as_str().unwrap_or_else(|| panic!("{name}: key {} not in Secret", r["key"]));
+            let data = secret["data"][r["key"].as_str().unwrap()]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: key {} not in Secret", r["key"]));
             b64decode(data)
         } else {
             panic!("env {name}: unsupported source {e}");
@@ -125,8 +127,14 @@ fn container_env(m: &Manifests, c: &Value, config_mount: (&str, &Path)) -> Vec<(
 
 /// Where the pod sees the config file: mountPath of the ConfigMap volume + its key.
 fn config_path_in_pod(pod: &Value, c: &Value) -> String {
-    let vol = pod["volumes"].as_array().unwrap().iter().find(|v| v["configMap"]["name"] == "kvq-config").expect("config volume");
-    let mount = c["volumeMounts"].as_array().unwrap().iter().find(|vm| vm["name"] == vol["name"]).expect("config mount");
+    let vol = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["configMap"]["name"] == "kvq-config")
+        .expect("config volume");
+    let mount =
+        c["volumeMounts"].as_array().unwrap().iter().find(|vm| vm["name"] == vol["name"]).expect("config mount");
     format!("{}/config.yaml", mount["mountPath"].as_str().unwrap())
 }
 
@@ -181,7 +189,11 @@ fn rendered_config_matches_the_apps_settings_for_every_values_file() {
         assert!(unknown.is_empty(), "{f}: chart renders settings the app does not have: {unknown:?}");
         let missing: Vec<_> = app_keys
             .iter()
-            .filter(|k| !rendered.contains(*k) && !NOT_IN_CONFIG_FILE.contains(&k.as_str()) && !mode_specific.contains(&k.as_str()))
+            .filter(|k| {
+                !rendered.contains(*k)
+                    && !NOT_IN_CONFIG_FILE.contains(&k.as_str())
+                    && !mode_specific.contains(&k.as_str())
+            })
             .collect();
         assert!(missing.is_empty(), "{f}: app settings the chart does not render: {missing:?}");
 
@@ -199,19 +211,34 @@ fn rendered_config_matches_the_apps_settings_for_every_values_file() {
                 container_env(&m, c, (&in_pod, &path))
             } else {
                 // external mode: the Secret is the user's; stand in for it.
-                c["env"].as_array().unwrap().iter().map(|e| {
-                    let name = e["name"].as_str().unwrap().to_string();
-                    let v = if name == "KVQ_CONFIG" { path.to_str().unwrap().to_string() } else { e["value"].as_str().unwrap_or("pw").to_string() };
-                    (name, v)
-                }).collect()
+                c["env"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| {
+                        let name = e["name"].as_str().unwrap().to_string();
+                        let v = if name == "KVQ_CONFIG" {
+                            path.to_str().unwrap().to_string()
+                        } else {
+                            e["value"].as_str().unwrap_or("pw").to_string()
+                        };
+                        (name, v)
+                    })
+                    .collect()
             };
-            let s = kvq::config::Settings::load_from(env.clone()).unwrap_or_else(|e| panic!("{f} {component}: the app rejects the rendered config: {e}"));
+            let s = kvq::config::Settings::load_from(env.clone())
+                .unwrap_or_else(|e| panic!("{f} {component}: the app rejects the rendered config: {e}"));
             // The app reads what the chart meant.
             assert_eq!(s.redis.min_replicas_ack as u64, cfg["redis"]["min_replicas_ack"].as_u64().unwrap(), "{f}");
             assert_eq!(s.redis.key_prefix, cfg["redis"]["key_prefix"].as_str().unwrap(), "{f}");
             assert_eq!(s.worker.concurrency as u64, cfg["worker"]["concurrency"].as_u64().unwrap(), "{f}");
             if sentinel {
-                let want: Vec<String> = cfg["redis"]["sentinels"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+                let want: Vec<String> = cfg["redis"]["sentinels"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_string())
+                    .collect();
                 assert_eq!(s.redis.sentinels, want, "{f}");
                 assert_eq!(s.redis.master_name, cfg["redis"]["master_name"].as_str().unwrap());
                 assert!(s.redis.sentinel_password.is_some(), "{f} {component}: sentinel password reaches the app");
@@ -240,7 +267,8 @@ async fn dev_containers_run_as_rendered_against_real_redis() {
     let (_redis, redis_port) = start_redis(dir.path(), &password);
 
     // The config file as mounted, with only addresses rewritten.
-    let mut cfg: serde_yaml_ng::Value = serde_yaml_ng::from_str(m.get("ConfigMap", "kvq-config")["data"]["config.yaml"].as_str().unwrap()).unwrap();
+    let mut cfg: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(m.get("ConfigMap", "kvq-config")["data"]["config.yaml"].as_str().unwrap()).unwrap();
     let url = cfg["redis"]["url"].as_str().unwrap().to_string();
     assert_eq!(url, "redis://kvq-redis:6379", "dev talks to the chart's standalone Redis Service");
     m.get("Service", "kvq-redis");
@@ -259,7 +287,8 @@ async fn dev_containers_run_as_rendered_against_real_redis() {
     // Start both containers' binaries with exactly their env.
     let mut procs = Vec::new();
     let mut probes: Vec<(String, String, u16)> = Vec::new(); // (what, path, local port)
-    for (component, exe) in [("server", env!("CARGO_BIN_EXE_kvq-server")), ("worker", env!("CARGO_BIN_EXE_kvq-worker"))] {
+    for (component, exe) in [("server", env!("CARGO_BIN_EXE_kvq-server")), ("worker", env!("CARGO_BIN_EXE_kvq-worker"))]
+    {
         let d = m.get("Deployment", &format!("kvq-{component}"));
         let pod = &d["spec"]["template"]["spec"];
         let c = &pod["containers"][0];
@@ -281,13 +310,28 @@ async fn dev_containers_run_as_rendered_against_real_redis() {
         for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
             let h = &c[probe]["httpGet"];
             let port_ref = &h["port"];
-            let cp = ports.iter().find(|p| &p["name"] == port_ref || &p["containerPort"] == port_ref).expect("probe port declared")["containerPort"].as_u64().unwrap();
-            let local = port_map.iter().find(|(p, _)| *p == cp).unwrap_or_else(|| panic!("{component} {probe}: port {cp} is not a port the app binds (config: {port_map:?})")).1;
+            let cp = ports
+                .iter()
+                .find(|p| &p["name"] == port_ref || &p["containerPort"] == port_ref)
+                .expect("probe port declared")["containerPort"]
+                .as_u64()
+                .unwrap();
+            let local = port_map
+                .iter()
+                .find(|(p, _)| *p == cp)
+                .unwrap_or_else(|| {
+                    panic!("{component} {probe}: port {cp} is not a port the app binds (config: {port_map:?})")
+                })
+                .1;
             probes.push((format!("{component} {probe}"), h["path"].as_str().unwrap().to_string(), local));
         }
         // Prometheus scrapes /metrics on the http port (ServiceMonitor).
         let http = ports.iter().find(|p| p["name"] == "http").unwrap()["containerPort"].as_u64().unwrap();
-        probes.push((format!("{component} metrics"), "/metrics".into(), port_map.iter().find(|(p, _)| *p == http).unwrap().1));
+        probes.push((
+            format!("{component} metrics"),
+            "/metrics".into(),
+            port_map.iter().find(|(p, _)| *p == http).unwrap().1,
+        ));
     }
 
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
@@ -338,13 +382,17 @@ async fn dev_containers_run_as_rendered_against_real_redis() {
     assert_eq!(status, 404);
 
     // The data really went to the password-protected Redis under the rendered key prefix.
-    let mut conn = redis::Client::open(format!("redis://:{password}@127.0.0.1:{redis_port}")).unwrap().get_connection().unwrap();
+    let mut conn =
+        redis::Client::open(format!("redis://:{password}@127.0.0.1:{redis_port}")).unwrap().get_connection().unwrap();
     let stream_len: u64 = redis::cmd("XLEN").arg("kvq:tasks").query(&mut conn).unwrap();
     assert!(stream_len >= 2, "tasks went through the kvq:tasks stream (XLEN {stream_len})");
 
     // Both drain and exit on SIGTERM within the rendered grace periods.
     for (p, component) in procs.iter_mut().zip(["server", "worker"]) {
-        let grace = m.get("Deployment", &format!("kvq-{component}"))["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap();
+        let grace = m.get("Deployment", &format!("kvq-{component}"))["spec"]["template"]["spec"]
+            ["terminationGracePeriodSeconds"]
+            .as_u64()
+            .unwrap();
         let _ = Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(grace);
         loop {

@@ -48,11 +48,12 @@ fn free_port_on_all() -> u16 {
 }
 
 fn b64decode(s: &str) -> String {
-    let out = Command::new("base64").arg("-d").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().and_then(|mut c| {
-        use std::io::Write;
-        c.stdin.take().unwrap().write_all(s.as_bytes())?;
-        c.wait_with_output()
-    });
+    let out =
+        Command::new("base64").arg("-d").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(s.as_bytes())?;
+            c.wait_with_output()
+        });
     String::from_utf8(out.expect("base64 -d").stdout).unwrap()
 }
 
@@ -125,7 +126,8 @@ impl Cluster {
         let sts = m.get("StatefulSet", "kvq-redis");
         let pod = &sts["spec"]["template"]["spec"];
         assert_eq!(sts["spec"]["replicas"], PODS);
-        let container = |n: &str| pod["containers"].as_array().unwrap().iter().find(|c| c["name"] == n).unwrap().clone();
+        let container =
+            |n: &str| pod["containers"].as_array().unwrap().iter().find(|c| c["name"] == n).unwrap().clone();
         let (redis_c, sentinel_c) = (container("redis"), container("sentinel"));
         assert_eq!(redis_c["command"][1], "/scripts/redis-start.sh");
         assert_eq!(sentinel_c["command"][1], "/scripts/sentinel-start.sh");
@@ -142,7 +144,12 @@ impl Cluster {
             }
         };
         let redis_env = rendered_env(&redis_c, &map_path);
-        let redis_readiness: Vec<String> = redis_c["readinessProbe"]["exec"]["command"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+        let redis_readiness: Vec<String> = redis_c["readinessProbe"]["exec"]["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
         assert_eq!(redis_readiness[0], "sh");
         let sentinel_env = rendered_env(&sentinel_c, &map_path);
         let master_name = redis_env.iter().find(|(k, _)| k == "MASTER_NAME").unwrap().1.clone();
@@ -267,7 +274,8 @@ impl Cluster {
     /// What pod i's sentinel names as master.
     fn sentinel_master(&self, i: usize) -> Option<String> {
         let mut c = self.conn(&addr(i), self.sentinel_port, &self.sentinel_pw)?;
-        let v: Option<(String, u16)> = redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(&self.master_name).query(&mut c).ok()?;
+        let v: Option<(String, u16)> =
+            redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(&self.master_name).query(&mut c).ok()?;
         v.map(|(h, _)| h)
     }
 
@@ -282,14 +290,20 @@ impl Cluster {
                 let m = masters[0];
                 let named: Vec<Option<String>> = (0..PODS).map(|i| self.sentinel_master(i)).collect();
                 let good = self.good_replicas(m);
-                if named.iter().all(|n| n.as_deref() == Some(addr(m).as_str())) && good == PODS - 1 && (0..PODS).all(|i| self.ready(i)) {
+                if named.iter().all(|n| n.as_deref() == Some(addr(m).as_str()))
+                    && good == PODS - 1
+                    && (0..PODS).all(|i| self.ready(i))
+                {
                     return m;
                 }
             }
             assert!(masters.len() <= 1, "{what}: two masters at once: {roles:?}");
             if Instant::now() > deadline {
                 let named: Vec<Option<String>> = (0..PODS).map(|i| self.sentinel_master(i)).collect();
-                panic!("{what}: no single master after {timeout:?}: roles {roles:?}, sentinels {named:?}\n{}", self.logs());
+                panic!(
+                    "{what}: no single master after {timeout:?}: roles {roles:?}, sentinels {named:?}\n{}",
+                    self.logs()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -298,7 +312,12 @@ impl Cluster {
     /// The rendered readiness probe of pod i's redis container passes.
     fn ready(&self, i: usize) -> bool {
         Command::new("sh")
-            .args(self.redis_readiness.iter().skip(1).map(|a| a.replace("/scripts/", &format!("{}/", self.scripts.display()))))
+            .args(
+                self.redis_readiness
+                    .iter()
+                    .skip(1)
+                    .map(|a| a.replace("/scripts/", &format!("{}/", self.scripts.display()))),
+            )
             .env_clear()
             .envs(self.env(i, &self.redis_env))
             .output()
@@ -488,7 +507,8 @@ impl Writer {
     fn master(&self) -> Option<String> {
         (0..PODS).find_map(|i| {
             let mut c = self.connect(&addr(i), self.sentinel_port, &self.sentinel_pw)?;
-            let v: Option<(String, u16)> = redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(&self.master_name).query(&mut c).ok()?;
+            let v: Option<(String, u16)> =
+                redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(&self.master_name).query(&mut c).ok()?;
             v.map(|(h, _)| h)
         })
     }
@@ -528,7 +548,8 @@ impl Cluster {
     fn wait_one_master_of(&self, candidates: &[usize], timeout: Duration, what: &str) -> usize {
         let deadline = Instant::now() + timeout;
         loop {
-            let masters: Vec<usize> = candidates.iter().copied().filter(|&i| self.role(i).as_deref() == Some("master")).collect();
+            let masters: Vec<usize> =
+                candidates.iter().copied().filter(|&i| self.role(i).as_deref() == Some("master")).collect();
             if let [m] = masters[..] {
                 let agree = candidates.iter().all(|&i| self.sentinel_master(i).as_deref() == Some(addr(m).as_str()));
                 if agree {

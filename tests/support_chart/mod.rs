@@ -22,9 +22,7 @@ pub fn chart_dir() -> PathBuf {
 
 /// The helm binary: `$HELM`, else `.tools/bin/helm`. Panics (fails the test) when missing.
 pub fn helm() -> PathBuf {
-    let path = std::env::var_os("HELM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".tools/bin/helm"));
+    let path = std::env::var_os("HELM").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".tools/bin/helm"));
     assert!(
         path.is_file(),
         "helm not found at {} (set HELM or run `bash scripts/chart-tools.sh`, which installs it into .tools/bin)",
@@ -52,10 +50,7 @@ pub fn values_files() -> Vec<String> {
 /// `helm template` output (stdout) or the error (stderr).
 pub fn try_render_in(chart: &Path, values: &[&str], set: &[&str]) -> Result<String, String> {
     let mut cmd = Command::new(helm());
-    cmd.current_dir(repo_root())
-        .args(["template", RELEASE])
-        .arg(chart)
-        .args(["--namespace", NAMESPACE]);
+    cmd.current_dir(repo_root()).args(["template", RELEASE]).arg(chart).args(["--namespace", NAMESPACE]);
     for v in values {
         cmd.arg("-f").arg(v);
     }
