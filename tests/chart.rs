@@ -536,6 +536,11 @@ fn schema_rejects_wrong_values() {
             "{set:?}: error should name {needle}: {err}"
         );
     }
+    // Sentinel settings that could never work.
+    let err = try_render_in(&chart_dir(), &[], &["redis.replicas=1"]).unwrap_err();
+    assert!(err.contains("redis.sentinel.quorum (2) cannot exceed redis.replicas (1)"), "{err}");
+    let err = try_render_in(&chart_dir(), &[], &["redis.config.minReplicasToWrite=3"]).unwrap_err();
+    assert!(err.contains("minReplicasToWrite (3) needs at least 4 Redis pods"), "{err}");
     // external mode needs a URL or sentinels
     let err = try_render_in(&chart_dir(), &[], &["redis.mode=external"]).unwrap_err();
     assert!(err.contains("redis.external.url"), "{err}");
