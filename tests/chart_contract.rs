@@ -11,45 +11,12 @@
 mod support_chart;
 
 use std::collections::BTreeSet;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use support_chart::*;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A process killed when the test ends.
-struct Proc {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("{} exited with {status}:\n{}", self.name, std::fs::read_to_string(&self.log).unwrap_or_default());
-        }
-    }
-}
-
-fn which(bin: &str) -> PathBuf {
-    let out = Command::new("sh").arg("-c").arg(format!("command -v {bin}")).output().unwrap();
-    assert!(out.status.success(), "`{bin}` is not installed (apt-get install redis-server)");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
 
 /// A redis-server on a free loopback port requiring `password`, like the chart's standalone Redis.
 fn start_redis(dir: &Path, password: &str) -> (Proc, u16) {
@@ -77,65 +44,6 @@ fn start_redis(dir: &Path, password: &str) -> (Proc, u16) {
         std::thread::sleep(Duration::from_millis(20));
     }
     (p, port)
-}
-
-fn b64decode(s: &str) -> String {
-    let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut bits = 0u32;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in s.bytes().filter(|&c| c != b'=') {
-        let v = table.iter().position(|&t| t == c).expect("base64") as u32;
-        bits = (bits << 6) | v;
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-            bits &= (1 << n) - 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
-}
-
-/// The env of a rendered container, resolved as the kubelet would: plain values, Secret keys
-/// from the rendered Secret; anything else fails the test (the contract has nothing else).
-fn container_env(m: &Manifests, c: &Value, config_mount: (&str, &Path)) -> Vec<(String, String)> {
-    let mut env = Vec::new();
-    for e in c["env"].as_array().expect("container env") {
-        let name = e["name"].as_str().unwrap().to_string();
-        let value = if let Some(v) = e["value"].as_str() {
-            // The config file path inside the pod maps to the file written for this test.
-            if name == "KVQ_CONFIG" {
-                assert_eq!(v, config_mount.0, "KVQ_CONFIG points at the mounted config file");
-                config_mount.1.to_str().unwrap().to_string()
-            } else {
-                v.to_string()
-            }
-        } else if let Some(r) = e["valueFrom"].get("secretKeyRef") {
-            let secret = m.get("Secret", r["name"].as_str().unwrap());
-            let data = secret["data"][r["key"].as_str().unwrap()]
-                .as_str()
-                .unwrap_or_else(|| panic!("{name}: key {} not in Secret", r["key"]));
-            b64decode(data)
-        } else {
-            panic!("env {name}: unsupported source {e}");
-        };
-        env.push((name, value));
-    }
-    env
-}
-
-/// Where the pod sees the config file: mountPath of the ConfigMap volume + its key.
-fn config_path_in_pod(pod: &Value, c: &Value) -> String {
-    let vol = pod["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["configMap"]["name"] == "kvq-config")
-        .expect("config volume");
-    let mount =
-        c["volumeMounts"].as_array().unwrap().iter().find(|vm| vm["name"] == vol["name"]).expect("config mount");
-    format!("{}/config.yaml", mount["mountPath"].as_str().unwrap())
 }
 
 /// Leaf key paths of a YAML/JSON tree ("redis.url").
@@ -251,12 +159,6 @@ fn rendered_config_matches_the_apps_settings_for_every_values_file() {
     }
 }
 
-async fn get(client: &reqwest::Client, url: &str) -> Option<(u16, String)> {
-    let r = client.get(url).send().await.ok()?;
-    let status = r.status().as_u16();
-    Some((status, r.text().await.unwrap_or_default()))
-}
-
 /// values/dev.yaml's server and worker as real processes against a real Redis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_containers_run_as_rendered_against_real_redis() {
@@ -266,120 +168,14 @@ async fn dev_containers_run_as_rendered_against_real_redis() {
     let password = b64decode(secret["data"]["redis-password"].as_str().unwrap());
     let (_redis, redis_port) = start_redis(dir.path(), &password);
 
-    // The config file as mounted, with only addresses rewritten.
-    let mut cfg: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(m.get("ConfigMap", "kvq-config")["data"]["config.yaml"].as_str().unwrap()).unwrap();
-    let url = cfg["redis"]["url"].as_str().unwrap().to_string();
-    assert_eq!(url, "redis://kvq-redis:6379", "dev talks to the chart's standalone Redis Service");
+    let mut app = run_app_containers(&m, dir.path(), |cfg| {
+        assert_eq!(cfg["redis"]["url"].as_str(), Some("redis://kvq-redis:6379"), "dev uses the chart's Redis Service");
+        cfg["redis"]["url"] = format!("redis://127.0.0.1:{redis_port}").into();
+    });
     m.get("Service", "kvq-redis");
-    cfg["redis"]["url"] = format!("redis://127.0.0.1:{redis_port}").into();
-    let mut port_map: Vec<(u64, u16)> = Vec::new(); // containerPort -> local port
-    for key in ["server", "worker"] {
-        let bind = cfg[key]["bind"].as_str().unwrap().to_string();
-        let container_port: u64 = bind.rsplit(':').next().unwrap().parse().unwrap();
-        let local = free_port();
-        port_map.push((container_port, local));
-        cfg[key]["bind"] = format!("127.0.0.1:{local}").into();
-    }
-    let config_path = dir.path().join("config.yaml");
-    std::fs::write(&config_path, serde_yaml_ng::to_string(&cfg).unwrap()).unwrap();
-
-    // Start both containers' binaries with exactly their env.
-    let mut procs = Vec::new();
-    let mut probes: Vec<(String, String, u16)> = Vec::new(); // (what, path, local port)
-    for (component, exe) in [("server", env!("CARGO_BIN_EXE_kvq-server")), ("worker", env!("CARGO_BIN_EXE_kvq-worker"))]
-    {
-        let d = m.get("Deployment", &format!("kvq-{component}"));
-        let pod = &d["spec"]["template"]["spec"];
-        let c = &pod["containers"][0];
-        let image = c["image"].as_str().unwrap();
-        assert!(image.starts_with(&format!("kvq-{component}:")), "{component} runs the kvq-{component} image: {image}");
-        let env = container_env(&m, c, (&config_path_in_pod(pod, c), &config_path));
-        let log = dir.path().join(format!("{component}.log"));
-        let child = Command::new(exe)
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("HOSTNAME", format!("kvq-{component}-contract-0")) // set by Kubernetes in a pod
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {exe}: {e}"));
-        procs.push(Proc { name: format!("kvq-{component}"), child, log });
-
-        let ports = c["ports"].as_array().unwrap();
-        for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
-            let h = &c[probe]["httpGet"];
-            let port_ref = &h["port"];
-            let cp = ports
-                .iter()
-                .find(|p| &p["name"] == port_ref || &p["containerPort"] == port_ref)
-                .expect("probe port declared")["containerPort"]
-                .as_u64()
-                .unwrap();
-            let local = port_map
-                .iter()
-                .find(|(p, _)| *p == cp)
-                .unwrap_or_else(|| {
-                    panic!("{component} {probe}: port {cp} is not a port the app binds (config: {port_map:?})")
-                })
-                .1;
-            probes.push((format!("{component} {probe}"), h["path"].as_str().unwrap().to_string(), local));
-        }
-        // Prometheus scrapes /metrics on the http port (ServiceMonitor).
-        let http = ports.iter().find(|p| p["name"] == "http").unwrap()["containerPort"].as_u64().unwrap();
-        probes.push((
-            format!("{component} metrics"),
-            "/metrics".into(),
-            port_map.iter().find(|(p, _)| *p == http).unwrap().1,
-        ));
-    }
-
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    for (what, path, port) in &probes {
-        let url = format!("http://127.0.0.1:{port}{path}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            for p in procs.iter_mut() {
-                p.assert_running();
-            }
-            match get(&client, &url).await {
-                Some((200, body)) => {
-                    if path == "/metrics" {
-                        assert!(body.contains("# TYPE"), "{what}: Prometheus text expected, got {body:.200}");
-                    }
-                    break;
-                }
-                other => assert!(Instant::now() < deadline, "{what}: GET {url} never answered 200 (last: {other:?})"),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    assert_eq!(probes.len(), 8, "3 probes + metrics per container: {probes:?}");
-
-    // A write with ?wait, a read, a delete: through the real worker and Redis.
-    let server_port = port_map[0].1;
-    let base = format!("http://127.0.0.1:{server_port}");
-    let key = "chart-contract-key";
-    let r = client
-        .put(format!("{base}/v1/keys/{key}?wait=5"))
-        .header("content-type", "application/json")
-        .body(json!({ "value": "written through the rendered chart" }).to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(status, 200, "PUT ?wait=5: {body}");
-    assert_eq!(body["status"], "applied", "{body}");
-    let (status, text) = get(&client, &format!("{base}/v1/keys/{key}")).await.unwrap();
-    assert_eq!(status, 200, "{text}");
-    let got: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(got["value"], "written through the rendered chart");
-    assert_eq!(got["key"], key);
-    let r = client.delete(format!("{base}/v1/keys/{key}?wait=5")).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let (status, _) = get(&client, &format!("{base}/v1/keys/{key}")).await.unwrap();
-    assert_eq!(status, 404);
+    assert_eq!(app.probes.len(), 8, "3 probes + metrics per container: {:?}", app.probes);
+    app.probes_pass(Duration::from_secs(30)).await;
+    app.write_read_delete("chart-contract-key").await;
 
     // The data really went to the password-protected Redis under the rendered key prefix.
     let mut conn =
@@ -388,7 +184,7 @@ async fn dev_containers_run_as_rendered_against_real_redis() {
     assert!(stream_len >= 2, "tasks went through the kvq:tasks stream (XLEN {stream_len})");
 
     // Both drain and exit on SIGTERM within the rendered grace periods.
-    for (p, component) in procs.iter_mut().zip(["server", "worker"]) {
+    for (p, component) in app.procs.iter_mut().zip(["server", "worker"]) {
         let grace = m.get("Deployment", &format!("kvq-{component}"))["spec"]["template"]["spec"]
             ["terminationGracePeriodSeconds"]
             .as_u64()

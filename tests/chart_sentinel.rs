@@ -17,6 +17,11 @@
 //!   5. rolling restart (preStop, stop, start; pod by pod) under continuous write load from a
 //!      sentinel-aware client: zero acknowledged writes lost.
 //!
+//! A second test runs the rendered production server and worker containers (real binaries,
+//! rendered env and config, sentinel addresses mapped to the simulated pods) against the
+//! simulated set: probes, a write and a read, then again after a preStop handover and after
+//! a kill -9 of the master pod.
+//!
 //! Needs helm (scripts/chart-tools.sh), redis-server and redis-sentinel, redis-cli, and the
 //! loopback addresses 127.0.0.2-3 (Linux routes all of 127/8 to lo).
 
@@ -25,7 +30,7 @@ mod support_chart;
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -45,16 +50,6 @@ fn free_port_on_all() -> u16 {
             return p;
         }
     }
-}
-
-fn b64decode(s: &str) -> String {
-    let out =
-        Command::new("base64").arg("-d").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(s.as_bytes())?;
-            c.wait_with_output()
-        });
-    String::from_utf8(out.expect("base64 -d").stdout).unwrap()
 }
 
 struct Cluster {
@@ -106,8 +101,8 @@ fn rendered_env(c: &Value, map_path: &dyn Fn(&str) -> String) -> Vec<(String, St
 }
 
 impl Cluster {
-    fn new() -> Self {
-        let m = render(&["values/production.yaml"], &[]);
+    /// The simulated pods of a rendered release (`m`: values/production.yaml).
+    fn new(m: &Manifests) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let scripts = dir.path().join("scripts");
         std::fs::create_dir_all(&scripts).unwrap();
@@ -384,7 +379,7 @@ fn chart_scripts_keep_one_master_and_every_acknowledged_write() {
             "`{bin}` is not installed (apt-get install redis-server redis-tools)"
         );
     }
-    let mut cl = Cluster::new();
+    let mut cl = Cluster::new(&render(&["values/production.yaml"], &[]));
     let mut acked: Vec<String> = Vec::new();
 
     // 1. Fresh install: all pods start at once; nobody knows a master; ordinal 0 bootstraps.
@@ -564,5 +559,70 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+/// The rendered production app containers against the chart's own Sentinel set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_app_containers_follow_the_chart_sentinel_set() {
+    // One render for both: the app must use the passwords the Redis pods got.
+    let m = render(&["values/production.yaml"], &[]);
+    let mut cl = tokio::task::block_in_place(|| {
+        let mut cl = Cluster::new(&m);
+        for i in 0..PODS {
+            cl.start(i);
+        }
+        cl.wait_one_master(Duration::from_secs(30), "bootstrap");
+        cl
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let sentinel_port = cl.sentinel_port;
+    let mut app = run_app_containers(&m, dir.path(), |cfg| {
+        assert_eq!(cfg["redis"]["mode"].as_str(), Some("sentinel"));
+        assert_eq!(cfg["redis"]["min_replicas_ack"].as_u64(), Some(1));
+        let rewritten: Vec<serde_yaml_ng::Value> = cfg["redis"]["sentinels"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                // kvq-redis-N.kvq-redis-headless.kvq.svc.cluster.local:26379 -> pod N's address
+                let host = s.as_str().unwrap().split(':').next().unwrap();
+                let ordinal: usize = host.split('.').next().unwrap().rsplit('-').next().unwrap().parse().unwrap();
+                format!("{}:{sentinel_port}", addr(ordinal)).into()
+            })
+            .collect();
+        assert_eq!(rewritten.len(), PODS);
+        cfg["redis"]["sentinels"] = serde_yaml_ng::Value::Sequence(rewritten);
+    });
+    app.probes_pass(Duration::from_secs(30)).await;
+    app.write_read_delete("sentinel-contract-1").await;
+
+    // The master pod stops gracefully (rollout): the app follows the handover.
+    let master = tokio::task::block_in_place(|| {
+        let m0 = cl.wait_one_master(Duration::from_secs(10), "before handover");
+        cl.run_prestop(m0);
+        cl.terminate(m0);
+        cl.start(m0);
+        cl.wait_one_master(Duration::from_secs(40), "after handover")
+    });
+    eventually_writes(&app, "sentinel-contract-2", Duration::from_secs(30)).await;
+
+    // kill -9 of the master pod: the app recovers by itself once the sentinels fail over.
+    let t = Instant::now();
+    tokio::task::block_in_place(|| cl.kill(master));
+    eventually_writes(&app, "sentinel-contract-3", Duration::from_secs(40)).await;
+    eprintln!("app writing again {:?} after kill -9 of the master pod", t.elapsed());
+    app.probes_pass(Duration::from_secs(30)).await;
+}
+
+/// Retries write_read_delete until it passes within `timeout` (a failover is going on).
+async fn eventually_writes(app: &RunningApp, key: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match app.try_write_read_delete(key).await {
+            Ok(()) => return,
+            Err(e) => assert!(Instant::now() < deadline, "no successful write within {timeout:?}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

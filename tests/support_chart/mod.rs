@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -181,4 +182,248 @@ pub fn selector_matches(selector: &Value, labels: &Value) -> bool {
 /// The value of env var `name` of a container (plain `value` only).
 pub fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
     container["env"].as_array()?.iter().find(|e| e["name"] == name)?["value"].as_str()
+}
+
+// ---- Running the rendered app containers as local processes (contract tests) ----
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed when dropped; its stderr goes to `log`.
+pub struct Proc {
+    pub name: String,
+    pub child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited with {status}:\n{}", self.name, std::fs::read_to_string(&self.log).unwrap_or_default());
+        }
+    }
+}
+
+pub fn which(bin: &str) -> PathBuf {
+    let out = Command::new("sh").arg("-c").arg(format!("command -v {bin}")).output().unwrap();
+    assert!(out.status.success(), "`{bin}` is not installed (apt-get install redis-server)");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+pub fn b64decode(s: &str) -> String {
+    let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let (mut bits, mut n, mut out) = (0u32, 0, Vec::new());
+    for c in s.bytes().filter(|&c| c != b'=') {
+        bits = (bits << 6) | table.iter().position(|&t| t == c).expect("base64") as u32;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// Where the pod sees the app config file: mountPath of the ConfigMap volume + its key.
+pub fn config_path_in_pod(pod: &Value, c: &Value) -> String {
+    let vol = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["configMap"]["name"] == format!("{RELEASE}-config"))
+        .expect("config volume");
+    let mount =
+        c["volumeMounts"].as_array().unwrap().iter().find(|vm| vm["name"] == vol["name"]).expect("config mount");
+    format!("{}/config.yaml", mount["mountPath"].as_str().unwrap())
+}
+
+/// The env of a rendered container, resolved as the kubelet would: plain values, Secret keys
+/// from the rendered Secret; anything else fails the test (the contract has nothing else).
+/// `config` maps the config file path inside the pod to the file written for the test.
+pub fn container_env(m: &Manifests, c: &Value, config: (&str, &Path)) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    for e in c["env"].as_array().expect("container env") {
+        let name = e["name"].as_str().unwrap().to_string();
+        let value = if let Some(v) = e["value"].as_str() {
+            if name == "KVQ_CONFIG" {
+                assert_eq!(v, config.0, "KVQ_CONFIG points at the mounted config file");
+                config.1.to_str().unwrap().to_string()
+            } else {
+                v.to_string()
+            }
+        } else if let Some(r) = e["valueFrom"].get("secretKeyRef") {
+            let secret = m.get("Secret", r["name"].as_str().unwrap());
+            let data = secret["data"][r["key"].as_str().unwrap()]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: key {} not in Secret", r["key"]));
+            b64decode(data)
+        } else {
+            panic!("env {name}: unsupported source {e}");
+        };
+        env.push((name, value));
+    }
+    env
+}
+
+/// The rendered server and worker containers running as the real binaries.
+pub struct RunningApp {
+    pub procs: Vec<Proc>,
+    /// (what, path, local port) of every HTTP probe, plus /metrics of both.
+    pub probes: Vec<(String, String, u16)>,
+    pub server_port: u16,
+}
+
+/// Starts kvq-server and kvq-worker from the rendered Deployments: exactly their env (Secret
+/// values resolved) and their config file, where only the listen addresses (free loopback
+/// ports) and, through `rewrite_redis`, the Redis addresses are changed.
+pub fn run_app_containers(
+    m: &Manifests,
+    dir: &Path,
+    rewrite_redis: impl FnOnce(&mut serde_yaml_ng::Value),
+) -> RunningApp {
+    let text = m.get("ConfigMap", &format!("{RELEASE}-config"))["data"]["config.yaml"].as_str().unwrap();
+    let mut cfg: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).unwrap();
+    rewrite_redis(&mut cfg);
+    let mut port_map: Vec<(u64, u16)> = Vec::new(); // containerPort -> local port
+    for key in ["server", "worker"] {
+        let bind = cfg[key]["bind"].as_str().unwrap().to_string();
+        let container_port: u64 = bind.rsplit(':').next().unwrap().parse().unwrap();
+        let local = free_port();
+        port_map.push((container_port, local));
+        cfg[key]["bind"] = format!("127.0.0.1:{local}").into();
+    }
+    let config_path = dir.join("config.yaml");
+    std::fs::write(&config_path, serde_yaml_ng::to_string(&cfg).unwrap()).unwrap();
+
+    let mut procs = Vec::new();
+    let mut probes = Vec::new();
+    for (component, exe) in [("server", env!("CARGO_BIN_EXE_kvq-server")), ("worker", env!("CARGO_BIN_EXE_kvq-worker"))]
+    {
+        let d = m.get("Deployment", &format!("{RELEASE}-{component}"));
+        let pod = &d["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        let image = c["image"].as_str().unwrap();
+        assert!(image.contains(&format!("kvq-{component}")), "{component} runs the kvq-{component} image: {image}");
+        let env = container_env(m, c, (&config_path_in_pod(pod, c), &config_path));
+        let log = dir.join(format!("{component}.log"));
+        let child = Command::new(exe)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("HOSTNAME", format!("{RELEASE}-{component}-contract-0")) // set by Kubernetes
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {exe}: {e}"));
+        procs.push(Proc { name: format!("kvq-{component}"), child, log });
+
+        let ports = c["ports"].as_array().unwrap();
+        let local_of = |cp: u64, what: &str| {
+            port_map
+                .iter()
+                .find(|(p, _)| *p == cp)
+                .unwrap_or_else(|| panic!("{what}: port {cp} is not a port the app binds ({port_map:?})"))
+                .1
+        };
+        for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+            let h = &c[probe]["httpGet"];
+            let cp = ports
+                .iter()
+                .find(|p| p["name"] == h["port"] || p["containerPort"] == h["port"])
+                .expect("probe port declared")["containerPort"]
+                .as_u64()
+                .unwrap();
+            let what = format!("{component} {probe}");
+            probes.push((what.clone(), h["path"].as_str().unwrap().to_string(), local_of(cp, &what)));
+        }
+        // Prometheus scrapes /metrics on the http port (ServiceMonitor).
+        let http = ports.iter().find(|p| p["name"] == "http").unwrap()["containerPort"].as_u64().unwrap();
+        let what = format!("{component} metrics");
+        probes.push((what.clone(), "/metrics".into(), local_of(http, &what)));
+    }
+    RunningApp { procs, probes, server_port: port_map[0].1 }
+}
+
+async fn get(client: &reqwest::Client, url: &str) -> Option<(u16, String)> {
+    let r = client.get(url).send().await.ok()?;
+    let status = r.status().as_u16();
+    Some((status, r.text().await.unwrap_or_default()))
+}
+
+impl RunningApp {
+    /// Calls every probe path until it answers 200 (within `timeout`).
+    pub async fn probes_pass(&mut self, timeout: Duration) {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+        for (what, path, port) in self.probes.clone() {
+            let url = format!("http://127.0.0.1:{port}{path}");
+            let deadline = std::time::Instant::now() + timeout;
+            loop {
+                for p in self.procs.iter_mut() {
+                    p.assert_running();
+                }
+                match get(&client, &url).await {
+                    Some((200, body)) => {
+                        if path == "/metrics" {
+                            assert!(body.contains("# TYPE"), "{what}: Prometheus text expected, got {body:.200}");
+                        }
+                        break;
+                    }
+                    other => assert!(
+                        std::time::Instant::now() < deadline,
+                        "{what}: GET {url} never answered 200 (last: {other:?})"
+                    ),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    /// PUT ?wait=5, GET, DELETE ?wait=5, GET 404 through the server; panics on a failure.
+    pub async fn write_read_delete(&self, key: &str) {
+        if let Err(e) = self.try_write_read_delete(key).await {
+            panic!("{e}");
+        }
+    }
+
+    /// PUT ?wait=5, GET, DELETE ?wait=5, GET 404 through the server.
+    pub async fn try_write_read_delete(&self, key: &str) -> Result<(), String> {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
+        let base = format!("http://127.0.0.1:{}", self.server_port);
+        let value = format!("written through the rendered chart to {key}");
+        let r = client
+            .put(format!("{base}/v1/keys/{key}?wait=5"))
+            .header("content-type", "application/json")
+            .body(serde_json::json!({ "value": value }).to_string())
+            .send()
+            .await
+            .map_err(|e| format!("PUT: {e}"))?;
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.map_err(|e| format!("PUT body: {e}"))?;
+        if status != 200 || body["status"] != "applied" {
+            return Err(format!("PUT ?wait=5 answered {status} {body}"));
+        }
+        let (status, text) = get(&client, &format!("{base}/v1/keys/{key}")).await.ok_or("GET failed")?;
+        let got: Value = serde_json::from_str(&text).unwrap_or_default();
+        if status != 200 || got["value"] != value.as_str() || got["key"] != key {
+            return Err(format!("GET answered {status} {text}"));
+        }
+        let r =
+            client.delete(format!("{base}/v1/keys/{key}?wait=5")).send().await.map_err(|e| format!("DELETE: {e}"))?;
+        if r.status().as_u16() != 200 {
+            return Err(format!("DELETE ?wait=5 answered {}", r.status()));
+        }
+        let (status, _) = get(&client, &format!("{base}/v1/keys/{key}")).await.ok_or("GET failed")?;
+        if status != 404 {
+            return Err(format!("GET after DELETE answered {status}"));
+        }
+        Ok(())
+    }
 }
