@@ -12,10 +12,12 @@
 #   2. `ct lint` equivalent: yamale on Chart.yaml with chart-testing's schema, yamllint with
 #      chart-testing's lint config, `helm lint --strict` of every ci/*-values.yaml and
 #      values/*.yaml with both Helm versions
-#   3. `helm template` of every values file (both Helm versions), validated by
+#   3. `helm template` of every values file (both Helm versions; NOTES.txt through a
+#      client-side `helm install --dry-run` with Helm 4), validated by
 #      kubernetes-validate --strict against Kubernetes 1.29 (oldest supported) and the newest
 #      version it knows; every apiVersion must be on the allow-list and none removed
-#   4. the README parameter table is what readme-generator makes from values.yaml
+#   4. values.schema.json is what values.schema.py makes; the README parameter table is what
+#      readme-generator makes from values.yaml
 #   5. shellcheck of the Redis pod scripts and of this pipeline; hadolint of the Dockerfiles;
 #      each Dockerfile's cargo build command is the canonical one and its binary compiles
 #      (cargo check) from only what the Dockerfile copies (--images: the release build too)
@@ -82,6 +84,15 @@ for h in "${HELMS[@]}"; do
     fi
   done
 done
+# NOTES.txt is rendered only by install: a client-side dry run of every values file (Helm 4;
+# Helm 3's install needs a cluster even with --dry-run=client).
+for f in "${value_files[@]}"; do
+  if ! KUBECONFIG=/dev/null "$T/bin/helm" install kvq "$chart" -n kvq -f "$f" --dry-run=client > "$render_dir/notes.out" 2>&1 \
+    || ! grep -q '^NOTES:' "$render_dir/notes.out"; then
+    cat "$render_dir/notes.out"; fail "helm install --dry-run=client $f"
+  fi
+done
+echo "NOTES.txt renders for every values file (Helm 4)"
 for k in "$KUBE_OLDEST" "$KUBE_NEWEST"; do
   for out in "$render_dir"/*.yaml; do
     res=$("$T/venv/bin/kubernetes-validate" --strict --quiet -k "$k" "$out" 2>&1)
@@ -133,7 +144,9 @@ print("API versions rendered:", ", ".join(sorted(f"{a} {k}" for a, k in seen)))
 sys.exit(1 if bad else 0)
 EOF
 
-step "4. README parameter table"
+step "4. values.schema.json and README parameter table up to date"
+"$T/venv/bin/python" "$chart/values.schema.py" | diff -u "$chart/values.schema.json" - \
+  || fail "$chart/values.schema.json is out of date: python3 $chart/values.schema.py > $chart/values.schema.json"
 readme_tmp="$render_dir/README.md"
 cp "$chart/README.md" "$readme_tmp"
 if "$T/node_modules/.bin/readme-generator" -v "$chart/values.yaml" -r "$readme_tmp" > "$render_dir/readme.log" 2>&1; then

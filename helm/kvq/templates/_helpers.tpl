@@ -162,6 +162,10 @@ app.kubernetes.io/component: {{ .component }}
     secretKeyRef:
       name: {{ include "kvq.redisSecretName" . }}
       key: {{ .Values.redis.auth.sentinelPasswordKey }}
+      {{- if eq .Values.redis.mode "external" }}
+      # an external Sentinel set may run without a password
+      optional: true
+      {{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
