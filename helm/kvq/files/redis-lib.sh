@@ -157,3 +157,9 @@ online_replicas() {
   rcli "$LOCAL_ADDR" INFO replication 2>/dev/null | tr -d '\r' \
     | sed -n 's/^slave[0-9]*:ip=\([^,]*\),port=\([0-9]*\),state=online.*/\1 \2/p'
 }
+
+# conf_quote VALUE: VALUE as a double-quoted redis.conf/sentinel.conf string.
+conf_quote() {
+  printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"
+}
+

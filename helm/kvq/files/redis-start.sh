@@ -44,8 +44,8 @@ tmp="$conf.tmp"
   echo "maxmemory-policy noeviction"
   if [ -n "$MAXMEMORY" ]; then echo "maxmemory $MAXMEMORY"; fi
   if [ -n "$REDIS_PASSWORD" ]; then
-    echo "requirepass \"$REDIS_PASSWORD\""
-    echo "masterauth \"$REDIS_PASSWORD\""
+    echo "requirepass $(conf_quote "$REDIS_PASSWORD")"
+    echo "masterauth $(conf_quote "$REDIS_PASSWORD")"
   fi
   if [ "$REDIS_MODE" = "sentinel" ]; then
     echo "replica-announce-ip $ANNOUNCE_HOST"
