@@ -162,4 +162,3 @@ online_replicas() {
 conf_quote() {
   printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"
 }
-
