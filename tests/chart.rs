@@ -377,6 +377,16 @@ fn network_policies_select_the_pods_they_mean() {
     assert_eq!(other[0]["ports"], json!([{ "port": "metrics", "protocol": "TCP" }]));
     // Off by default.
     assert!(render(&[], &[]).of_kind("NetworkPolicy").is_empty());
+
+    // A restricted API port still lets this release's `helm test` pod in.
+    let restricted = render(
+        &["values/production.yaml"],
+        &["networkPolicy.serverIngressFrom[0].namespaceSelector.matchLabels.name=ingress-nginx"],
+    );
+    let from = restricted.get("NetworkPolicy", "kvq-server")["spec"]["ingress"][0]["from"].as_array().unwrap().clone();
+    assert_eq!(from.len(), 2);
+    let test_pod = restricted.get("Pod", "kvq-test-write-read");
+    assert!(selector_matches(&from[1]["podSelector"], &test_pod["metadata"]["labels"]));
 }
 
 /// The production values render the Redis Sentinel topology of issue 4.
