@@ -274,29 +274,33 @@ impl Cluster {
         v.map(|(h, _)| h)
     }
 
-    /// Waits until exactly one pod is master with PODS-1 online replicas and every running
-    /// sentinel names it; returns its index.
+    /// Waits until exactly one pod is master with PODS-1 online replicas, every sentinel names
+    /// it and every pod passes the rendered readiness probe; returns its index.
     fn wait_one_master(&self, timeout: Duration, what: &str) -> usize {
+        let all: Vec<usize> = (0..PODS).collect();
+        self.wait_master(&all, true, timeout, what)
+    }
+
+    /// Waits until exactly one of `candidates` (the running pods) is master and their
+    /// sentinels name it; with `settled`, also every replica online and every pod ready.
+    /// Two masters at once fail at once.
+    fn wait_master(&self, candidates: &[usize], settled: bool, timeout: Duration, what: &str) -> usize {
         let deadline = Instant::now() + timeout;
         loop {
             let roles: Vec<Option<String>> = (0..PODS).map(|i| self.role(i)).collect();
-            let masters: Vec<usize> = (0..PODS).filter(|&i| roles[i].as_deref() == Some("master")).collect();
-            if masters.len() == 1 {
-                let m = masters[0];
-                let named: Vec<Option<String>> = (0..PODS).map(|i| self.sentinel_master(i)).collect();
-                let good = self.good_replicas(m);
-                if named.iter().all(|n| n.as_deref() == Some(addr(m).as_str()))
-                    && good == PODS - 1
-                    && (0..PODS).all(|i| self.ready(i))
-                {
+            let masters: Vec<usize> =
+                candidates.iter().copied().filter(|&i| roles[i].as_deref() == Some("master")).collect();
+            assert!(masters.len() <= 1, "{what}: two masters at once: {roles:?}");
+            if let [m] = masters[..] {
+                let agree = candidates.iter().all(|&i| self.sentinel_master(i).as_deref() == Some(addr(m).as_str()));
+                if agree && (!settled || (self.good_replicas(m) == PODS - 1 && (0..PODS).all(|i| self.ready(i)))) {
                     return m;
                 }
             }
-            assert!(masters.len() <= 1, "{what}: two masters at once: {roles:?}");
             if Instant::now() > deadline {
                 let named: Vec<Option<String>> = (0..PODS).map(|i| self.sentinel_master(i)).collect();
                 panic!(
-                    "{what}: no single master after {timeout:?}: roles {roles:?}, sentinels {named:?}\n{}",
+                    "{what}: no single master among {candidates:?} after {timeout:?}: roles {roles:?}, sentinels {named:?}\n{}",
                     self.logs()
                 );
             }
@@ -398,7 +402,7 @@ fn chart_scripts_keep_one_master_and_every_acknowledged_write() {
     // The hooks have returned and the old master still runs: it must already be a replica.
     assert_eq!(cl.role(m).as_deref(), Some("slave"), "old master after its preStop\n{}", cl.logs());
     let others: Vec<usize> = (0..PODS).filter(|&i| i != m).collect();
-    let new_master = cl.wait_one_master_of(&others, Duration::from_secs(5), "after preStop");
+    let new_master = cl.wait_master(&others, false, Duration::from_secs(5), "after preStop");
     eprintln!("preStop handover: {took:?} (master {m} -> {new_master})");
     cl.terminate(m);
     assert_eq!(cl.missing(new_master, &acked), Vec::<String>::new(), "writes lost in the handover");
@@ -414,7 +418,7 @@ fn chart_scripts_keep_one_master_and_every_acknowledged_write() {
     cl.kill(killed);
     let t = Instant::now();
     let others: Vec<usize> = (0..PODS).filter(|&i| i != killed).collect();
-    let m3 = cl.wait_one_master_of(&others, Duration::from_secs(40), "failover after kill -9");
+    let m3 = cl.wait_master(&others, false, Duration::from_secs(40), "failover after kill -9");
     let failover = t.elapsed();
     eprintln!("failover after kill -9 of the master pod: {failover:?} (master {killed} -> {m3})");
     assert_eq!(cl.missing(m3, &acked), Vec::<String>::new(), "acknowledged writes lost in the failover");
@@ -535,30 +539,6 @@ impl Writer {
             }
         }
         (acked, failed)
-    }
-}
-
-impl Cluster {
-    /// Like wait_one_master, among `candidates` only, with the other pods possibly down.
-    fn wait_one_master_of(&self, candidates: &[usize], timeout: Duration, what: &str) -> usize {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let masters: Vec<usize> =
-                candidates.iter().copied().filter(|&i| self.role(i).as_deref() == Some("master")).collect();
-            if let [m] = masters[..] {
-                let agree = candidates.iter().all(|&i| self.sentinel_master(i).as_deref() == Some(addr(m).as_str()));
-                if agree {
-                    return m;
-                }
-            }
-            assert!(masters.len() <= 1, "{what}: two masters {masters:?}");
-            if Instant::now() > deadline {
-                let roles: Vec<_> = (0..PODS).map(|i| self.role(i)).collect();
-                let named: Vec<_> = (0..PODS).map(|i| self.sentinel_master(i)).collect();
-                panic!("{what}: no master among {candidates:?} after {timeout:?}: roles {roles:?}, sentinels {named:?}\n{}", self.logs());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
     }
 }
 
