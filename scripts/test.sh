@@ -27,7 +27,7 @@ if cargo tree --no-default-features --features worker -e normal --prefix none | 
 fi
 
 step "chart verification (ct lint equivalent, schema validation)"
-bash scripts/verify-chart.sh
+bash scripts/verify-chart.sh --no-cargo
 
 step "cargo test (unit, API, queue, outage, pages, browser, chart, HA fault tests)"
 cargo test --all-targets --no-fail-fast -- --test-threads="${KVQ_TEST_THREADS:-4}"
