@@ -1,7 +1,7 @@
 //! kvq-server: the HTTP API, Swagger UI, HTML pages, health and metrics.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
@@ -88,8 +88,8 @@ impl ServerApp {
         // JSON escaping can make a body up to six times its value; reject obvious abuse early.
         let body_limit = self.state.max_value_bytes.saturating_mul(6).saturating_add(64 * 1024);
         let api = api_service(self.state.clone());
-        let docs = api.swagger_ui();
         let spec = api.spec_endpoint();
+        let docs = swagger_ui(self.state.clone());
         let app = Route::new()
             .at("/", get(pages::home))
             .at("/ui/keys", get(pages::lookup))
@@ -98,7 +98,7 @@ impl ServerApp {
             .at("/ui/*", get(ui_not_found))
             .at("/v1/keys/", empty_key)
             .nest_no_strip("/v1", api.with(body_errors::BodyErrors { max_body_bytes: body_limit }))
-            .nest("/docs", docs)
+            .at("/docs", docs)
             .at("/openapi.json", spec)
             .at("/healthz", get(health::healthz))
             .at("/readyz", get(health::readyz))
@@ -114,6 +114,17 @@ impl ServerApp {
         listener.abort();
         result
     }
+}
+
+/// Swagger UI, rendered on first use: the page inlines the 1.5 MB Swagger bundle, which would
+/// otherwise sit in every server's memory from start-up. Kept for the life of the process (leaked
+/// once on purpose) so each request sends it without copying.
+fn swagger_ui(state: AppState) -> impl poem::Endpoint {
+    let html: OnceLock<&'static str> = OnceLock::new();
+    poem::endpoint::make_sync(move |_| {
+        let body: &'static str = html.get_or_init(|| api_service(state.clone()).swagger_ui_html().leak());
+        Response::builder().content_type("text/html; charset=utf-8").body(body)
+    })
 }
 
 /// `PUT /v1/keys/` and friends: the key is empty, which the router alone would call a 404.
