@@ -1,0 +1,25 @@
+-- wrk script: GET /v1/keys/{key} of keys that exist (seeded by bench/run.py before the phase).
+-- Environment: BENCH_PREFIX and BENCH_KEYS: the seeded keys are PREFIX-{0,1}-{1..BENCH_KEYS}
+-- (bench/run.py seeds them with write.lua, two wrk threads of one connection each; wrk calls
+-- request() once more than it sends on one thread, so key 1 may be missing: reads use 2..N).
+package.path = (os.getenv("BENCH_DIR") or "bench") .. "/?.lua;" .. package.path
+local common = require("common")
+
+local prefix = os.getenv("BENCH_PREFIX") or "r"
+local nkeys = tonumber(os.getenv("BENCH_KEYS") or "10000")
+local threads = {}
+
+function setup(thread)
+  thread:set("tid", #threads)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  math.randomseed(os.time() + (tid or 0) * 7919)
+end
+
+function request()
+  return wrk.format("GET", "/v1/keys/" .. prefix .. "-" .. math.random(0, 1) .. "-" .. math.random(2, nkeys))
+end
+
+done = common.done

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# kvq benchmark suite: `bash bench/run.sh [--quick] [--url http://host:port] [--no-build] [--skip-sentinel]`
+# See bench/README.md. Installs its tools if missing, then runs bench/run.py (stdlib Python).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
+command -v redis-cli >/dev/null || need+=(redis-tools)
+command -v redis-benchmark >/dev/null || need+=(redis-tools)
+if ((${#need[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "bench: installing ${need[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y wrk redis-server redis-sentinel redis-tools
+fi
+command -v python3 >/dev/null || { echo "bench: python3 is required" >&2; exit 1; }
+
+# run.py mirrors the pids of everything it starts into this file; the trap stops those
+# (by pid, nothing else) if run.py itself is killed or interrupted.
+BENCH_PIDFILE="$(mktemp -t kvq-bench-pids.XXXXXX)"
+export BENCH_PIDFILE
+py=""
+cleanup() {
+  trap - EXIT INT TERM
+  if [ -n "$py" ] && kill -0 "$py" 2>/dev/null; then
+    kill -TERM "$py" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$py" 2>/dev/null || break; sleep 0.1; done
+  fi
+  if [ -s "$BENCH_PIDFILE" ]; then
+    while read -r pid; do kill -TERM "$pid" 2>/dev/null || true; done <"$BENCH_PIDFILE"
+    sleep 1
+    while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done <"$BENCH_PIDFILE"
+  fi
+  rm -f "$BENCH_PIDFILE"
+}
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT TERM
+
+python3 bench/run.py "$@" &
+py=$!
+wait "$py"

@@ -1,0 +1,58 @@
+-- wrk script: PUT /v1/keys/{unique key} with a 100-byte value.
+-- Environment:
+--   BENCH_PREFIX  key prefix, unique per phase (keys never repeat across phases or threads)
+--   BENCH_VALUE_BYTES  value size (default 100)
+--   BENCH_LIMIT   stop each thread after this many responses (0: run for -d)
+--   BENCH_DELAY_MS  mean pause between a response and the next request on a connection
+--                 (fractional values are dithered between floor and ceil); 0: no pause
+package.path = (os.getenv("BENCH_DIR") or "bench") .. "/?.lua;" .. package.path
+local common = require("common")
+local stamp = require("stamp")
+
+local prefix = os.getenv("BENCH_PREFIX") or ("w" .. os.time())
+local size = tonumber(os.getenv("BENCH_VALUE_BYTES") or "100")
+local limit = tonumber(os.getenv("BENCH_LIMIT") or "0")
+local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
+
+local body = '{"value":"' .. string.rep("v", size) .. '"}'
+local headers = { ["Content-Type"] = "application/json" }
+local threads = {}
+local counter = 0
+local answered = 0
+
+function setup(thread)
+  thread:set("tid", #threads)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  math.randomseed(os.time() + (tid or 0) * 7919)
+end
+
+function request()
+  counter = counter + 1
+  return wrk.format("PUT", "/v1/keys/" .. prefix .. "-" .. (tid or 0) .. "-" .. counter, headers, body)
+end
+
+if limit > 0 then
+  function response(status, hdrs, resp_body)
+    answered = answered + 1
+    if answered == limit then
+      stamp.write(tid or 0, answered)
+      wrk.thread:stop()
+    end
+  end
+end
+
+if delay_ms > 0 then
+  local base = math.floor(delay_ms)
+  local frac = delay_ms - base
+  function delay()
+    if math.random() < frac then
+      return base + 1
+    end
+    return base
+  end
+end
+
+done = common.done
