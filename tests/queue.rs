@@ -262,3 +262,26 @@ async fn acknowledged_entries_are_trimmed_from_the_stream() {
     assert_eq!(app.store.queue_stats().await.unwrap().pending, 1, "the pending entry survives");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_plain_set_after_a_delete_or_a_ttl_write_is_permanent_and_listed() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 1).await;
+    let ttl = |key: &str| -> i64 { redis::cmd("TTL").arg(format!("kvq:k:{key}")).query(&mut redis.conn()).unwrap() };
+    assert_eq!(app.put("t", "1", "?wait=5").await.status(), 200);
+    assert_eq!(app.delete("t", "?wait=5").await.status(), 200);
+    assert!(ttl("t") > 0, "a tombstone expires");
+    assert_eq!(app.put("t", "2", "?wait=5").await.status(), 200);
+    assert_eq!(ttl("t"), -1, "the new value must not inherit the tombstone's expiry");
+    let r = app.put_json("e", json!({"value": "1", "ttl_seconds": 100}), "?wait=5", &[]).await;
+    assert_eq!(r.status(), 200);
+    assert!(ttl("e") > 100, "kept past expiry for late redeliveries");
+    assert_eq!(app.put("e", "2", "?wait=5").await.status(), 200);
+    assert_eq!(ttl("e"), -1);
+    let v: Value = app.get("/v1/keys/e").await.json().await.unwrap();
+    assert_eq!(v["expires_at"], Value::Null);
+    let page: Value = app.get("/v1/keys").await.json().await.unwrap();
+    let keys: Vec<&str> = page["items"].as_array().unwrap().iter().map(|i| i["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["e", "t"]);
+    app.stop().await;
+}

@@ -8,9 +8,14 @@
 -- ARGV[9] tombstone ms, ARGV[10] consumer group, ARGV[11] notify channel ('' none), ARGV[12] task id,
 -- ARGV[13] retention seconds
 -- Returns {status, version or '', error or ''}
-local attempts = redis.call('HINCRBY', KEYS[2], 'attempts', 1)
-redis.call('EXPIRE', KEYS[2], ARGV[13])
+-- Counted first: Redis keeps it even if this script fails below, which is how poison tasks
+-- reach max_attempts.
+redis.call('HINCRBY', KEYS[2], 'attempts', 1)
 local done = redis.call('HMGET', KEYS[2], 'status', 'version', 'error')
+if not done[1] then
+  -- The record outlived its retention and was just recreated: give it one again.
+  redis.call('EXPIRE', KEYS[2], ARGV[13])
+end
 if done[1] and done[1] ~= 'queued' then
   -- Redelivery of a finished task: report what happened the first time.
   redis.call('XACK', KEYS[5], ARGV[10], ARGV[1])
@@ -49,17 +54,20 @@ else
   else
     version = tostring(redis.call('INCR', KEYS[4]))
     if ARGV[2] == 'set' then
-      redis.call('HSET', KEYS[1], 'v', ARGV[4], 'ver', version, 'seq', ARGV[1], 'del', '0')
       if ARGV[5] ~= '' then
         local expires = now + tonumber(ARGV[5])
-        redis.call('HSET', KEYS[1], 'exp', expires)
+        redis.call('HSET', KEYS[1], 'v', ARGV[4], 'ver', version, 'seq', ARGV[1], 'del', '0', 'exp', expires)
         -- keep the sequence past expiry so a late redelivery cannot resurrect the value
         redis.call('PEXPIREAT', KEYS[1], expires + tonumber(ARGV[9]))
       else
-        redis.call('HDEL', KEYS[1], 'exp')
-        redis.call('PERSIST', KEYS[1])
+        redis.call('HSET', KEYS[1], 'v', ARGV[4], 'ver', version, 'seq', ARGV[1], 'del', '0')
+        if exp or del == '1' then
+          -- a TTL or a tombstone's expiry from before must not remove the new value
+          redis.call('HDEL', KEYS[1], 'exp')
+          redis.call('PERSIST', KEYS[1])
+        end
       end
-      redis.call('ZADD', KEYS[3], 0, ARGV[3])
+      if not live then redis.call('ZADD', KEYS[3], 0, ARGV[3]) end
     else
       redis.call('HDEL', KEYS[1], 'v', 'exp')
       redis.call('HSET', KEYS[1], 'ver', version, 'seq', ARGV[1], 'del', '1')
@@ -69,9 +77,15 @@ else
   end
 end
 
-redis.call('HSET', KEYS[2], 'status', status, 'finished_at', ARGV[8])
-if version ~= '' then redis.call('HSET', KEYS[2], 'version', version) end
-if err ~= '' then redis.call('HSET', KEYS[2], 'error', err) end
+if version ~= '' and err ~= '' then
+  redis.call('HSET', KEYS[2], 'status', status, 'finished_at', ARGV[8], 'version', version, 'error', err)
+elseif version ~= '' then
+  redis.call('HSET', KEYS[2], 'status', status, 'finished_at', ARGV[8], 'version', version)
+elseif err ~= '' then
+  redis.call('HSET', KEYS[2], 'status', status, 'finished_at', ARGV[8], 'error', err)
+else
+  redis.call('HSET', KEYS[2], 'status', status, 'finished_at', ARGV[8])
+end
 redis.call('XACK', KEYS[5], ARGV[10], ARGV[1])
 if ARGV[11] ~= '' then redis.call('PUBLISH', ARGV[11], ARGV[12]) end
 return {status, version, err}
