@@ -57,7 +57,7 @@ pub struct ServerSettings {
 pub struct WorkerSettings {
     /// Listen address of the worker's health and metrics endpoints.
     pub bind: SocketAddr,
-    /// Tasks applied at the same time by one worker process.
+    /// Apply calls in flight per worker process; each applies a batch of up to 32 tasks.
     pub concurrency: usize,
     /// How long an entry must sit unacknowledged on a consumer before another one reclaims it.
     pub claim_idle_ms: u64,

@@ -16,15 +16,51 @@ use std::sync::LazyLock;
 
 use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, RedisError, Script};
+use std::sync::Arc;
 
 use crate::connection::{is_unavailable, ConnectError, Redis};
 use crate::domain::{now_ms, Op, StoredValue, TaskRecord, TaskStatus, WriteRequest};
 
 pub const GROUP: &str = "kvq-workers";
 
-static ENQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/enqueue.lua")));
-static APPLY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/apply.lua")));
-static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/dead_letter.lua")));
+/// A Lua script run with EVALSHA, loaded on demand (a new master after a failover has an empty
+/// script cache and answers NOSCRIPT once).
+struct Lua {
+    code: &'static str,
+    sha: String,
+}
+
+impl Lua {
+    fn new(code: &'static str) -> Self {
+        Self { code, sha: Script::new(code).get_hash().to_string() }
+    }
+
+    /// `EVALSHA sha numkeys` — the caller appends keys and arguments.
+    fn call(&self, numkeys: usize) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.sha).arg(numkeys);
+        cmd
+    }
+}
+
+static ENQUEUE: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("scripts/enqueue.lua")));
+static APPLY: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("scripts/apply.lua")));
+static DEAD_LETTER: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("scripts/dead_letter.lua")));
+
+/// Runs a prepared EVALSHA; on NOSCRIPT loads the script and runs it once more.
+async fn eval<T: redis::FromRedisValue>(
+    c: &mut redis::aio::MultiplexedConnection,
+    lua: &Lua,
+    cmd: &redis::Cmd,
+) -> Result<T, RedisError> {
+    match cmd.query_async(c).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            let _: String = redis::cmd("SCRIPT").arg("LOAD").arg(lua.code).query_async(c).await?;
+            cmd.query_async(c).await
+        }
+        other => other,
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -134,13 +170,13 @@ impl QueueStats {
 #[derive(Clone)]
 pub struct Store {
     pub redis: Redis,
-    pub keys: KeySpace,
+    pub keys: Arc<KeySpace>,
     retention_seconds: u64,
 }
 
 impl Store {
     pub fn new(redis: Redis, retention_seconds: u64) -> Self {
-        let keys = KeySpace::new(&redis.settings().key_prefix);
+        let keys = Arc::new(KeySpace::new(&redis.settings().key_prefix));
         Self { redis, keys, retention_seconds }
     }
 
@@ -188,12 +224,12 @@ impl Store {
 
     pub async fn enqueue(&self, w: &WriteRequest) -> Result<Enqueued, StoreError> {
         let task_id = uuid::Uuid::new_v4().simple().to_string();
-        let mut inv = ENQUEUE.prepare_invoke();
-        inv.key(&self.keys.stream)
-            .key(self.keys.task(&task_id))
-            .key(w.idempotency_key.as_deref().map(|t| self.keys.idempotency(t)).unwrap_or_default())
+        let mut cmd = ENQUEUE.call(3);
+        cmd.arg(&self.keys.stream)
+            .arg(self.keys.task(&task_id))
+            .arg(w.idempotency_key.as_deref().map(|t| self.keys.idempotency(t)).unwrap_or_default())
             .arg(&task_id)
-            .arg(if w.op == Op::Set { "set" } else { "delete" })
+            .arg(w.op.as_str())
             .arg(w.key.as_str())
             .arg(w.value.as_deref().unwrap_or(""))
             .arg(w.ttl_seconds.map(|s| (s * 1000).to_string()).unwrap_or_default())
@@ -204,7 +240,7 @@ impl Store {
             .arg(self.keys.task(""))
             .arg(now_ms());
         let ((id, status, duplicate, at), generation): ((String, String, u8, u64), u64) =
-            self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
+            self.run(|mut c| async move { eval(&mut c, &ENQUEUE, &cmd).await }).await?;
         Ok(Enqueued {
             task_id: id,
             status: TaskStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("task status {status}")))?,
@@ -366,34 +402,44 @@ impl Store {
         Ok(reply.claimed.into_iter().filter_map(parse_stream_task).collect())
     }
 
-    /// Applies one task and acknowledges it, atomically (scripts/apply.lua).
-    pub async fn apply(&self, t: &StreamTask, tombstone_ms: u64) -> Result<Applied, StoreError> {
-        let mut inv = APPLY.prepare_invoke();
-        inv.key(self.keys.data(&t.key))
-            .key(self.keys.task(&t.task_id))
-            .key(&self.keys.index)
-            .key(&self.keys.version)
-            .key(&self.keys.stream)
-            .arg(&t.stream_id)
-            .arg(t.op.as_str())
-            .arg(&t.key)
-            .arg(&t.value)
-            .arg(t.ttl_ms.map(|v| v.to_string()).unwrap_or_default())
-            .arg(t.if_match.as_deref().unwrap_or(""))
-            .arg(if t.if_none_match { "1" } else { "" })
-            .arg(now_ms())
-            .arg(tombstone_ms)
-            .arg(GROUP)
-            .arg(if t.notify { self.keys.done_channel.as_str() } else { "" })
-            .arg(&t.task_id)
-            .arg(self.retention_seconds);
-        let ((status, version, error), _): ((String, String, String), u64) =
-            self.run(|mut c| async move { inv.invoke_async(&mut c).await }).await?;
-        Ok(Applied {
-            status: TaskStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status}")))?,
-            version: version.parse().ok(),
-            error: (!error.is_empty()).then_some(error),
-        })
+    /// Applies tasks, each atomically with its acknowledgement (scripts/apply.lua), in one round
+    /// trip. Each outcome is the task's final status, or the error that kept it from applying.
+    pub async fn apply(
+        &self,
+        tasks: &[StreamTask],
+        tombstone_ms: u64,
+    ) -> Result<Vec<Result<Applied, String>>, StoreError> {
+        let mut cmd = APPLY.call(3 + 2 * tasks.len());
+        cmd.arg(&self.keys.index).arg(&self.keys.version).arg(&self.keys.stream);
+        for t in tasks {
+            cmd.arg(self.keys.data(&t.key)).arg(self.keys.task(&t.task_id));
+        }
+        cmd.arg(now_ms()).arg(tombstone_ms).arg(GROUP).arg(&self.keys.done_channel).arg(self.retention_seconds);
+        for t in tasks {
+            cmd.arg(&t.stream_id)
+                .arg(t.op.as_str())
+                .arg(&t.key)
+                .arg(&t.value)
+                .arg(t.ttl_ms.map(|v| v.to_string()).unwrap_or_default())
+                .arg(t.if_match.as_deref().unwrap_or(""))
+                .arg(if t.if_none_match { "1" } else { "" })
+                .arg(if t.notify { "1" } else { "" })
+                .arg(&t.task_id);
+        }
+        let (rows, _): (Vec<(String, String, String)>, u64) =
+            self.run(|mut c| async move { eval(&mut c, &APPLY, &cmd).await }).await?;
+        if rows.len() != tasks.len() {
+            return Err(StoreError::Corrupt(format!("{} outcomes for {} tasks", rows.len(), tasks.len())));
+        }
+        Ok(rows
+            .into_iter()
+            .map(|(status, version, error)| match TaskStatus::parse(&status) {
+                Some(status) => {
+                    Ok(Applied { status, version: version.parse().ok(), error: (!error.is_empty()).then_some(error) })
+                }
+                None => Err(error),
+            })
+            .collect())
     }
 
     /// Attempts recorded for a task (incremented by each apply).
@@ -405,10 +451,10 @@ impl Store {
 
     /// Moves a task to the dead-letter stream, marks it failed and acknowledges it.
     pub async fn dead_letter(&self, t: &StreamTask, error: &str) -> Result<(), StoreError> {
-        let mut inv = DEAD_LETTER.prepare_invoke();
-        inv.key(&self.keys.stream)
-            .key(self.keys.task(&t.task_id))
-            .key(&self.keys.dead_letter)
+        let mut cmd = DEAD_LETTER.call(3);
+        cmd.arg(&self.keys.stream)
+            .arg(self.keys.task(&t.task_id))
+            .arg(&self.keys.dead_letter)
             .arg(&t.stream_id)
             .arg(GROUP)
             .arg(error)
@@ -418,7 +464,7 @@ impl Store {
             .arg(t.op.as_str())
             .arg(&t.key)
             .arg(self.retention_seconds);
-        self.run(|mut c| async move { inv.invoke_async::<String>(&mut c).await }).await.map(|_| ())
+        self.run(|mut c| async move { eval::<String>(&mut c, &DEAD_LETTER, &cmd).await }).await.map(|_| ())
     }
 
     /// Drops acknowledged entries from the stream head so it does not grow forever.

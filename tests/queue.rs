@@ -30,6 +30,12 @@ fn task_seq(redis: &TestRedis, id: &str) -> (u64, u64) {
     (ms.parse().unwrap(), n.parse().unwrap())
 }
 
+async fn apply_one(app: &TestApp, t: &StreamTask) -> kvq::store::Applied {
+    let mut outcomes = app.store.apply(std::slice::from_ref(t), 60_000).await.unwrap();
+    assert_eq!(outcomes.len(), 1);
+    outcomes.pop().unwrap().expect("applied")
+}
+
 async fn read_as(app: &TestApp, consumer: &str, count: usize) -> Vec<StreamTask> {
     app.store.ensure_group().await.unwrap();
     let mut conn = app.store.redis.dedicated(Some(Duration::from_secs(5))).await.unwrap();
@@ -104,7 +110,7 @@ async fn tasks_of_a_dead_worker_are_reclaimed_and_applied_once_in_effect() {
     let taken = read_as(&app, "doomed", 100).await;
     assert_eq!(taken.len(), 20);
     for t in &taken[..10] {
-        app.store.apply(t, 60_000).await.unwrap();
+        apply_one(&app, t).await;
     }
     let version_before: u64 = redis::cmd("GET").arg("kvq:ver").query(&mut redis.conn()).unwrap();
     assert_eq!(version_before, 10);
@@ -122,7 +128,7 @@ async fn tasks_of_a_dead_worker_are_reclaimed_and_applied_once_in_effect() {
     assert_eq!(version_after, 20, "each write applied exactly once");
 
     // A late redelivery of an applied task is a no-op that reports the first outcome.
-    let again = app.store.apply(&taken[3], 60_000).await.unwrap();
+    let again = apply_one(&app, &taken[3]).await;
     assert_eq!(again.status, TaskStatus::Applied);
     let v3 = app.store.get_value("r3").await.unwrap().unwrap().version;
     assert_eq!(again.version, Some(v3));
@@ -174,9 +180,9 @@ async fn an_older_write_applied_after_a_newer_one_is_superseded() {
     assert_eq!(app.put("race", "newer", "").await.status(), 202);
     let tasks = read_as(&app, "x", 10).await;
     assert_eq!(tasks.len(), 2);
-    let newer = app.store.apply(&tasks[1], 60_000).await.unwrap();
+    let newer = apply_one(&app, &tasks[1]).await;
     assert_eq!(newer.status, TaskStatus::Applied);
-    let older = app.store.apply(&tasks[0], 60_000).await.unwrap();
+    let older = apply_one(&app, &tasks[0]).await;
     assert_eq!(older.status, TaskStatus::Superseded);
     assert_eq!(app.value_of("race").await.as_deref(), Some("newer"));
     let r = waiting.await.unwrap();
@@ -283,5 +289,23 @@ async fn a_plain_set_after_a_delete_or_a_ttl_write_is_permanent_and_listed() {
     let page: Value = app.get("/v1/keys").await.json().await.unwrap();
     let keys: Vec<&str> = page["items"].as_array().unwrap().iter().map(|i| i["key"].as_str().unwrap()).collect();
     assert_eq!(keys, ["e", "t"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_task_in_a_batch_does_not_hold_back_the_others() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 0).await;
+    for key in ["b1", "bad", "b2"] {
+        app.store.enqueue(&write(key, "x")).await.unwrap();
+    }
+    let _: () = redis::cmd("SET").arg("kvq:k:bad").arg("not a hash").query(&mut redis.conn()).unwrap();
+    let tasks = read_as(&app, "x", 10).await;
+    let outcomes = app.store.apply(&tasks, 60_000).await.unwrap();
+    assert_eq!(outcomes[0].as_ref().unwrap().status, TaskStatus::Applied);
+    assert!(outcomes[1].as_ref().unwrap_err().contains("WRONGTYPE"), "{:?}", outcomes[1]);
+    assert_eq!(outcomes[2].as_ref().unwrap().status, TaskStatus::Applied);
+    let stats = app.store.queue_stats().await.unwrap();
+    assert_eq!(stats.pending, 1, "only the failed task stays pending");
     app.stop().await;
 }

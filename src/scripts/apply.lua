@@ -1,26 +1,19 @@
--- Apply one write task atomically and acknowledge it: the heart of the queue's guarantees.
--- An older write never overwrites a newer one (compared by stream id = acceptance order),
--- a redelivered task is a no-op, versions come from one counter so they only ever increase.
--- KEYS[1] data hash of the key, KEYS[2] task record, KEYS[3] key index (zset),
--- KEYS[4] version counter, KEYS[5] task stream
--- ARGV[1] stream id, ARGV[2] op, ARGV[3] key, ARGV[4] value, ARGV[5] ttl ms ('' none),
--- ARGV[6] If-Match ('' none), ARGV[7] If-None-Match ('1'/''), ARGV[8] now ms,
--- ARGV[9] tombstone ms, ARGV[10] consumer group, ARGV[11] notify channel ('' none), ARGV[12] task id,
--- ARGV[13] retention seconds
--- Returns {status, version or '', error or ''}
--- Counted first: Redis keeps it even if this script fails below, which is how poison tasks
--- reach max_attempts.
-redis.call('HINCRBY', KEYS[2], 'attempts', 1)
-local done = redis.call('HMGET', KEYS[2], 'status', 'version', 'error')
-if not done[1] then
-  -- The record outlived its retention and was just recreated: give it one again.
-  redis.call('EXPIRE', KEYS[2], ARGV[13])
-end
-if done[1] and done[1] ~= 'queued' then
-  -- Redelivery of a finished task: report what happened the first time.
-  redis.call('XACK', KEYS[5], ARGV[10], ARGV[1])
-  return {done[1], done[2] or '', done[3] or ''}
-end
+-- Apply a batch of write tasks, each atomically with its acknowledgement: the heart of the
+-- queue's guarantees. An older write never overwrites a newer one (compared by stream id =
+-- acceptance order), a redelivered task is a no-op that reports its first outcome, and versions
+-- come from one counter so they only ever increase. A task whose Redis calls fail is reported
+-- as 'error' (and stays pending for a retry) without stopping the rest of the batch.
+--
+-- KEYS[1] key index (zset), KEYS[2] version counter, KEYS[3] task stream,
+--   then per task i (from 0): KEYS[4+2i] data hash of its key, KEYS[5+2i] its task record
+-- ARGV[1] now ms, ARGV[2] tombstone ms, ARGV[3] consumer group, ARGV[4] notify channel,
+-- ARGV[5] retention seconds, then per task 9 fields: stream id, op, key, value, ttl ms ('' none),
+--   If-Match ('' none), If-None-Match ('1'/''), notify ('1'/''), task id
+-- Returns per task {status, version or '', error or ''}; status 'error' means "not applied".
+
+local now = tonumber(ARGV[1])
+local tombstone_ms = tonumber(ARGV[2])
+local group, channel, retention = ARGV[3], ARGV[4], ARGV[5]
 
 local function id_parts(id)
   local ms, n = string.match(id, '^(%d+)-(%d+)$')
@@ -33,59 +26,89 @@ local function not_before(a, b)
   return ams > bms or (ams == bms and an >= bn)
 end
 
-local now = tonumber(ARGV[8])
-local cur = redis.call('HMGET', KEYS[1], 'seq', 'ver', 'del', 'exp')
-local seq, ver, del, exp = cur[1], cur[2], cur[3], cur[4]
-local status, version, err = 'applied', '', ''
-
-if seq and not_before(seq, ARGV[1]) then
-  if seq == ARGV[1] then
-    version = ver or ''
-  else
-    status = 'superseded'
-    err = 'a newer write to this key was applied first'
+local function apply_one(data, record, id, op, key, value, ttl, if_match, if_none_match, notify, task_id)
+  -- Counted first: Redis keeps it even if a later call fails, which is how a poison task
+  -- reaches max_attempts.
+  redis.call('HINCRBY', record, 'attempts', 1)
+  local done = redis.call('HMGET', record, 'status', 'version', 'error')
+  if not done[1] then
+    -- The record outlived its retention and was just recreated: give it one again.
+    redis.call('EXPIRE', record, retention)
   end
-else
-  local live = seq and del ~= '1' and (not exp or exp == '0' or tonumber(exp) > now)
-  if ARGV[7] == '1' and live then
-    status, err = 'rejected', 'If-None-Match: the key exists'
-  elseif ARGV[6] ~= '' and (not live or ver ~= ARGV[6]) then
-    status, err = 'rejected', 'If-Match: the key is not at version ' .. ARGV[6]
-  else
-    version = tostring(redis.call('INCR', KEYS[4]))
-    if ARGV[2] == 'set' then
-      if ARGV[5] ~= '' then
-        local expires = now + tonumber(ARGV[5])
-        redis.call('HSET', KEYS[1], 'v', ARGV[4], 'ver', version, 'seq', ARGV[1], 'del', '0', 'exp', expires)
-        -- keep the sequence past expiry so a late redelivery cannot resurrect the value
-        redis.call('PEXPIREAT', KEYS[1], expires + tonumber(ARGV[9]))
-      else
-        redis.call('HSET', KEYS[1], 'v', ARGV[4], 'ver', version, 'seq', ARGV[1], 'del', '0')
-        if exp or del == '1' then
-          -- a TTL or a tombstone's expiry from before must not remove the new value
-          redis.call('HDEL', KEYS[1], 'exp')
-          redis.call('PERSIST', KEYS[1])
-        end
-      end
-      if not live then redis.call('ZADD', KEYS[3], 0, ARGV[3]) end
+  if done[1] and done[1] ~= 'queued' then
+    redis.call('XACK', KEYS[3], group, id)
+    return {done[1], done[2] or '', done[3] or ''}
+  end
+
+  local cur = redis.call('HMGET', data, 'seq', 'ver', 'del', 'exp')
+  local seq, ver, del, exp = cur[1], cur[2], cur[3], cur[4]
+  local status, version, err = 'applied', '', ''
+
+  if seq and not_before(seq, id) then
+    if seq == id then
+      version = ver or ''
     else
-      redis.call('HDEL', KEYS[1], 'v', 'exp')
-      redis.call('HSET', KEYS[1], 'ver', version, 'seq', ARGV[1], 'del', '1')
-      redis.call('PEXPIRE', KEYS[1], ARGV[9])
-      redis.call('ZREM', KEYS[3], ARGV[3])
+      status = 'superseded'
+      err = 'a newer write to this key was applied first'
+    end
+  else
+    local live = seq and del ~= '1' and (not exp or exp == '0' or tonumber(exp) > now)
+    if if_none_match == '1' and live then
+      status, err = 'rejected', 'If-None-Match: the key exists'
+    elseif if_match ~= '' and (not live or ver ~= if_match) then
+      status, err = 'rejected', 'If-Match: the key is not at version ' .. if_match
+    else
+      version = tostring(redis.call('INCR', KEYS[2]))
+      if op == 'set' then
+        if ttl ~= '' then
+          local expires = now + tonumber(ttl)
+          redis.call('HSET', data, 'v', value, 'ver', version, 'seq', id, 'del', '0', 'exp', expires)
+          -- keep the sequence past expiry so a late redelivery cannot resurrect the value
+          redis.call('PEXPIREAT', data, expires + tombstone_ms)
+        else
+          redis.call('HSET', data, 'v', value, 'ver', version, 'seq', id, 'del', '0')
+          if exp or del == '1' then
+            -- a TTL or a tombstone's expiry from before must not remove the new value
+            redis.call('HDEL', data, 'exp')
+            redis.call('PERSIST', data)
+          end
+        end
+        if not live then redis.call('ZADD', KEYS[1], 0, key) end
+      else
+        redis.call('HDEL', data, 'v', 'exp')
+        redis.call('HSET', data, 'ver', version, 'seq', id, 'del', '1')
+        redis.call('PEXPIRE', data, tombstone_ms)
+        redis.call('ZREM', KEYS[1], key)
+      end
     end
   end
+
+  if version ~= '' and err ~= '' then
+    redis.call('HSET', record, 'status', status, 'finished_at', now, 'version', version, 'error', err)
+  elseif version ~= '' then
+    redis.call('HSET', record, 'status', status, 'finished_at', now, 'version', version)
+  elseif err ~= '' then
+    redis.call('HSET', record, 'status', status, 'finished_at', now, 'error', err)
+  else
+    redis.call('HSET', record, 'status', status, 'finished_at', now)
+  end
+  redis.call('XACK', KEYS[3], group, id)
+  if notify == '1' then redis.call('PUBLISH', channel, task_id) end
+  return {status, version, err}
 end
 
-if version ~= '' and err ~= '' then
-  redis.call('HSET', KEYS[2], 'status', status, 'finished_at', ARGV[8], 'version', version, 'error', err)
-elseif version ~= '' then
-  redis.call('HSET', KEYS[2], 'status', status, 'finished_at', ARGV[8], 'version', version)
-elseif err ~= '' then
-  redis.call('HSET', KEYS[2], 'status', status, 'finished_at', ARGV[8], 'error', err)
-else
-  redis.call('HSET', KEYS[2], 'status', status, 'finished_at', ARGV[8])
+local results = {}
+local tasks = (#ARGV - 5) / 9
+for i = 0, tasks - 1 do
+  local a = 5 + i * 9
+  local ok, res = pcall(apply_one, KEYS[4 + 2 * i], KEYS[5 + 2 * i],
+    ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5],
+    ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9])
+  if ok then
+    results[#results + 1] = res
+  else
+    local msg = type(res) == 'table' and (res.err or 'error') or tostring(res)
+    results[#results + 1] = {'error', '', msg}
+  end
 end
-redis.call('XACK', KEYS[5], ARGV[10], ARGV[1])
-if ARGV[11] ~= '' then redis.call('PUBLISH', ARGV[11], ARGV[12]) end
-return {status, version, err}
+return results

@@ -21,6 +21,8 @@ use crate::store::{Applied, Store, StoreError, StreamTask};
 
 pub mod app;
 
+/// Entries read at a time and applied in one script call.
+pub const BATCH: usize = 32;
 /// How long one blocking read waits for new entries.
 const BLOCK_MS: usize = 2000;
 /// The blocking connection's reply timeout must exceed the block time (design §3).
@@ -99,31 +101,22 @@ impl Worker {
                     }
                 }
             }
-            // Read only as many as there are free slots, so tasks are never held unstarted.
-            let free = match permits.clone().acquire_owned().await {
-                Ok(p) => p,
-                Err(_) => return,
-            };
-            let count = permits.available_permits() + 1;
-            drop(free);
+            // Read only when a batch can start at once, so no task is held unstarted.
+            let Ok(permit) = permits.clone().acquire_owned().await else { return };
             let c = conn.as_mut().expect("connected above");
             let read = tokio::select! {
-                r = self.store.read_new(c, &self.consumer, count, BLOCK_MS) => r,
+                r = self.store.read_new(c, &self.consumer, BATCH, BLOCK_MS) => r,
                 _ = stop.changed() => return,
             };
             match read {
+                Ok(batch) if batch.is_empty() => {}
                 Ok(batch) => {
-                    for task in batch {
-                        let Ok(permit) = permits.clone().acquire_owned().await else {
-                            return;
-                        };
-                        let worker = self.clone();
-                        let stop = stop.clone();
-                        tokio::spawn(async move {
-                            worker.process(task, stop).await;
-                            drop(permit);
-                        });
-                    }
+                    let worker = self.clone();
+                    let stop = stop.clone();
+                    tokio::spawn(async move {
+                        worker.process_batch(batch, stop).await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the task stream failed; reconnecting");
@@ -148,20 +141,19 @@ impl Worker {
                 _ = tokio::time::sleep(period) => {}
                 _ = stop.changed() => return,
             }
-            match self.store.reclaim(&self.consumer, self.claim_idle_ms, self.concurrency).await {
+            match self.store.reclaim(&self.consumer, self.claim_idle_ms, BATCH).await {
                 Ok(claimed) => {
-                    for task in claimed {
-                        if self.in_flight.lock().expect("poisoned").contains(&task.stream_id) {
-                            continue;
-                        }
-                        tracing::info!(task_id = %task.task_id, stream_id = %task.stream_id, "reclaimed an idle task");
-                        let Ok(permit) = permits.clone().acquire_owned().await else {
-                            return;
-                        };
+                    let claimed: Vec<StreamTask> = {
+                        let in_flight = self.in_flight.lock().expect("poisoned");
+                        claimed.into_iter().filter(|t| !in_flight.contains(&t.stream_id)).collect()
+                    };
+                    if !claimed.is_empty() {
+                        tracing::info!(tasks = claimed.len(), "reclaimed idle tasks of another consumer");
+                        let Ok(permit) = permits.clone().acquire_owned().await else { return };
                         let worker = self.clone();
                         let stop = stop.clone();
                         tokio::spawn(async move {
-                            worker.process(task, stop).await;
+                            worker.process_batch(claimed, stop).await;
                             drop(permit);
                         });
                     }
@@ -180,64 +172,88 @@ impl Worker {
         }
     }
 
-    /// Applies one task until it is finished: applied, superseded, rejected or dead-lettered.
-    /// Returns None when it had to be left pending (Redis unavailable while stopping).
-    async fn process(&self, task: StreamTask, stop: watch::Receiver<bool>) -> Option<Applied> {
-        self.in_flight.lock().expect("poisoned").insert(task.stream_id.clone());
-        let span = tracing::info_span!("task", task_id = %task.task_id, key = %task.key, op = task.op.as_str());
-        let outcome = self.process_inner(&task, stop).instrument(span).await;
-        self.in_flight.lock().expect("poisoned").remove(&task.stream_id);
-        outcome
-    }
-
-    async fn process_inner(&self, task: &StreamTask, mut stop: watch::Receiver<bool>) -> Option<Applied> {
+    /// Applies a batch in one script call; tasks that fail there continue one by one with
+    /// retries. Returns the outcomes of the tasks that finished.
+    async fn process_batch(&self, tasks: Vec<StreamTask>, mut stop: watch::Receiver<bool>) -> Vec<Applied> {
+        self.in_flight.lock().expect("poisoned").extend(tasks.iter().map(|t| t.stream_id.clone()));
         let mut backoff = Backoff::default();
-        // After a stop, keep trying a little so in-flight tasks are finished, then leave them
-        // pending: another worker reclaims them.
         let mut stopping_deadline = None;
-        loop {
-            if *stop.borrow() {
-                let deadline =
-                    *stopping_deadline.get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_secs(5));
-                if tokio::time::Instant::now() > deadline {
-                    tracing::warn!("leaving task pending for another worker");
-                    return None;
+        let outcomes = loop {
+            match self.store.apply(&tasks, self.tombstone_ms).await {
+                Ok(outcomes) => break Some(outcomes),
+                Err(StoreError::Unavailable(e)) => {
+                    tracing::warn!(error = %e, tasks = tasks.len(), "redis unavailable while applying; will retry");
+                    if give_up(&stop, &mut stopping_deadline) {
+                        break None;
+                    }
+                    backoff.sleep_or_stop(&mut stop).await;
+                }
+                // The script as a whole failed: let each task find its own way.
+                Err(e) => {
+                    tracing::warn!(error = %e, "applying a batch failed; applying its tasks one by one");
+                    break Some(tasks.iter().map(|_| Err(e.to_string())).collect());
                 }
             }
-            let err = match self.store.apply(task, self.tombstone_ms).await {
-                Ok(applied) => {
-                    self.finished(applied.status);
-                    tracing::debug!(status = applied.status.as_str(), version = ?applied.version, "task finished");
-                    return Some(applied);
-                }
-                Err(e) => e,
-            };
-            match err {
-                StoreError::Unavailable(e) => {
-                    tracing::warn!(error = %e, "redis unavailable while applying; will retry");
-                }
-                StoreError::Redis(_) | StoreError::Corrupt(_) => {
-                    self.metrics.task_retries.inc();
-                    let attempts = self.store.attempts(&task.task_id).await.unwrap_or(0);
-                    if attempts >= self.max_attempts {
-                        tracing::error!(error = %err, attempts, "task failed for good; moving it to the dead-letter stream");
-                        if self.store.dead_letter(task, &err.to_string()).await.is_ok() {
-                            self.finished(TaskStatus::Failed);
-                            return Some(Applied {
-                                status: TaskStatus::Failed,
-                                version: None,
-                                error: Some(err.to_string()),
-                            });
-                        }
-                    } else {
-                        tracing::warn!(error = %err, attempts, "applying the task failed; will retry");
+        };
+        let mut finished = Vec::with_capacity(tasks.len());
+        if let Some(outcomes) = outcomes {
+            for (task, outcome) in tasks.iter().zip(outcomes) {
+                let span = task_span(task);
+                match outcome {
+                    Ok(applied) => {
+                        span.in_scope(|| tracing::debug!(status = applied.status.as_str(), version = ?applied.version, "task finished"));
+                        self.finished(applied.status);
+                        finished.push(applied);
+                    }
+                    Err(error) => {
+                        let retried = self.retry(task, error, stop.clone()).instrument(span).await;
+                        finished.extend(retried);
                     }
                 }
             }
-            if !*stop.borrow() {
-                backoff.sleep_or_stop(&mut stop).await;
-            } else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+        } else {
+            tracing::warn!(tasks = tasks.len(), "leaving tasks pending for another worker");
+        }
+        let mut in_flight = self.in_flight.lock().expect("poisoned");
+        for t in &tasks {
+            in_flight.remove(&t.stream_id);
+        }
+        finished
+    }
+
+    /// Retries one task that failed to apply, with backoff, until it finishes or has used up
+    /// `max_attempts` (then it goes to the dead-letter stream). Redis outages do not count.
+    async fn retry(&self, task: &StreamTask, mut error: String, mut stop: watch::Receiver<bool>) -> Option<Applied> {
+        let mut backoff = Backoff::default();
+        let mut stopping_deadline = None;
+        loop {
+            self.metrics.task_retries.inc();
+            match self.store.attempts(&task.task_id).await {
+                Ok(attempts) if attempts >= self.max_attempts => {
+                    tracing::error!(%error, attempts, "task failed for good; moving it to the dead-letter stream");
+                    if self.store.dead_letter(task, &error).await.is_ok() {
+                        self.finished(TaskStatus::Failed);
+                        return Some(Applied { status: TaskStatus::Failed, version: None, error: Some(error) });
+                    }
+                }
+                Ok(attempts) => tracing::warn!(%error, attempts, "applying the task failed; will retry"),
+                Err(e) => tracing::warn!(error = %e, "redis unavailable while retrying"),
+            }
+            if give_up(&stop, &mut stopping_deadline) {
+                tracing::warn!("leaving the task pending for another worker");
+                return None;
+            }
+            backoff.sleep_or_stop(&mut stop).await;
+            match self.store.apply(std::slice::from_ref(task), self.tombstone_ms).await {
+                Ok(mut outcomes) => match outcomes.pop() {
+                    Some(Ok(applied)) => {
+                        self.finished(applied.status);
+                        return Some(applied);
+                    }
+                    Some(Err(e)) => error = e,
+                    None => error = "no outcome".into(),
+                },
+                Err(e) => error = e.to_string(),
             }
         }
     }
@@ -250,23 +266,31 @@ impl Worker {
     /// blocking, and finish all of them before returning.
     pub async fn try_execute_tasks(&self) -> Result<Step, StoreError> {
         self.store.ensure_group().await?;
-        let mut batch = self.store.reclaim(&self.consumer, self.claim_idle_ms, self.concurrency).await?;
+        let mut batch = self.store.reclaim(&self.consumer, self.claim_idle_ms, BATCH).await?;
         if batch.is_empty() {
             let mut conn = self.store.redis.dedicated(Some(BLOCK_RESPONSE_TIMEOUT)).await?;
-            batch = self.store.read_new(&mut conn, &self.consumer, self.concurrency, 1).await?;
+            batch = self.store.read_new(&mut conn, &self.consumer, BATCH, 1).await?;
         }
         if batch.is_empty() {
             return Ok(Step::EmptyQueue);
         }
         let (_tx, rx) = watch::channel(false);
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for task in batch {
-            if let Some(a) = self.process(task, rx.clone()).await {
-                outcomes.push(a);
-            }
-        }
-        Ok(Step::Executed(outcomes))
+        Ok(Step::Executed(self.process_batch(batch, rx).await))
     }
+}
+
+fn task_span(t: &StreamTask) -> tracing::Span {
+    tracing::info_span!("task", task_id = %t.task_id, key = %t.key, op = t.op.as_str())
+}
+
+/// After a stop signal, keep trying for a few seconds so in-flight tasks finish, then leave
+/// them pending: another worker reclaims them.
+fn give_up(stop: &watch::Receiver<bool>, deadline: &mut Option<tokio::time::Instant>) -> bool {
+    if !*stop.borrow() {
+        return false;
+    }
+    let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_secs(5));
+    tokio::time::Instant::now() > deadline
 }
 
 /// Exponential backoff from 50 ms to 2 s, interruptible by the stop signal.
