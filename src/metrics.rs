@@ -11,7 +11,7 @@ use crate::store::QueueStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub method: String,
+    pub method: &'static str,
     /// The route pattern, never the raw path, to keep cardinality bounded.
     pub route: &'static str,
     pub status: u16,
@@ -19,7 +19,7 @@ pub struct RequestLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub method: String,
+    pub method: &'static str,
     pub route: &'static str,
 }
 

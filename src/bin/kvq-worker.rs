@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use kvq::config::Settings;
 use kvq::worker::app::WorkerApp;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let settings = match Settings::load() {
         Ok(s) => s,

@@ -90,25 +90,29 @@ impl ServerApp {
         let api = api_service(self.state.clone());
         let spec = api.spec_endpoint();
         let docs = swagger_ui(self.state.clone());
-        let app = Route::new()
+        // Pages and probes read shared state from request data; the API (the hot path) holds its
+        // state itself, so its requests skip those per-request insertions.
+        let pages_and_probes = Route::new()
             .at("/", get(pages::home))
             .at("/ui/keys", get(pages::lookup))
             .at("/ui/keys/:key", get(pages::key_page))
             .at("/ui/tasks/:id", get(pages::task_page))
             .at("/ui/*", get(ui_not_found))
-            .at("/v1/keys/", empty_key)
-            .nest_no_strip("/v1", api.with(body_errors::BodyErrors { max_body_bytes: body_limit }))
-            .at("/docs", docs)
-            .at("/openapi.json", spec)
             .at("/healthz", get(health::healthz))
             .at("/readyz", get(health::readyz))
             .at("/metrics", get(health::metrics))
-            .with(ProblemErrors)
-            .with(observe::Observe(self.metrics.clone()))
             .data(self.state.clone())
             .data(self.state.store.clone())
             .data(self.metrics.clone())
             .data(Arc::new(Pages::new()));
+        let app = Route::new()
+            .at("/v1/keys/", empty_key)
+            .nest_no_strip("/v1", api.with(body_errors::BodyErrors { max_body_bytes: body_limit }))
+            .at("/docs", docs)
+            .at("/openapi.json", spec)
+            .nest("/", pages_and_probes)
+            .with(ProblemErrors)
+            .with(observe::Observe(self.metrics.clone()));
         let result =
             Server::new_with_acceptor(self.acceptor).run_with_graceful_shutdown(app, stop, Some(DRAIN_TIMEOUT)).await;
         listener.abort();

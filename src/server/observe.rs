@@ -26,7 +26,7 @@ impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, req: Request) -> Result<Response> {
-        let method = req.method().to_string();
+        let method = method_label(req.method());
         let route = route_of(req.uri().path());
         let span = tracing::info_span!(
             "request",
@@ -45,7 +45,7 @@ impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
         let status = response.status().as_u16();
         let elapsed = started.elapsed();
         span.record("status", status);
-        self.metrics.http_requests.get_or_create(&RequestLabels { method: method.clone(), route, status }).inc();
+        self.metrics.http_requests.get_or_create(&RequestLabels { method, route, status }).inc();
         self.metrics.http_duration.get_or_create(&RouteLabels { method, route }).observe(elapsed.as_secs_f64());
         span.in_scope(|| {
             let ms = elapsed.as_secs_f64() * 1000.0;
@@ -58,6 +58,21 @@ impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
             }
         });
         Ok(response)
+    }
+}
+
+/// The method as a static label (no allocation per request; unusual methods share one label).
+fn method_label(m: &poem::http::Method) -> &'static str {
+    use poem::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
     }
 }
 
