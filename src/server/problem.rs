@@ -3,6 +3,7 @@
 use poem::http::StatusCode;
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result};
 use poem_openapi::payload::Json;
+use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Object};
 
 use crate::store::StoreError;
@@ -134,12 +135,6 @@ pub fn problem_response(err: poem::Error) -> Response {
         _ => err.to_string(),
     };
     let status = if status.is_server_error() || status.is_client_error() { status } else { StatusCode::BAD_REQUEST };
-    let body = serde_json::to_string(&serde_json::json!({
-        "type": format!("https://kvq.dev/problems/{}", status.canonical_reason().unwrap_or("error").to_lowercase().replace(' ', "-")),
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-    }))
-    .expect("static shape");
+    let body = Problem::new(status, detail).to_json_string();
     Response::builder().status(status).content_type("application/json; charset=utf-8").body(body)
 }
