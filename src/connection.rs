@@ -34,6 +34,10 @@ pub enum ConnectError {
 #[derive(Clone)]
 pub struct Conn {
     pub conn: MultiplexedConnection,
+    /// A sibling connection to the same server for `WAIT` (present when
+    /// `redis.min_replicas_ack > 0`): `WAIT` blocks the connection it runs on, so it must not run
+    /// on the one every request shares.
+    pub ack: Option<MultiplexedConnection>,
     /// Increases each time kvq connects anew, so an error only drops the connection it came from.
     pub generation: u64,
 }
@@ -81,10 +85,8 @@ impl Redis {
         if let Some(conn) = self.cached() {
             return Ok(conn);
         }
-        let conn = tokio::time::timeout(budget, self.open(Some(RESPONSE_TIMEOUT)))
-            .await
-            .map_err(|_| ConnectError::Timeout)??;
-        let conn = Conn { conn, generation: self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1 };
+        let (conn, ack) = tokio::time::timeout(budget, self.open_pair()).await.map_err(|_| ConnectError::Timeout)??;
+        let conn = Conn { conn, ack, generation: self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1 };
         *self.inner.current.write().expect("poisoned") = Some(conn.clone());
         Ok(conn)
     }
@@ -129,8 +131,28 @@ impl Redis {
         }
     }
 
+    /// The shared connection and, when writes await replicas, its sibling for `WAIT`, both to
+    /// the one master resolved here.
+    async fn open_pair(&self) -> Result<(MultiplexedConnection, Option<MultiplexedConnection>), ConnectError> {
+        let info = self.master_info().await?;
+        let conn = self.connect(info.clone(), Some(RESPONSE_TIMEOUT)).await?;
+        let ack = match self.inner.settings.min_replicas_ack {
+            0 => None,
+            _ => Some(self.connect(info, Some(RESPONSE_TIMEOUT)).await?),
+        };
+        Ok((conn, ack))
+    }
+
     async fn open(&self, response_timeout: Option<Duration>) -> Result<MultiplexedConnection, ConnectError> {
         let info = self.master_info().await?;
+        self.connect(info, response_timeout).await
+    }
+
+    async fn connect(
+        &self,
+        info: ConnectionInfo,
+        response_timeout: Option<Duration>,
+    ) -> Result<MultiplexedConnection, ConnectError> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(response_timeout);

@@ -250,13 +250,23 @@ impl Store {
         })
     }
 
-    /// Runs `WAIT n timeout` on the shared connection: blocks until `n` replicas hold every write
-    /// made on it so far. Returns the connection's generation and the replicas that acknowledged.
+    /// Waits until `n` replicas hold every write made so far on the current master: an `INCR` on
+    /// the sibling `WAIT` connection follows all writes already answered on the shared one, so
+    /// `WAIT` for it covers them too. Returns the connection generation and the replicas that
+    /// acknowledged.
     pub async fn wait_replicas(&self, n: u32, timeout_ms: u64) -> Result<(u64, u32), StoreError> {
-        let (got, generation) = self
-            .run(|mut c| async move { redis::cmd("WAIT").arg(n).arg(timeout_ms).query_async::<u32>(&mut c).await })
-            .await?;
-        Ok((generation, got))
+        let conn = self.redis.get().await?;
+        let mut ack = conn.ack.clone().ok_or_else(|| StoreError::Corrupt("no WAIT connection".into()))?;
+        let marker = format!("{}:ack", self.keys.prefix);
+        let result: Result<(u64, u32), RedisError> =
+            redis::pipe().cmd("INCR").arg(&marker).cmd("WAIT").arg(n).arg(timeout_ms).query_async(&mut ack).await;
+        match result {
+            Ok((_, got)) => Ok((conn.generation, got)),
+            Err(e) => {
+                self.redis.report(conn.generation, &e);
+                Err(classify(e))
+            }
+        }
     }
 
     pub async fn get_value(&self, key: &str) -> Result<Option<StoredValue>, StoreError> {

@@ -259,3 +259,33 @@ async fn a_worker_killed_with_pending_tasks_has_them_applied_exactly_once_by_ano
     println!("HA worker crash: {held} tasks pending on the killed worker; {applied} tasks, {versions} versions issued");
     assert_eq!(versions, tasks.len() as u64, "every write applied exactly once in effect");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_replica_writes_answer_503_and_an_idempotent_retry_is_safe() {
+    let master = TestRedis::start();
+    let app = spawn_app_with(&master, 1, &[("KVQ__REDIS__MIN_REPLICAS_ACK", "1")]).await;
+    let started = Instant::now();
+    let r = app.put_json("durable", json!({"value": "v"}), "", &[("Idempotency-Key", "durable-1")]).await;
+    assert_eq!(r.status(), 503, "no replica can confirm the write");
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    let b: Value = r.json().await.unwrap();
+    assert!(b["detail"].as_str().unwrap().contains("Idempotency-Key"), "{b}");
+
+    let _replica =
+        TestRedis::start_with("127.0.0.1", free_port(), &["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    let r = eventually(Duration::from_secs(15), "a confirmed write once a replica is in sync", || async {
+        let r = app.put_json("durable", json!({"value": "v"}), "?wait=5", &[("Idempotency-Key", "durable-1")]).await;
+        (r.status() == 200).then_some(r)
+    })
+    .await;
+    let t: Value = r.json().await.unwrap();
+    assert_eq!(t["status"], "applied");
+    let first: String = redis::cmd("GET").arg("kvq:idem:durable-1").query(&mut master.conn()).unwrap();
+    assert_eq!(t["id"], first.as_str(), "the retries returned the task of the first attempt");
+    let versions: u64 = redis::cmd("GET").arg("kvq:ver").query(&mut master.conn()).unwrap();
+    assert_eq!(versions, 1, "applied once");
+    // Reads are not held up by WAIT rounds: they use the shared connection only.
+    assert_eq!(app.value_of("durable").await.as_deref(), Some("v"));
+    app.stop().await;
+}

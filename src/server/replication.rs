@@ -1,10 +1,11 @@
 //! Replica acknowledgement for `redis.min_replicas_ack > 0` (design §3), as group commit.
 //!
-//! `WAIT n` blocks the connection it runs on until the replicas hold every write made on that
-//! connection so far. All requests share one multiplexed connection, so one `WAIT` started after a
-//! request's enqueue reply covers that request, and every other request finished before it. Rounds
-//! run one at a time; a request either finds that a round which started after its write has
-//! completed, or runs the next round itself. Under load one `WAIT` serves many writes.
+//! A round is `INCR` + `WAIT n` on a sibling connection to the same master (see
+//! `Store::wait_replicas`): the `INCR` follows every write already answered on the shared
+//! connection, so once `n` replicas hold it they hold those writes too, and the shared connection
+//! is never blocked by `WAIT`. Rounds run one at a time; a request either finds that a round which
+//! started after its write has completed, or runs the next round itself. Under load one round
+//! serves many writes. Connection generations tell when the master changed in between.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
