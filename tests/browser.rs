@@ -307,13 +307,5 @@ async fn docs_and_home_page_in_a_real_browser() {
 
 /// The key as a URL path segment for the harness's `put`/`value_of`.
 fn support_path(key: &str) -> String {
-    key.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    kvq::server::pages::percent_encode(key)
 }

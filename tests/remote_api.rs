@@ -163,15 +163,7 @@ impl Drop for Target {
 
 /// Percent-encodes a key for a URL path (everything but unreserved characters).
 fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    kvq::server::pages::percent_encode(s)
 }
 
 /// Checks a JSON problem body: status, `type,title,status,detail`, and that `detail` names `field`.
