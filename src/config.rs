@@ -4,7 +4,6 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
@@ -244,10 +243,6 @@ impl Settings {
             return fail("tasks.retention_seconds (KVQ__TASKS__RETENTION_SECONDS)", "must be at least 1");
         }
         Ok(())
-    }
-
-    pub fn claim_idle(&self) -> Duration {
-        Duration::from_millis(self.worker.claim_idle_ms)
     }
 
     /// The worker's consumer name: the setting, else the hostname, else a random one.

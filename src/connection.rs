@@ -107,11 +107,6 @@ impl Redis {
         }
     }
 
-    /// Drops the shared connection whatever its generation (used after a failed health check).
-    pub fn reset(&self) {
-        *self.inner.current.write().expect("poisoned") = None;
-    }
-
     /// A connection of its own, for blocking reads and pub/sub, with the given reply timeout.
     pub async fn dedicated(&self, response_timeout: Option<Duration>) -> Result<MultiplexedConnection, ConnectError> {
         tokio::time::timeout(CONNECT_TIMEOUT * 3, self.open(response_timeout))

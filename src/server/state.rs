@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use poem_openapi::payload::Json;
 
-use crate::domain::{TaskStatus, WriteRequest};
+use crate::domain::WriteRequest;
 use crate::store::{Store, StoreError};
 
 use super::api::{finished_response, wait_duration, TaskAccepted, WriteResponse};
@@ -59,7 +59,7 @@ impl AppState {
         let waiter = self.completions.register(id);
         loop {
             if let Some(task) = self.store.get_task(id).await? {
-                if task.status != TaskStatus::Queued {
+                if task.status.is_final() {
                     return Ok(Some(task));
                 }
             }
