@@ -15,7 +15,12 @@ use support::{free_port, spawn_app, TestRedis};
 
 /// Bound on every wait in this test.
 const WAIT: Duration = Duration::from_secs(20);
+/// Debian's Chromium; `KVQ_CHROME` names another Chrome/Chromium binary (e.g. on CI runners).
 const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn chrome_binary() -> String {
+    std::env::var("KVQ_CHROME").unwrap_or_else(|_| CHROMIUM.to_string())
+}
 /// The W3C name of an element reference in JSON.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -38,12 +43,13 @@ struct Browser {
 
 impl Browser {
     async fn start() -> Self {
-        let driver_bin = find_program("chromedriver", "/usr/bin/chromedriver").unwrap_or_else(|| {
+        let driver_bin = std::env::var_os("KVQ_CHROMEDRIVER").map(PathBuf::from).or_else(|| find_program("chromedriver", "/usr/bin/chromedriver")).unwrap_or_else(|| {
             panic!("chromedriver is not installed: install the Debian packages `chromium` and `chromium-driver` (apt-get install -y chromium chromium-driver)")
         });
+        let chrome = chrome_binary();
         assert!(
-            Path::new(CHROMIUM).is_file(),
-            "{CHROMIUM} is not installed: install the Debian packages `chromium` and `chromium-driver` (apt-get install -y chromium chromium-driver)"
+            Path::new(&chrome).is_file(),
+            "{chrome} is not installed: install the Debian packages `chromium` and `chromium-driver` (apt-get install -y chromium chromium-driver) or set KVQ_CHROME"
         );
         let port = free_port();
         let driver = Command::new(&driver_bin)
@@ -93,7 +99,7 @@ impl Browser {
                 "pageLoadStrategy": "normal",
                 "timeouts": { "pageLoad": WAIT.as_millis() as u64, "script": WAIT.as_millis() as u64, "implicit": 0 },
                 "goog:chromeOptions": {
-                    "binary": CHROMIUM,
+                    "binary": chrome_binary(),
                     "args": [
                         "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                         "--disable-quic", "--no-first-run", "--disable-background-networking",
