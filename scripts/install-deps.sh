@@ -8,6 +8,7 @@ need() { command -v "$1" >/dev/null 2>&1 || want+=("$2"); }
 need redis-server redis-server
 need redis-sentinel redis-sentinel
 need redis-cli redis-tools
+need curl curl
 if [[ "${1:-}" != "--runtime-only" ]]; then
   need chromium chromium
   need chromedriver chromium-driver
