@@ -545,20 +545,7 @@ impl Writer {
 /// The rendered production app containers against the chart's own Sentinel set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn production_app_containers_follow_the_chart_sentinel_set() {
-    // One render for both: the app must use the passwords the Redis pods got.
-    let m = render(&["values/production.yaml"], &[]);
-    let mut cl = tokio::task::block_in_place(|| {
-        let mut cl = Cluster::new(&m);
-        for i in 0..PODS {
-            cl.start(i);
-        }
-        cl.wait_one_master(Duration::from_secs(30), "bootstrap");
-        cl
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let sentinel_port = cl.sentinel_port;
-    let mut app = run_app_containers(&m, dir.path(), point_at_simulated_sentinels(sentinel_port));
-    app.probes_pass(Duration::from_secs(30)).await;
+    let (mut cl, mut app, _dir) = production_set_with_app().await;
     app.write_read_delete("sentinel-contract-1").await;
 
     // The master pod stops gracefully (rollout): the app follows the handover.
@@ -591,6 +578,24 @@ async fn eventually_writes(app: &RunningApp, key: &str, timeout: Duration) {
     }
 }
 
+/// The production render's 3 Redis pods, bootstrapped, and its kvq containers against them with
+/// their probes passing. One render for both: the app must use the passwords the pods got.
+async fn production_set_with_app() -> (Cluster, RunningApp, tempfile::TempDir) {
+    let m = render(&["values/production.yaml"], &[]);
+    let cl = tokio::task::block_in_place(|| {
+        let mut cl = Cluster::new(&m);
+        for i in 0..PODS {
+            cl.start(i);
+        }
+        cl.wait_one_master(Duration::from_secs(30), "bootstrap");
+        cl
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = run_app_containers(&m, dir.path(), point_at_simulated_sentinels(cl.sentinel_port));
+    app.probes_pass(Duration::from_secs(30)).await;
+    (cl, app, dir)
+}
+
 /// Rewrites the rendered sentinel addresses (`kvq-redis-N.<headless>:26379`) to pod N's
 /// loopback address, checking the rest of the rendered Redis settings on the way.
 fn point_at_simulated_sentinels(sentinel_port: u16) -> impl FnOnce(&mut serde_yaml_ng::Value) {
@@ -617,18 +622,7 @@ fn point_at_simulated_sentinels(sentinel_port: u16) -> impl FnOnce(&mut serde_ya
 /// be readable afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_under_kvq_write_load_loses_no_acknowledged_write() {
-    let m = render(&["values/production.yaml"], &[]);
-    let mut cl = tokio::task::block_in_place(|| {
-        let mut cl = Cluster::new(&m);
-        for i in 0..PODS {
-            cl.start(i);
-        }
-        cl.wait_one_master(Duration::from_secs(30), "bootstrap");
-        cl
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let mut app = run_app_containers(&m, dir.path(), point_at_simulated_sentinels(cl.sentinel_port));
-    app.probes_pass(Duration::from_secs(30)).await;
+    let (mut cl, mut app, _dir) = production_set_with_app().await;
     let base = format!("http://127.0.0.1:{}", app.server_port);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
 
