@@ -90,7 +90,8 @@ pub struct KeySpace {
     pub index: String,
     pub version: String,
     pub done_channel: String,
-    task_prefix: String,
+    /// `P:t:`, the prefix of every task record (the enqueue script reads records by it).
+    pub task_prefix: String,
 }
 
 impl KeySpace {
@@ -237,7 +238,7 @@ impl Store {
             .arg(if w.if_none_match { "1" } else { "" })
             .arg(if w.notify { "1" } else { "" })
             .arg(self.retention_seconds)
-            .arg(self.keys.task(""))
+            .arg(&self.keys.task_prefix)
             .arg(now_ms());
         let ((id, status, duplicate, at), generation): ((String, String, u8, u64), u64) =
             self.run(|mut c| async move { eval(&mut c, &ENQUEUE, &cmd).await }).await?;
