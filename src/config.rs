@@ -155,6 +155,31 @@ log:
   format: json
 "#;
 
+/// Upper bounds of the numeric settings: far beyond any sane value, and low enough that no
+/// derived figure (milliseconds, Redis expiry times) can overflow.
+pub const MAX_CONCURRENCY: u64 = 1024;
+pub const MAX_ATTEMPTS: u64 = 1000;
+pub const MAX_CLAIM_IDLE_MS: u64 = 86_400_000;
+pub const MAX_VALUE_BYTES: u64 = 512 * 1024 * 1024;
+/// Ten years.
+pub const MAX_RETENTION_SECONDS: u64 = 315_360_000;
+pub const MAX_REPLICAS_ACK: u64 = 100;
+/// Longest key prefix.
+pub const MAX_KEY_PREFIX_BYTES: usize = 64;
+
+/// A key prefix is 1 to 64 letters, digits, `_`, `-` or `.`. Every Redis key kvq uses is the
+/// prefix, a `:` and more, so no two valid prefixes can see each other's keys (`team` must not
+/// read `team:k:x`'s data), and no character has a meaning to Redis Cluster (`{`, `}`).
+pub fn check_key_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() || prefix.len() > MAX_KEY_PREFIX_BYTES {
+        return Err(format!("must be 1 to {MAX_KEY_PREFIX_BYTES} characters"));
+    }
+    match prefix.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))) {
+        Some(c) => Err(format!("'{}' is not allowed; use letters, digits, '_', '-' or '.'", c.escape_default())),
+        None => Ok(()),
+    }
+}
+
 /// A configuration error, printed as the single line the process stops with.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error: {0}")]
@@ -180,25 +205,45 @@ impl Settings {
             config::Environment::with_prefix("KVQ")
                 .prefix_separator("__")
                 .separator("__")
-                .try_parsing(true)
+                // No `try_parsing`: it would turn the password `0123` into `123` and the prefix
+                // `1e3` into `1000`. Numeric settings are parsed from their text by serde instead.
                 .source(Some(kvq_env)),
         );
         let settings: Settings =
-            builder.build().and_then(|c| c.try_deserialize()).map_err(|e| ConfigError(e.to_string()))?;
+            builder.build().and_then(|c| c.try_deserialize()).map_err(|e| ConfigError(one_line(&e.to_string())))?;
         settings.validate()?;
         Ok(settings)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         let fail = |setting: &str, why: &str| Err(ConfigError(format!("{setting}: {why}")));
-        if self.worker.concurrency == 0 {
-            return fail("worker.concurrency (KVQ__WORKER__CONCURRENCY)", "must be at least 1");
-        }
-        if self.worker.max_attempts == 0 {
-            return fail("worker.max_attempts (KVQ__WORKER__MAX_ATTEMPTS)", "must be at least 1");
-        }
-        if self.worker.claim_idle_ms < 10 {
-            return fail("worker.claim_idle_ms (KVQ__WORKER__CLAIM_IDLE_MS)", "must be at least 10");
+        let ranges: [(&str, u64, u64, u64); 6] = [
+            ("worker.concurrency (KVQ__WORKER__CONCURRENCY)", self.worker.concurrency as u64, 1, MAX_CONCURRENCY),
+            ("worker.max_attempts (KVQ__WORKER__MAX_ATTEMPTS)", self.worker.max_attempts.into(), 1, MAX_ATTEMPTS),
+            ("worker.claim_idle_ms (KVQ__WORKER__CLAIM_IDLE_MS)", self.worker.claim_idle_ms, 10, MAX_CLAIM_IDLE_MS),
+            (
+                "limits.max_value_bytes (KVQ__LIMITS__MAX_VALUE_BYTES)",
+                self.limits.max_value_bytes as u64,
+                1,
+                MAX_VALUE_BYTES,
+            ),
+            (
+                "tasks.retention_seconds (KVQ__TASKS__RETENTION_SECONDS)",
+                self.tasks.retention_seconds,
+                1,
+                MAX_RETENTION_SECONDS,
+            ),
+            (
+                "redis.min_replicas_ack (KVQ__REDIS__MIN_REPLICAS_ACK)",
+                self.redis.min_replicas_ack.into(),
+                0,
+                MAX_REPLICAS_ACK,
+            ),
+        ];
+        for (setting, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return fail(setting, &format!("{value} is out of range; must be {min}..={max}"));
+            }
         }
         match self.redis.mode {
             RedisMode::Standalone => {
@@ -233,14 +278,8 @@ impl Settings {
                 }
             }
         }
-        if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(char::is_whitespace) {
-            return fail("redis.key_prefix (KVQ__REDIS__KEY_PREFIX)", "must be a non-empty word");
-        }
-        if self.limits.max_value_bytes == 0 || self.limits.max_value_bytes > 512 * 1024 * 1024 {
-            return fail("limits.max_value_bytes (KVQ__LIMITS__MAX_VALUE_BYTES)", "must be 1..=536870912");
-        }
-        if self.tasks.retention_seconds == 0 {
-            return fail("tasks.retention_seconds (KVQ__TASKS__RETENTION_SECONDS)", "must be at least 1");
+        if let Err(why) = check_key_prefix(&self.redis.key_prefix) {
+            return fail("redis.key_prefix (KVQ__REDIS__KEY_PREFIX)", &why);
         }
         Ok(())
     }
@@ -253,6 +292,11 @@ impl Settings {
             .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
             .unwrap_or_else(|| format!("worker-{}", uuid::Uuid::new_v4().simple()))
     }
+}
+
+/// The error quotes the offending value, which may hold any character: keep it on one line.
+fn one_line(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 /// Splits `host:port`, accepting `[v6]:port`.
@@ -355,6 +399,99 @@ mod tests {
             let err = Settings::load_from(env(pairs)).unwrap_err().to_string();
             assert!(err.contains(needle), "{pairs:?}: '{err}' should name {needle}");
             assert!(!err.contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn every_string_setting_keeps_its_exact_text() {
+        let s = Settings::load_from(env(&[
+            ("KVQ__REDIS__PASSWORD", "0123"),
+            ("KVQ__REDIS__SENTINEL_PASSWORD", "1e3"),
+            ("KVQ__REDIS__KEY_PREFIX", "007"),
+            ("KVQ__REDIS__MASTER_NAME", "true"),
+            ("KVQ__WORKER__CONSUMER_NAME", "0x10"),
+        ]))
+        .unwrap();
+        assert_eq!(s.redis.password.unwrap().expose(), "0123");
+        assert_eq!(s.redis.sentinel_password.unwrap().expose(), "1e3");
+        assert_eq!(s.redis.key_prefix, "007");
+        assert_eq!(s.redis.master_name, "true");
+        assert_eq!(s.worker.consumer_name.as_deref(), Some("0x10"));
+        // Two tenants whose prefixes look like the same number stay apart.
+        let seven = Settings::load_from(env(&[("KVQ__REDIS__KEY_PREFIX", "7")])).unwrap();
+        assert_ne!(seven.redis.key_prefix, "007");
+    }
+
+    #[test]
+    fn out_of_range_numbers_stop_the_start_naming_the_setting() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("KVQ__TASKS__RETENTION_SECONDS", "20000000000000000", "tasks.retention_seconds"),
+            ("KVQ__TASKS__RETENTION_SECONDS", "1e16", "retention_seconds"),
+            ("KVQ__TASKS__RETENTION_SECONDS", "0", "tasks.retention_seconds"),
+            ("KVQ__TASKS__RETENTION_SECONDS", "-1", "retention_seconds"),
+            ("KVQ__WORKER__CONCURRENCY", "100000", "worker.concurrency"),
+            ("KVQ__WORKER__MAX_ATTEMPTS", "4294967295", "worker.max_attempts"),
+            ("KVQ__WORKER__CLAIM_IDLE_MS", "18446744073709551615", "worker.claim_idle_ms"),
+            ("KVQ__WORKER__CLAIM_IDLE_MS", "18446744073709551616", "claim_idle_ms"),
+            ("KVQ__LIMITS__MAX_VALUE_BYTES", "536870913", "limits.max_value_bytes"),
+            ("KVQ__REDIS__MIN_REPLICAS_ACK", "1000", "redis.min_replicas_ack"),
+        ];
+        for (var, value, needle) in cases {
+            let err = Settings::load_from(env(&[(var, value)])).unwrap_err().to_string();
+            assert!(err.contains(needle), "{var}={value}: '{err}' should name {needle}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+        let largest = Settings::load_from(env(&[
+            ("KVQ__TASKS__RETENTION_SECONDS", &MAX_RETENTION_SECONDS.to_string()),
+            ("KVQ__WORKER__CLAIM_IDLE_MS", &MAX_CLAIM_IDLE_MS.to_string()),
+        ]))
+        .unwrap();
+        assert_eq!(largest.tasks.retention_seconds, MAX_RETENTION_SECONDS);
+    }
+
+    #[test]
+    fn key_prefixes_cannot_nest_in_another_key_space() {
+        for bad in ["team:k:foo", "team:", "a b", "{kvq}", "", "é", &"p".repeat(65), "a\nb", "a*"] {
+            let err = Settings::load_from(env(&[("KVQ__REDIS__KEY_PREFIX", bad)])).unwrap_err().to_string();
+            assert!(err.contains("redis.key_prefix"), "{bad:?}: {err}");
+        }
+        for good in ["kvq", "team-a", "tenant_7.prod", "07", &"p".repeat(64)] {
+            assert_eq!(Settings::load_from(env(&[("KVQ__REDIS__KEY_PREFIX", good)])).unwrap().redis.key_prefix, good);
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever text a string setting holds, it arrives unchanged (passwords may be any bytes
+        /// a Secret holds but NUL, which an environment variable cannot carry).
+        #[test]
+        fn passwords_arrive_unchanged(password in "[^\\x00]{1,64}") {
+            let s = Settings::load_from(env(&[("KVQ__REDIS__PASSWORD", &password)])).unwrap();
+            let got = s.redis.password.unwrap();
+            proptest::prop_assert_eq!(got.expose(), password.as_str());
+        }
+
+        /// No value of any setting makes loading panic: it loads or says which setting is wrong.
+        #[test]
+        fn loading_never_panics(
+            var in proptest::sample::select(vec![
+                "KVQ__SERVER__BIND", "KVQ__WORKER__CONCURRENCY", "KVQ__WORKER__CLAIM_IDLE_MS",
+                "KVQ__WORKER__MAX_ATTEMPTS", "KVQ__REDIS__MODE", "KVQ__REDIS__URL", "KVQ__REDIS__SENTINELS",
+                "KVQ__REDIS__MIN_REPLICAS_ACK", "KVQ__REDIS__KEY_PREFIX", "KVQ__LIMITS__MAX_VALUE_BYTES",
+                "KVQ__TASKS__RETENTION_SECONDS", "KVQ__LOG__FORMAT",
+            ]),
+            value in "[^\\x00]{0,40}",
+        ) {
+            if let Err(e) = Settings::load_from(env(&[(var, &value)])) {
+                proptest::prop_assert!(!e.to_string().contains('\n'), "one line: {}", e);
+            }
+        }
+
+        /// Valid prefixes are accepted as they are; anything with another character is refused.
+        #[test]
+        fn prefixes_are_checked_by_character(prefix in "\\PC{1,70}") {
+            let valid = prefix.len() <= MAX_KEY_PREFIX_BYTES
+                && prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            proptest::prop_assert_eq!(check_key_prefix(&prefix).is_ok(), valid);
         }
     }
 

@@ -64,7 +64,7 @@ redis=obj({
 root=obj({
  "nameOverride":S,"fullnameOverride":S,"clusterDomain":S,"commonLabels":{"type":"object","additionalProperties":S},
  "imagePullSecrets":{"type":"array","items":obj({"name":S},["name"])},
- "config":obj({"logFormat":{"enum":["json","pretty"]},"rustLog":S,"keyPrefix":{"type":"string","minLength":1},"maxValueBytes":Imin(1),"taskRetentionSeconds":Imin(1)}),
+ "config":obj({"logFormat":{"enum":["json","pretty"]},"rustLog":S,"keyPrefix":{"type":"string","pattern":"^[A-Za-z0-9_.-]{1,64}$"},"maxValueBytes":Imin(1),"taskRetentionSeconds":Imin(1)}),
  "serviceAccount":obj({"create":B,"name":S,"annotations":ANYOBJ,"automountServiceAccountToken":B}),
  "server":server,"worker":worker,"redis":redis,
  "networkPolicy":obj({"enabled":B,"serverIngressFrom":ANYARR,"metricsIngressFrom":ANYARR}),
