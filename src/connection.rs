@@ -22,12 +22,14 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(2000);
 /// Why Redis could not be used; every variant maps to 503 at the HTTP edge.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("no sentinel knows a writable master named '{0}'")]
-    NoMaster(String),
+    #[error("no sentinel knows a writable master named '{name}' ({why})")]
+    NoMaster { name: String, why: String },
     #[error("redis: {0}")]
     Redis(#[from] RedisError),
     #[error("timed out waiting for a redis connection")]
     Timeout,
+    #[error("the server a sentinel named is not a master")]
+    NotMaster,
 }
 
 /// A live connection to the current master, tagged with the generation it belongs to.
@@ -116,21 +118,13 @@ impl Redis {
 
     /// Connection info of the current master (resolving it through the sentinels if needed).
     pub async fn master_info(&self) -> Result<ConnectionInfo, ConnectError> {
-        let s = &self.inner.settings;
-        match s.mode {
-            RedisMode::Standalone => {
-                let info = s.url.as_str().into_connection_info()?;
-                Ok(with_password(info, s.password.as_ref().map(|p| p.expose())))
-            }
-            RedisMode::Sentinel => self.resolve_master().await,
-        }
+        Ok(self.connect_master(Some(RESPONSE_TIMEOUT)).await?.0)
     }
 
     /// The shared connection and, when writes await replicas, its sibling for `WAIT`, both to
     /// the one master resolved here.
     async fn open_pair(&self) -> Result<(MultiplexedConnection, Option<MultiplexedConnection>), ConnectError> {
-        let info = self.master_info().await?;
-        let conn = self.connect(info.clone(), Some(RESPONSE_TIMEOUT)).await?;
+        let (info, conn) = self.connect_master(Some(RESPONSE_TIMEOUT)).await?;
         let ack = match self.inner.settings.min_replicas_ack {
             0 => None,
             _ => Some(self.connect(info, Some(RESPONSE_TIMEOUT)).await?),
@@ -139,8 +133,63 @@ impl Redis {
     }
 
     async fn open(&self, response_timeout: Option<Duration>) -> Result<MultiplexedConnection, ConnectError> {
-        let info = self.master_info().await?;
-        self.connect(info, response_timeout).await
+        Ok(self.connect_master(response_timeout).await?.1)
+    }
+
+    /// Connects to the master: the URL in standalone mode; in sentinel mode the first address a
+    /// sentinel names that really is a master. A stale sentinel (one that still names a replica,
+    /// or a server that is gone) must not stop kvq while another sentinel knows the master.
+    async fn connect_master(
+        &self,
+        response_timeout: Option<Duration>,
+    ) -> Result<(ConnectionInfo, MultiplexedConnection), ConnectError> {
+        let s = &self.inner.settings;
+        if s.mode == RedisMode::Standalone {
+            let info = with_password(s.url.as_str().into_connection_info()?, s.password.as_ref().map(|p| p.expose()));
+            let conn = self.connect(info.clone(), response_timeout).await?;
+            return Ok((info, conn));
+        }
+        let mut tried = Vec::new();
+        let mut why = String::from("no sentinel configured");
+        for sentinel in &s.sentinels {
+            let addr = match self.ask_sentinel(sentinel).await {
+                Ok(Some(addr)) => addr,
+                Ok(None) => {
+                    why = format!("sentinel {sentinel} does not monitor it");
+                    continue;
+                }
+                Err(e) => {
+                    if is_auth_error(&e) {
+                        tracing::warn!(%sentinel, error = %e, "sentinel refused kvq's credentials");
+                    } else {
+                        tracing::debug!(%sentinel, error = %e, "sentinel did not answer");
+                    }
+                    why = format!("sentinel {sentinel}: {e}");
+                    continue;
+                }
+            };
+            if tried.contains(&addr) {
+                continue;
+            }
+            tried.push(addr.clone());
+            let info = with_password(
+                ConnectionAddr::Tcp(addr.0.clone(), addr.1).into_connection_info()?,
+                s.password.as_ref().map(|p| p.expose()),
+            );
+            match self.connect(info.clone(), response_timeout).await {
+                Ok(conn) => return Ok((info, conn)),
+                Err(e) => {
+                    if let ConnectError::Redis(re) = &e {
+                        if is_auth_error(re) {
+                            tracing::warn!(master = %format!("{}:{}", addr.0, addr.1), error = %re, "redis refused kvq's credentials");
+                        }
+                    }
+                    tracing::debug!(%sentinel, master = %format!("{}:{}", addr.0, addr.1), error = %e, "not a usable master");
+                    why = format!("sentinel {sentinel} names {}:{}: {e}", addr.0, addr.1);
+                }
+            }
+        }
+        Err(ConnectError::NoMaster { name: s.master_name.clone(), why })
     }
 
     async fn connect(
@@ -157,33 +206,10 @@ impl Redis {
             // A sentinel may answer with a stale address during a failover: trust only a master.
             let role: redis::Value = redis::cmd("ROLE").query_async(&mut conn).await?;
             if !is_master_role(&role) {
-                return Err(ConnectError::NoMaster(self.inner.settings.master_name.clone()));
+                return Err(ConnectError::NotMaster);
             }
         }
         Ok(conn)
-    }
-
-    /// Asks each sentinel in turn for the master's address; the first that answers wins.
-    async fn resolve_master(&self) -> Result<ConnectionInfo, ConnectError> {
-        let s = &self.inner.settings;
-        let mut last_err = None;
-        for sentinel in &s.sentinels {
-            match self.ask_sentinel(sentinel).await {
-                Ok(Some((host, port))) => {
-                    let info = ConnectionAddr::Tcp(host, port).into_connection_info()?;
-                    return Ok(with_password(info, s.password.as_ref().map(|p| p.expose())));
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::debug!(sentinel = %sentinel, error = %e, "sentinel did not answer");
-                    last_err = Some(e);
-                }
-            }
-        }
-        match last_err {
-            Some(e) if s.sentinels.len() == 1 => Err(e.into()),
-            _ => Err(ConnectError::NoMaster(s.master_name.clone())),
-        }
     }
 
     async fn ask_sentinel(&self, sentinel: &str) -> Result<Option<(String, u16)>, RedisError> {
@@ -201,6 +227,15 @@ impl Redis {
             redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(&s.master_name).query_async(&mut conn).await?;
         Ok(addr.and_then(|(h, p)| Some((h, p.parse().ok()?))))
     }
+}
+
+/// Wrong password or user: worth a warning, unlike an unreachable server during a failover.
+fn is_auth_error(err: &RedisError) -> bool {
+    let text = err.to_string();
+    matches!(err.kind(), redis::ErrorKind::AuthenticationFailed)
+        || ["WRONGPASS", "NOAUTH", "NOPERM", "invalid password", "invalid username-password"]
+            .iter()
+            .any(|needle| text.contains(needle))
 }
 
 fn with_password(info: ConnectionInfo, password: Option<&str>) -> ConnectionInfo {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::sentinel::SentinelCluster;
+use support::sentinel::{SentinelCluster, TestSentinel};
 use support::*;
 
 fn client() -> reqwest::Client {
@@ -287,5 +287,61 @@ async fn without_a_replica_writes_answer_503_and_an_idempotent_retry_is_safe() {
     assert_eq!(versions, 1, "applied once");
     // Reads are not held up by WAIT rounds: they use the shared connection only.
     assert_eq!(app.value_of("durable").await.as_deref(), Some("v"));
+    app.stop().await;
+}
+
+/// Sentinel mode where the first sentinel is stale: it names a server that is a replica.
+fn with_sentinels(cluster: &SentinelCluster, sentinels: String) -> kvq::config::Settings {
+    let mut env: Vec<(&str, String)> = cluster.kvq_env();
+    env.retain(|(k, _)| *k != "KVQ__REDIS__SENTINELS");
+    env.push(("KVQ__REDIS__SENTINELS", sentinels));
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    test_settings("redis://127.0.0.1:1", &pairs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_first_sentinel_does_not_keep_kvq_from_the_master_another_one_knows() {
+    let cluster = SentinelCluster::start();
+    // A sentinel of its own pair outside the set, monitoring a replica under the same name.
+    let other = TestRedis::start();
+    let replica =
+        TestRedis::start_with("127.0.0.1", free_port(), &["--replicaof", "127.0.0.1", &other.port.to_string()]);
+    let stale = TestSentinel::start(replica.port);
+    cluster.wait_until(Duration::from_secs(10), "the stale sentinel to answer", |_| {
+        stale.master_port() == Some(replica.port)
+    });
+    assert_eq!(cluster.role(replica.port).as_deref(), Some("slave"), "the stale sentinel names a replica");
+
+    init_test_log();
+    let settings = with_sentinels(&cluster, format!("{},{}", stale.addr(), cluster.sentinel_addrs()));
+    let app = spawn_app_settings(settings, 1).await;
+    // The set's replicas need a moment before the master takes writes (min-replicas-to-write).
+    eventually(Duration::from_secs(15), "a write through the master the second sentinel names", || async {
+        (app.put("fresh", "v", "?wait=5").await.status() == 200).then_some(())
+    })
+    .await;
+    assert_eq!(app.value_of("fresh").await.as_deref(), Some("v"));
+    let mut master =
+        redis::Client::open(format!("redis://127.0.0.1:{}", cluster.nodes[0].port)).unwrap().get_connection().unwrap();
+    let stored: Option<String> = redis::cmd("HGET").arg("kvq:k:fresh").arg("v").query(&mut master).unwrap();
+    assert_eq!(stored.as_deref(), Some("v"), "the write went to the set's master");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_sentinel_password_is_reported_as_such() {
+    let cluster = SentinelCluster::start();
+    let guarded: Vec<TestSentinel> =
+        (0..2).map(|_| TestSentinel::start_with(cluster.nodes[0].port, "requirepass sentinel-secret")).collect();
+    let mut settings = with_sentinels(&cluster, format!("{},{}", guarded[0].addr(), guarded[1].addr()));
+    settings.redis.sentinel_password = Some(kvq::config::Secret::new("not-the-password"));
+    let app = spawn_app_settings(settings, 0).await;
+    let r = app.get("/readyz").await;
+    assert_eq!(r.status(), 503);
+    let detail = r.text().await.unwrap();
+    assert!(
+        detail.contains("WRONGPASS") || detail.contains("invalid") || detail.contains("uthentication"),
+        "readiness names the refused credentials: {detail}"
+    );
     app.stop().await;
 }

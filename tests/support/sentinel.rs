@@ -15,7 +15,13 @@ pub struct TestSentinel {
 }
 
 impl TestSentinel {
-    fn start(master_port: u16) -> Self {
+    /// A sentinel monitoring `MASTER_NAME` at `master_port` on loopback.
+    pub fn start(master_port: u16) -> Self {
+        Self::start_with(master_port, "")
+    }
+
+    /// The same with extra `sentinel.conf` lines (`requirepass ...`).
+    pub fn start_with(master_port: u16, extra_conf: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("sentinel.conf");
@@ -26,7 +32,7 @@ impl TestSentinel {
                  sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
                  sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
                  sentinel failover-timeout {MASTER_NAME} 5000\n\
-                 sentinel parallel-syncs {MASTER_NAME} 1\n",
+                 sentinel parallel-syncs {MASTER_NAME} 1\n{extra_conf}\n",
                 dir = dir.path().display()
             ),
         )
