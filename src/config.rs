@@ -132,7 +132,8 @@ fn list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
     })
 }
 
-const DEFAULTS: &str = r#"
+/// The built-in defaults: also the complete list of settings a config file may hold.
+pub const DEFAULTS: &str = r#"
 server:
   bind: "0.0.0.0:8080"
 worker:

@@ -61,13 +61,9 @@ fn key_paths(v: &Value, prefix: &str, out: &mut BTreeSet<String>) {
     }
 }
 
-/// The app's own list of settings: the DEFAULTS document in src/config.rs.
+/// The app's own list of settings: its built-in defaults document.
 fn app_setting_keys() -> BTreeSet<String> {
-    let src = std::fs::read_to_string(repo_root().join("src/config.rs")).unwrap();
-    let start = src.find("const DEFAULTS: &str = r#\"").expect("src/config.rs has `const DEFAULTS: &str = r#\"...\"#`");
-    let rest = &src[start + "const DEFAULTS: &str = r#\"".len()..];
-    let yaml = &rest[..rest.find("\"#;").unwrap()];
-    let v: Value = serde_yaml_ng::from_str(yaml).unwrap();
+    let v: Value = serde_yaml_ng::from_str(kvq::config::DEFAULTS).unwrap();
     let mut keys = BTreeSet::new();
     key_paths(&v, "", &mut keys);
     keys
