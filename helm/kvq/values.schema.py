@@ -1,77 +1,295 @@
 #!/usr/bin/env python3
 """Generates values.schema.json (JSON Schema 2020-12) for the kvq chart.
 
-Run from the repository root:  python3 helm/kvq/values.schema.py > helm/kvq/values.schema.json
+Run from the repository root:
+
+    python3 helm/kvq/values.schema.py > helm/kvq/values.schema.json
+
 scripts/verify-chart.sh fails when the committed schema differs from what this prints.
-Objects reject unknown keys; enums name the allowed values."""
+Every object rejects unknown keys, so a typo in a values file fails `helm install` instead of
+being ignored; enums name the allowed values; numeric ranges match what the app accepts
+(src/config.rs), so a value the binaries would refuse at start is refused at render time.
+"""
 import json
-def obj(props, required=None, extra=False):
-    o={"type":"object","additionalProperties":extra,"properties":props}
-    if required: o["required"]=required
-    return o
-S={"type":"string"}; I={"type":"integer"}; B={"type":"boolean"}
-def Imin(m): return {"type":"integer","minimum":m}
-OPT_INT={"oneOf":[{"type":"integer","minimum":0},{"type":"string","maxLength":0}]}
-OPT_INT_OR_PCT={"oneOf":[{"type":"integer","minimum":0},{"type":"string","pattern":"^([0-9]+%?)?$"}]}
-ANYOBJ={"type":"object"}; ANYARR={"type":"array"}
-PORT={"type":"integer","minimum":1,"maximum":65535}
-defs={
- "image": obj({"registry":S,"repository":{"type":"string","minLength":1},"tag":{"type":["string","number"]},"digest":{"type":"string","pattern":"^(sha256:[a-f0-9]{64})?$"},"pullPolicy":{"enum":["Always","IfNotPresent","Never"]}},["repository"]),
- "quantity": {"type":["string","number"]},
- "resources": obj({"requests":obj({"cpu":{"$ref":"#/$defs/quantity"},"memory":{"$ref":"#/$defs/quantity"},"ephemeral-storage":{"$ref":"#/$defs/quantity"}}),
-                    "limits":obj({"cpu":{"$ref":"#/$defs/quantity"},"memory":{"$ref":"#/$defs/quantity"},"ephemeral-storage":{"$ref":"#/$defs/quantity"}})}),
- "antiAffinity": {"enum":["soft","hard","none"]},
- "probe": obj({"periodSeconds":Imin(1),"timeoutSeconds":Imin(1),"failureThreshold":Imin(1)}),
- "pdb": obj({"enabled":B,"minAvailable":OPT_INT_OR_PCT,"maxUnavailable":OPT_INT_OR_PCT}),
- "autoscaling": obj({"enabled":B,"minReplicas":Imin(1),"maxReplicas":Imin(1),"targetCPUUtilizationPercentage":{"type":"integer","minimum":1,"maximum":100},
-                      "targetMemoryUtilizationPercentage":{"oneOf":[{"type":"integer","minimum":1,"maximum":100},{"type":"string","maxLength":0}]},"behavior":ANYOBJ}),
+
+# ---------------------------------------------------------------- building blocks
+
+STRING = {"type": "string"}
+BOOLEAN = {"type": "boolean"}
+ANY_OBJECT = {"type": "object"}
+ANY_ARRAY = {"type": "array"}
+PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
+
+
+def obj(properties, required=None, additional=False):
+    """An object with the given properties; unknown keys are errors unless `additional`."""
+    schema = {"type": "object", "additionalProperties": additional, "properties": properties}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def integer(minimum, maximum=None):
+    schema = {"type": "integer", "minimum": minimum}
+    if maximum is not None:
+        schema["maximum"] = maximum
+    return schema
+
+
+def ref(name):
+    return {"$ref": f"#/$defs/{name}"}
+
+
+def array_of(items, min_items=None):
+    schema = {"type": "array", "items": items}
+    if min_items is not None:
+        schema["minItems"] = min_items
+    return schema
+
+
+def one_of(*schemas):
+    return {"oneOf": list(schemas)}
+
+
+EMPTY_STRING = {"type": "string", "maxLength": 0}
+# An integer, or "" for "not set" (the template then picks a default).
+OPTIONAL_COUNT = one_of(integer(0), EMPTY_STRING)
+# A PDB figure: a count or a percentage.
+COUNT_OR_PERCENT = one_of(integer(0), {"type": "string", "pattern": "^([0-9]+%?)?$"})
+PERCENT = integer(1, 100)
+
+# ---------------------------------------------------------------- shared definitions
+
+QUANTITIES = {name: ref("quantity") for name in ("cpu", "memory", "ephemeral-storage")}
+
+DEFINITIONS = {
+    "image": obj(
+        {
+            "registry": STRING,
+            "repository": {"type": "string", "minLength": 1},
+            "tag": {"type": ["string", "number"]},
+            "digest": {"type": "string", "pattern": "^(sha256:[a-f0-9]{64})?$"},
+            "pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
+        },
+        required=["repository"],
+    ),
+    "quantity": {"type": ["string", "number"]},
+    "resources": obj({"requests": obj(QUANTITIES), "limits": obj(QUANTITIES)}),
+    "antiAffinity": {"enum": ["soft", "hard", "none"]},
+    "probe": obj({"periodSeconds": integer(1), "timeoutSeconds": integer(1), "failureThreshold": integer(1)}),
+    "pdb": obj({"enabled": BOOLEAN, "minAvailable": COUNT_OR_PERCENT, "maxUnavailable": COUNT_OR_PERCENT}),
+    "autoscaling": obj(
+        {
+            "enabled": BOOLEAN,
+            "minReplicas": integer(1),
+            "maxReplicas": integer(1),
+            "targetCPUUtilizationPercentage": PERCENT,
+            "targetMemoryUtilizationPercentage": one_of(PERCENT, EMPTY_STRING),
+            "behavior": ANY_OBJECT,
+        }
+    ),
 }
-def app(extra_props):
-    p={"image":{"$ref":"#/$defs/image"},"replicaCount":Imin(0),"containerPort":PORT,"terminationGracePeriodSeconds":Imin(0),
-       "resources":{"$ref":"#/$defs/resources"},"podSecurityContext":ANYOBJ,"containerSecurityContext":ANYOBJ,
-       "probes":obj({"startup":{"$ref":"#/$defs/probe"},"liveness":{"$ref":"#/$defs/probe"},"readiness":{"$ref":"#/$defs/probe"}}),
-       "autoscaling":{"$ref":"#/$defs/autoscaling"},"pdb":{"$ref":"#/$defs/pdb"},
-       "podAnnotations":ANYOBJ,"podLabels":ANYOBJ,"nodeSelector":ANYOBJ,"tolerations":ANYARR,"affinity":ANYOBJ,
-       "podAntiAffinity":{"$ref":"#/$defs/antiAffinity"},"topologySpreadConstraints":ANYARR,"priorityClassName":S,
-       "extraEnv":ANYARR,"extraVolumes":ANYARR,"extraVolumeMounts":ANYARR}
-    p.update(extra_props); return obj(p)
-server=app({"service":obj({"type":{"enum":["ClusterIP","NodePort","LoadBalancer"]},"port":PORT,"nodePort":{"oneOf":[{"type":"integer","minimum":30000,"maximum":32767},{"type":"string","maxLength":0}]},
-                             "annotations":ANYOBJ,"loadBalancerSourceRanges":{"type":"array","items":S}}),
-            "ingress":obj({"enabled":B,"className":S,"annotations":ANYOBJ,
-                           "hosts":{"type":"array","items":obj({"host":S,"paths":{"type":"array","items":obj({"path":S,"pathType":{"enum":["Prefix","Exact","ImplementationSpecific"]}},["path","pathType"])}},["host","paths"])},
-                           "tls":{"type":"array","items":obj({"secretName":S,"hosts":{"type":"array","items":S}},["secretName"])}})})
-worker=app({"concurrency":Imin(1),"claimIdleMs":Imin(1),"maxAttempts":Imin(1),
-            "metricsService":obj({"enabled":B,"port":PORT}),
-            "keda":obj({"enabled":B,"minReplicaCount":Imin(0),"maxReplicaCount":Imin(1),"pollingInterval":Imin(1),"cooldownPeriod":Imin(0),"pendingEntriesCount":Imin(1),"redisAddress":S})})
-redis=obj({
- "mode":{"enum":["sentinel","standalone","external"]},
- "image":{"$ref":"#/$defs/image"},"replicas":Imin(1),"port":PORT,"masterName":{"type":"string","pattern":"^[A-Za-z0-9._-]+$"},
- "minReplicasAck":OPT_INT,
- "auth":obj({"enabled":B,"existingSecret":S,"passwordKey":{"type":"string","minLength":1},"sentinelPasswordKey":{"type":"string","minLength":1},"password":S,"sentinelPassword":S}),
- "config":obj({"appendfsync":{"enum":["always","everysec","no"]},"minReplicasToWrite":Imin(0),"minReplicasMaxLag":Imin(1),"maxmemory":S,"extra":S}),
- "sentinel":obj({"port":PORT,"quorum":Imin(1),"downAfterMilliseconds":Imin(100),"failoverTimeout":Imin(1000),"parallelSyncs":Imin(1),
-                 "discoveryTimeoutSeconds":Imin(1),"preStopTimeoutSeconds":Imin(1),"extra":S,"resources":{"$ref":"#/$defs/resources"},"service":obj({"port":PORT})}),
- "resources":{"$ref":"#/$defs/resources"},
- "persistence":obj({"enabled":B,"storageClass":S,"size":{"type":"string","pattern":"^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"},"accessModes":{"type":"array","items":{"enum":["ReadWriteOnce","ReadWriteOncePod","ReadWriteMany","ReadOnlyMany"]},"minItems":1}}),
- "podSecurityContext":ANYOBJ,"containerSecurityContext":ANYOBJ,"terminationGracePeriodSeconds":Imin(0),
- "podAntiAffinity":{"$ref":"#/$defs/antiAffinity"},"affinity":ANYOBJ,"topologySpreadConstraints":ANYARR,
- "pdb":obj({"enabled":B,"maxUnavailable":{"oneOf":[Imin(0),{"type":"string","pattern":"^[0-9]+%$"}]}}),
- "podAnnotations":ANYOBJ,"podLabels":ANYOBJ,"nodeSelector":ANYOBJ,"tolerations":ANYARR,"priorityClassName":S,
- "extraEnv":ANYARR,"extraVolumes":ANYARR,"extraVolumeMounts":ANYARR,
- "exporter":obj({"enabled":B,"image":{"$ref":"#/$defs/image"},"port":PORT,"resources":{"$ref":"#/$defs/resources"}}),
- "external":obj({"url":{"type":"string","pattern":"^(rediss?://[^@]+)?$"},"sentinels":{"type":"array","items":{"type":"string","pattern":"^[^:]+:[0-9]+$"}},"masterName":S}),
-})
-root=obj({
- "nameOverride":S,"fullnameOverride":S,"clusterDomain":S,"commonLabels":{"type":"object","additionalProperties":S},
- "imagePullSecrets":{"type":"array","items":obj({"name":S},["name"])},
- "config":obj({"logFormat":{"enum":["json","pretty"]},"rustLog":S,"keyPrefix":{"type":"string","pattern":"^[A-Za-z0-9_.-]{1,64}$"},"maxValueBytes":Imin(1),"taskRetentionSeconds":Imin(1)}),
- "serviceAccount":obj({"create":B,"name":S,"annotations":ANYOBJ,"automountServiceAccountToken":B}),
- "server":server,"worker":worker,"redis":redis,
- "networkPolicy":obj({"enabled":B,"serverIngressFrom":ANYARR,"metricsIngressFrom":ANYARR}),
- "serviceMonitor":obj({"enabled":B,"interval":S,"scrapeTimeout":S,"labels":ANYOBJ}),
- "tests":obj({"enabled":B,"image":{"$ref":"#/$defs/image"}}),
-})
+
+# ---------------------------------------------------------------- kvq-server and kvq-worker
+
+
+def app_component(own_properties):
+    """What the server and the worker Deployments share, plus their own values."""
+    properties = {
+        "image": ref("image"),
+        "replicaCount": integer(0),
+        "containerPort": PORT,
+        "terminationGracePeriodSeconds": integer(0),
+        "resources": ref("resources"),
+        "podSecurityContext": ANY_OBJECT,
+        "containerSecurityContext": ANY_OBJECT,
+        "probes": obj({"startup": ref("probe"), "liveness": ref("probe"), "readiness": ref("probe")}),
+        "autoscaling": ref("autoscaling"),
+        "pdb": ref("pdb"),
+        "podAnnotations": ANY_OBJECT,
+        "podLabels": ANY_OBJECT,
+        "nodeSelector": ANY_OBJECT,
+        "tolerations": ANY_ARRAY,
+        "affinity": ANY_OBJECT,
+        "podAntiAffinity": ref("antiAffinity"),
+        "topologySpreadConstraints": ANY_ARRAY,
+        "priorityClassName": STRING,
+        "extraEnv": ANY_ARRAY,
+        "extraVolumes": ANY_ARRAY,
+        "extraVolumeMounts": ANY_ARRAY,
+    }
+    properties.update(own_properties)
+    return obj(properties)
+
+
+INGRESS_PATH = obj(
+    {"path": STRING, "pathType": {"enum": ["Prefix", "Exact", "ImplementationSpecific"]}},
+    required=["path", "pathType"],
+)
+
+SERVER = app_component(
+    {
+        "service": obj(
+            {
+                "type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
+                "port": PORT,
+                "nodePort": one_of(integer(30000, 32767), EMPTY_STRING),
+                "annotations": ANY_OBJECT,
+                "loadBalancerSourceRanges": array_of(STRING),
+            }
+        ),
+        "ingress": obj(
+            {
+                "enabled": BOOLEAN,
+                "className": STRING,
+                "annotations": ANY_OBJECT,
+                "hosts": array_of(obj({"host": STRING, "paths": array_of(INGRESS_PATH)}, required=["host", "paths"])),
+                "tls": array_of(obj({"secretName": STRING, "hosts": array_of(STRING)}, required=["secretName"])),
+            }
+        ),
+    }
+)
+
+WORKER = app_component(
+    {
+        "concurrency": integer(1, 1024),
+        "claimIdleMs": integer(10, 86_400_000),
+        "maxAttempts": integer(1, 1000),
+        "metricsService": obj({"enabled": BOOLEAN, "port": PORT}),
+        "keda": obj(
+            {
+                "enabled": BOOLEAN,
+                "minReplicaCount": integer(0),
+                "maxReplicaCount": integer(1),
+                "pollingInterval": integer(1),
+                "cooldownPeriod": integer(0),
+                "pendingEntriesCount": integer(1),
+                "redisAddress": STRING,
+            }
+        ),
+    }
+)
+
+# ---------------------------------------------------------------- Redis
+
+REDIS = obj(
+    {
+        "mode": {"enum": ["sentinel", "standalone", "external"]},
+        "image": ref("image"),
+        "replicas": integer(1),
+        "port": PORT,
+        "masterName": {"type": "string", "pattern": "^[A-Za-z0-9._-]+$"},
+        "minReplicasAck": OPTIONAL_COUNT,
+        "auth": obj(
+            {
+                "enabled": BOOLEAN,
+                "existingSecret": STRING,
+                "passwordKey": {"type": "string", "minLength": 1},
+                "sentinelPasswordKey": {"type": "string", "minLength": 1},
+                "password": STRING,
+                "sentinelPassword": STRING,
+            }
+        ),
+        "config": obj(
+            {
+                "appendfsync": {"enum": ["always", "everysec", "no"]},
+                "minReplicasToWrite": integer(0),
+                "minReplicasMaxLag": integer(1),
+                "maxmemory": STRING,
+                "extra": STRING,
+            }
+        ),
+        "sentinel": obj(
+            {
+                "port": PORT,
+                "quorum": integer(1),
+                "downAfterMilliseconds": integer(100),
+                "failoverTimeout": integer(1000),
+                "parallelSyncs": integer(1),
+                "discoveryTimeoutSeconds": integer(1),
+                "preStopTimeoutSeconds": integer(1),
+                "extra": STRING,
+                "resources": ref("resources"),
+                "service": obj({"port": PORT}),
+            }
+        ),
+        "resources": ref("resources"),
+        "persistence": obj(
+            {
+                "enabled": BOOLEAN,
+                "storageClass": STRING,
+                "size": {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"},
+                "accessModes": array_of(
+                    {"enum": ["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany", "ReadOnlyMany"]}, min_items=1
+                ),
+            }
+        ),
+        "podSecurityContext": ANY_OBJECT,
+        "containerSecurityContext": ANY_OBJECT,
+        "terminationGracePeriodSeconds": integer(0),
+        "podAntiAffinity": ref("antiAffinity"),
+        "affinity": ANY_OBJECT,
+        "topologySpreadConstraints": ANY_ARRAY,
+        "pdb": obj({"enabled": BOOLEAN, "maxUnavailable": one_of(integer(0), {"type": "string", "pattern": "^[0-9]+%$"})}),
+        "podAnnotations": ANY_OBJECT,
+        "podLabels": ANY_OBJECT,
+        "nodeSelector": ANY_OBJECT,
+        "tolerations": ANY_ARRAY,
+        "priorityClassName": STRING,
+        "extraEnv": ANY_ARRAY,
+        "extraVolumes": ANY_ARRAY,
+        "extraVolumeMounts": ANY_ARRAY,
+        "exporter": obj({"enabled": BOOLEAN, "image": ref("image"), "port": PORT, "resources": ref("resources")}),
+        "external": obj(
+            {
+                # No credentials in the URL: the password comes from the Secret.
+                "url": {"type": "string", "pattern": "^(rediss?://[^@]+)?$"},
+                "sentinels": array_of({"type": "string", "pattern": "^[^:]+:[0-9]+$"}),
+                "masterName": STRING,
+            }
+        ),
+    }
+)
+
+# ---------------------------------------------------------------- the whole values file
+
+VALUES = obj(
+    {
+        "nameOverride": STRING,
+        "fullnameOverride": STRING,
+        "clusterDomain": STRING,
+        "commonLabels": {"type": "object", "additionalProperties": STRING},
+        "imagePullSecrets": array_of(obj({"name": STRING}, required=["name"])),
+        "config": obj(
+            {
+                "logFormat": {"enum": ["json", "pretty"]},
+                "rustLog": STRING,
+                # The app refuses any other prefix (one could nest inside another's key space).
+                "keyPrefix": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
+                "maxValueBytes": integer(1, 536_870_912),
+                "taskRetentionSeconds": integer(1, 315_360_000),
+            }
+        ),
+        "serviceAccount": obj(
+            {"create": BOOLEAN, "name": STRING, "annotations": ANY_OBJECT, "automountServiceAccountToken": BOOLEAN}
+        ),
+        "server": SERVER,
+        "worker": WORKER,
+        "redis": REDIS,
+        "networkPolicy": obj({"enabled": BOOLEAN, "serverIngressFrom": ANY_ARRAY, "metricsIngressFrom": ANY_ARRAY}),
+        "serviceMonitor": obj({"enabled": BOOLEAN, "interval": STRING, "scrapeTimeout": STRING, "labels": ANY_OBJECT}),
+        "tests": obj({"enabled": BOOLEAN, "image": ref("image")}),
+    }
+)
 # Helm passes `global` to every chart; allow it.
-root["properties"]["global"]={"type":"object"}
-root={"$schema":"https://json-schema.org/draft/2020-12/schema","title":"kvq chart values", **root, "$defs":defs}
-print(json.dumps(root,indent=2))
+VALUES["properties"]["global"] = {"type": "object"}
+
+SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "kvq chart values",
+    **VALUES,
+    "$defs": DEFINITIONS,
+}
+
+if __name__ == "__main__":
+    print(json.dumps(SCHEMA, indent=2))
