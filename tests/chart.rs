@@ -537,6 +537,10 @@ fn schema_rejects_wrong_values() {
         (&["redis.podAntiAffinity=always"], "podAntiAffinity"),
         (&["redis.auth.enabled=maybe"], "enabled"),
         (&["worker.keda.enabld=true"], "enabld"),
+        // What the binaries would refuse at start is refused at render time.
+        (&["config.keyPrefix=team:k"], "keyPrefix"),
+        (&["worker.claimIdleMs=5"], "claimIdleMs"),
+        (&["config.taskRetentionSeconds=20000000000000000"], "taskRetentionSeconds"),
     ];
     for (set, needle) in bad {
         let err = try_render_in(&chart_dir(), &[], set).expect_err(&format!("{set:?} must be rejected"));
