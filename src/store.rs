@@ -742,36 +742,40 @@ impl Store {
         self.run(|mut c| async move { eval::<String>(&mut c, &DEAD_LETTER, &cmd).await }).await.map(|_| ())
     }
 
-    /// Every entry of the dead-letter stream, oldest first.
-    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        let mut out = Vec::new();
-        let mut start = "-".to_string();
-        loop {
-            let dlq = self.keys.dead_letter.clone();
-            let from = start.clone();
-            let (page, _): (Vec<RawEntry>, u64) = self
-                .run(|mut c| async move {
-                    redis::cmd("XRANGE").arg(&dlq).arg(&from).arg("+").arg("COUNT").arg(500).query_async(&mut c).await
-                })
-                .await?;
-            let Some((last, _)) = page.last() else { break };
-            start = format!("({last}");
-            let full = page.len() == 500;
-            for (id, flat) in page {
-                let mut d = DeadLetter { id, meta: Vec::new(), task_fields: Vec::new() };
-                for pair in flat.chunks(2) {
-                    let name = String::from_utf8_lossy(&pair[0]).into_owned();
-                    let value = pair.get(1).cloned().unwrap_or_default();
-                    match name.strip_prefix("task.") {
-                        Some(field) => d.task_fields.push((field.to_string(), value)),
-                        None => d.meta.push((name, String::from_utf8_lossy(&value).into_owned())),
-                    }
+    /// Up to `count` dead letters after `after` (exclusive; None: from the first), oldest first.
+    pub async fn dead_letters(&self, after: Option<&str>, count: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let start = after.map(|id| format!("({id}")).unwrap_or_else(|| "-".into());
+        self.read_dead_letters(start, "+".into(), count).await
+    }
+
+    /// The dead letter with id `id`, if there is one (an id that is no stream id is none).
+    pub async fn dead_letter_by_id(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {
+        let valid = id.split_once('-').is_some_and(|(ms, n)| decimal(ms).is_some() && decimal(n).is_some());
+        if !valid {
+            return Ok(None);
+        }
+        Ok(self.read_dead_letters(id.into(), id.into(), 1).await?.pop())
+    }
+
+    async fn read_dead_letters(&self, start: String, end: String, count: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let dlq = self.keys.dead_letter.clone();
+        let (page, _): (Vec<RawEntry>, u64) = self
+            .run(|mut c| async move {
+                redis::cmd("XRANGE").arg(&dlq).arg(&start).arg(&end).arg("COUNT").arg(count).query_async(&mut c).await
+            })
+            .await?;
+        let mut out = Vec::with_capacity(page.len());
+        for (id, flat) in page {
+            let mut d = DeadLetter { id, meta: Vec::new(), task_fields: Vec::new() };
+            for pair in flat.chunks(2) {
+                let name = String::from_utf8_lossy(&pair[0]).into_owned();
+                let value = pair.get(1).cloned().unwrap_or_default();
+                match name.strip_prefix("task.") {
+                    Some(field) => d.task_fields.push((field.to_string(), value)),
+                    None => d.meta.push((name, String::from_utf8_lossy(&value).into_owned())),
                 }
-                out.push(d);
             }
-            if !full {
-                break;
-            }
+            out.push(d);
         }
         Ok(out)
     }

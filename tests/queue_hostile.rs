@@ -155,6 +155,41 @@ async fn reclaim_gets_past_hundreds_of_malformed_entries_to_an_abandoned_task() 
 }
 
 #[tokio::test]
+async fn reclaim_scans_continue_from_the_returned_cursor_and_skip_deleted_entries() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 0).await;
+    for i in 0..30 {
+        app.store.enqueue(&write(&format!("c{i}"), "x")).await.unwrap();
+    }
+    app.store.ensure_group().await.unwrap();
+    let mut conn = app.store.redis.dedicated(Some(Duration::from_secs(5))).await.unwrap();
+    let taken = app.store.read_new(&mut conn, "doomed", 100, 100).await.unwrap().tasks;
+    assert_eq!(taken.len(), 30);
+    // Entries deleted while pending: XAUTOCLAIM reports them in a third element.
+    for t in &taken[10..15] {
+        let _: u64 = redis::cmd("XDEL").arg("kvq:tasks").arg(&t.stream_id).query(&mut redis.conn()).unwrap();
+    }
+    // Idle time 0: every pending entry is claimable at once, so a scan that restarted at the
+    // beginning would return the same entries again.
+    let mut seen = Vec::new();
+    let mut cursor = "0-0".to_string();
+    for _ in 0..10 {
+        let (page, next) = app.store.reclaim("rescuer", 0, 10, &cursor).await.unwrap();
+        assert!(page.malformed.is_empty(), "{:?}", page.malformed);
+        seen.extend(page.tasks.into_iter().map(|t| t.stream_id));
+        cursor = next;
+        if cursor == "0-0" {
+            break;
+        }
+    }
+    assert_eq!(cursor, "0-0", "the scan wraps around at the end");
+    let expected: Vec<String> =
+        taken.iter().enumerate().filter(|(i, _)| !(10..15).contains(i)).map(|(_, t)| t.stream_id.clone()).collect();
+    assert_eq!(seen, expected, "each live pending entry once, in order");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_step_worker_reports_malformed_entries_as_failed() {
     let redis = TestRedis::start();
     let app = spawn_app(&redis, 0).await;
@@ -316,10 +351,11 @@ async fn dead_letters_keep_the_whole_task_and_replay_through_the_worker_binary()
     assert!(junk["problem"].as_str().unwrap().contains("field t"), "{junk}");
 
     // Unknown ids and entries that are no task are reported, and nothing is removed.
-    let bogus = worker_cli(&redis, &["dead-letters", "replay", "1-1", junk_dl.as_str()]);
+    let bogus = worker_cli(&redis, &["dead-letters", "replay", "1-1", "nonsense", junk_dl.as_str()]);
     assert_eq!(bogus.status.code(), Some(1));
     let err = text(&bogus.stderr);
-    assert!(err.contains("not found 1-1") && err.contains(&format!("skipped {junk_dl}")), "{err}");
+    assert!(err.contains("not found 1-1") && err.contains("not found nonsense"), "{err}");
+    assert!(err.contains(&format!("skipped {junk_dl}: cannot be replayed")), "{err}");
     assert_eq!(xlen(&redis, "kvq:dlq"), 2);
     let usage = worker_cli(&redis, &["dead-letters", "replay"]);
     assert_eq!(usage.status.code(), Some(2));
@@ -446,15 +482,17 @@ async fn an_enqueue_that_cannot_complete_adds_nothing_to_the_stream() {
     // A retention Redis cannot set as an expiry.
     let huge = Store::new(Redis::new(app.settings.redis.clone()), 10_000_000_000_000_000);
     let err = huge.enqueue(&write("k", "v")).await.unwrap_err();
+    let stream: u64 = redis::cmd("EXISTS").arg("kvq:tasks").query(&mut redis.conn()).unwrap();
+    assert_eq!(stream, 0, "a failed enqueue must not have added a task: {err}");
     assert!(err.to_string().contains("retention"), "{err}");
     // An idempotency key someone overwrote with another type.
     let _: () = redis::cmd("HSET").arg("kvq:idem:tok").arg("x").arg("y").query(&mut redis.conn()).unwrap();
     let err =
         app.store.enqueue(&WriteRequest { idempotency_key: Some("tok".into()), ..write("k", "v") }).await.unwrap_err();
+    let stream: u64 = redis::cmd("EXISTS").arg("kvq:tasks").query(&mut redis.conn()).unwrap();
+    assert_eq!(stream, 0, "a failed enqueue must not have added a task: {err}");
     assert!(matches!(err, StoreError::Redis(_)), "{err}");
     assert!(err.to_string().contains("WRONGTYPE"), "{err}");
-    let len: u64 = redis::cmd("EXISTS").arg("kvq:tasks").query(&mut redis.conn()).unwrap();
-    assert_eq!(len, 0, "nothing was enqueued");
     let records: Vec<String> = redis::cmd("KEYS").arg("kvq:t:*").query(&mut redis.conn()).unwrap();
     assert!(records.is_empty(), "{records:?}");
     // and a normal enqueue still works

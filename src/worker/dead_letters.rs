@@ -84,49 +84,74 @@ pub async fn run(store: &Store, command: Command) -> u8 {
     }
 }
 
+/// Dead letters read per round trip.
+const PAGE: usize = 100;
+
 async fn execute(store: &Store, command: Command) -> Result<u8, StoreError> {
-    let letters = store.dead_letters().await?;
     match command {
         Command::Run => Ok(2),
         Command::List => {
-            for d in &letters {
-                println!("{}", describe(d));
-            }
-            Ok(0)
-        }
-        Command::ReplayAll => replay(store, letters.iter()).await,
-        Command::Replay(ids) => {
-            let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
-            let found: HashSet<&str> = letters.iter().map(|d| d.id.as_str()).collect();
-            let mut code = 0;
-            for id in &ids {
-                if !found.contains(id.as_str()) {
-                    eprintln!("not found {id}: no such dead letter");
-                    code = 1;
+            let mut after: Option<String> = None;
+            loop {
+                let page = store.dead_letters(after.as_deref(), PAGE).await?;
+                for d in &page {
+                    println!("{}", describe(d));
+                }
+                match page.last() {
+                    Some(last) if page.len() == PAGE => after = Some(last.id.clone()),
+                    _ => return Ok(0),
                 }
             }
-            let replayed = replay(store, letters.iter().filter(|d| wanted.contains(d.id.as_str()))).await?;
-            Ok(code.max(replayed))
+        }
+        Command::ReplayAll => {
+            let mut code = 0;
+            let mut after: Option<String> = None;
+            loop {
+                let page = store.dead_letters(after.as_deref(), PAGE).await?;
+                for d in &page {
+                    code = code.max(replay(store, d).await?);
+                }
+                match page.last() {
+                    Some(last) if page.len() == PAGE => after = Some(last.id.clone()),
+                    _ => return Ok(code),
+                }
+            }
+        }
+        Command::Replay(ids) => {
+            let mut code = 0;
+            let mut done = HashSet::new();
+            for id in &ids {
+                if !done.insert(id.as_str()) {
+                    continue;
+                }
+                match store.dead_letter_by_id(id).await? {
+                    Some(d) => code = code.max(replay(store, &d).await?),
+                    None => {
+                        eprintln!("not found {id}: no such dead letter");
+                        code = 1;
+                    }
+                }
+            }
+            Ok(code)
         }
     }
 }
 
-async fn replay<'a>(store: &Store, letters: impl Iterator<Item = &'a DeadLetter>) -> Result<u8, StoreError> {
-    let mut code = 0;
-    for d in letters {
-        match store.replay_dead_letter(d).await? {
-            Ok(Some(task_id)) => println!("replayed {} as task {task_id}", d.id),
-            Ok(None) => {
-                eprintln!("not found {}: replayed or removed meanwhile", d.id);
-                code = 1;
-            }
-            Err(why) => {
-                eprintln!("skipped {}: cannot be replayed: {why}", d.id);
-                code = 1;
-            }
+async fn replay(store: &Store, d: &DeadLetter) -> Result<u8, StoreError> {
+    match store.replay_dead_letter(d).await? {
+        Ok(Some(task_id)) => {
+            println!("replayed {} as task {task_id}", d.id);
+            Ok(0)
+        }
+        Ok(None) => {
+            eprintln!("not found {}: replayed or removed meanwhile", d.id);
+            Ok(1)
+        }
+        Err(why) => {
+            eprintln!("skipped {}: cannot be replayed: {why}", d.id);
+            Ok(1)
         }
     }
-    Ok(code)
 }
 
 #[cfg(test)]

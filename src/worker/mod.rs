@@ -262,7 +262,7 @@ impl Worker {
     /// time, and a task that panics on its own counts an attempt and stays pending (reclaimed
     /// later), until it has used up `max_attempts` and goes to the dead-letter stream.
     async fn process_guarded(&self, tasks: Vec<StreamTask>, stop: watch::Receiver<bool>) -> Vec<Applied> {
-        let batch = AssertUnwindSafe(self.process_batch(tasks.clone(), stop.clone())).catch_unwind().await;
+        let batch = AssertUnwindSafe(self.process_batch(&tasks, stop.clone())).catch_unwind().await;
         let panic = match batch {
             Ok(finished) => return finished,
             Err(p) => panic_message(p.as_ref()),
@@ -270,7 +270,8 @@ impl Worker {
         tracing::error!(panic = %panic, tasks = tasks.len(), "applying a batch panicked; applying its tasks one by one");
         let mut finished = Vec::new();
         for task in tasks {
-            let one = AssertUnwindSafe(self.process_batch(vec![task.clone()], stop.clone())).catch_unwind().await;
+            let one =
+                AssertUnwindSafe(self.process_batch(std::slice::from_ref(&task), stop.clone())).catch_unwind().await;
             match one {
                 Ok(done) => finished.extend(done),
                 Err(p) => {
@@ -312,7 +313,7 @@ impl Worker {
 
     /// Applies a batch in one script call; tasks that fail there continue one by one with
     /// retries. Returns the outcomes of the tasks that finished.
-    async fn process_batch(&self, tasks: Vec<StreamTask>, mut stop: watch::Receiver<bool>) -> Vec<Applied> {
+    async fn process_batch(&self, tasks: &[StreamTask], mut stop: watch::Receiver<bool>) -> Vec<Applied> {
         let ids: Vec<String> = tasks.iter().map(|t| t.stream_id.clone()).collect();
         lock(&self.in_flight).extend(ids.iter().cloned());
         let _in_flight = InFlight { set: self.in_flight.clone(), ids };
@@ -322,7 +323,7 @@ impl Worker {
         let mut backoff = Backoff::default();
         let mut stopping_deadline = None;
         let outcomes = loop {
-            match self.store.apply(&tasks, self.tombstone_ms).await {
+            match self.store.apply(tasks, self.tombstone_ms).await {
                 Ok(outcomes) => break Some(outcomes),
                 Err(StoreError::Unavailable(e)) => {
                     tracing::warn!(error = %e, tasks = tasks.len(), "redis unavailable while applying; will retry");
