@@ -1,13 +1,16 @@
 //! Every Redis data operation kvq performs, with the key layout in one place.
 //!
 //! Layout under the prefix `P` (design §3):
-//! - `P:tasks`       stream of write tasks, consumed by group `kvq-workers`
-//! - `P:dlq`         dead-letter stream
+//! - `P:tasks`       stream of write tasks, consumed by group `kvq-workers`; fields as
+//!   `StreamTask::fields` writes them
+//! - `P:dlq`         dead-letter stream: `seq` (original stream id), `error`, `attempts`, `at`
+//!   (ms), and every field of the original entry prefixed `task.`
 //! - `P:k:{key}`     hash of a key: `v` value, `ver` version, `seq` last applied stream id,
 //!   `exp` expiry (ms), `del` tombstone flag
 //! - `P:idx`         sorted set of live keys, for listing by prefix
 //! - `P:t:{id}`      hash of a task record, kept `tasks.retention_seconds`
-//! - `P:idem:{tok}`  task id of an idempotency token
+//! - `P:idem:{tok}`  `{task id} {request fingerprint}` of an idempotency token (an older kvq
+//!   stored the task id alone; such a token matches any request)
 //! - `P:ver`         the version counter
 //! - `P:done`        pub/sub channel on which workers announce finished tasks that have a waiter
 
