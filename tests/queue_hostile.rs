@@ -287,7 +287,7 @@ async fn an_idempotency_key_reused_for_a_different_request_answers_422_and_enque
         assert_eq!(again["task_id"], task_id.as_str());
     }
     assert_eq!(xlen(&redis, "kvq:tasks"), 1);
-    // A delete has its own token space only by its token: a new token is a new task.
+    // A new token is a new request.
     let del = app.client.delete(app.url("/v1/keys/idemA")).header("Idempotency-Key", "tok-2").send().await.unwrap();
     assert_eq!(del.status(), 202);
     assert_eq!(xlen(&redis, "kvq:tasks"), 2);
