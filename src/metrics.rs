@@ -34,6 +34,7 @@ pub struct Metrics {
     pub http_duration: Family<RouteLabels, Histogram>,
     pub tasks_finished: Family<StatusLabels, Counter>,
     pub task_retries: Counter,
+    pub malformed_entries: Counter,
     queue_depth: Gauge,
     queue_pending: Gauge,
     dead_letters: Gauge,
@@ -59,6 +60,12 @@ impl Metrics {
         registry.register("tasks_finished", "Tasks finished by this worker, by final status", tasks_finished.clone());
         let task_retries = Counter::default();
         registry.register("task_retries", "Task applies that failed and were retried", task_retries.clone());
+        let malformed_entries = Counter::default();
+        registry.register(
+            "malformed_entries",
+            "Stream entries that were no valid task, moved to the dead-letter stream",
+            malformed_entries.clone(),
+        );
         let queue_depth = Gauge::default();
         registry.register("queue_depth", "Tasks not yet applied (undelivered plus pending)", queue_depth.clone());
         let queue_pending = Gauge::default();
@@ -77,6 +84,7 @@ impl Metrics {
             http_duration,
             tasks_finished,
             task_retries,
+            malformed_entries,
             queue_depth,
             queue_pending,
             dead_letters,

@@ -1,25 +1,29 @@
 //! Every Redis data operation kvq performs, with the key layout in one place.
 //!
 //! Layout under the prefix `P` (design §3):
-//! - `P:tasks`       stream of write tasks, consumed by group `kvq-workers`
-//! - `P:dlq`         dead-letter stream
+//! - `P:tasks`       stream of write tasks, consumed by group `kvq-workers`; fields as
+//!   `StreamTask::fields` writes them
+//! - `P:dlq`         dead-letter stream: `seq` (original stream id), `error`, `attempts`, `at`
+//!   (ms), and every field of the original entry prefixed `task.`
 //! - `P:k:{key}`     hash of a key: `v` value, `ver` version, `seq` last applied stream id,
 //!   `exp` expiry (ms), `del` tombstone flag
 //! - `P:idx`         sorted set of live keys, for listing by prefix
 //! - `P:t:{id}`      hash of a task record, kept `tasks.retention_seconds`
-//! - `P:idem:{tok}`  task id of an idempotency token
+//! - `P:idem:{tok}`  `{task id} {request fingerprint}` of an idempotency token (an older kvq
+//!   stored the task id alone; such a token matches any request)
 //! - `P:ver`         the version counter
 //! - `P:done`        pub/sub channel on which workers announce finished tasks that have a waiter
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use redis::streams::{StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply};
+use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, RedisError, Script};
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 use crate::connection::{is_unavailable, ConnectError, Redis};
-use crate::domain::{now_ms, Op, StoredValue, TaskRecord, TaskStatus, WriteRequest};
+use crate::domain::{now_ms, Key, Op, StoredValue, TaskRecord, TaskStatus, WriteRequest};
 
 pub const GROUP: &str = "kvq-workers";
 
@@ -46,6 +50,8 @@ impl Lua {
 static ENQUEUE: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("scripts/enqueue.lua")));
 static APPLY: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("scripts/apply.lua")));
 static DEAD_LETTER: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("scripts/dead_letter.lua")));
+static REPLAY: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("scripts/replay.lua")));
+static TIDY_INDEX: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("scripts/tidy_index.lua")));
 
 /// Runs a prepared EVALSHA; on NOSCRIPT loads the script and runs it once more.
 async fn eval<T: redis::FromRedisValue>(
@@ -73,6 +79,10 @@ pub enum StoreError {
     /// Redis returned data kvq did not write (e.g. a key overwritten by hand).
     #[error("unexpected data in redis: {0}")]
     Corrupt(String),
+    /// The `Idempotency-Key` was first used for a different request (task `task_id`); nothing
+    /// was enqueued.
+    #[error("the idempotency key was used for a different request (task {task_id})")]
+    IdempotencyConflict { task_id: String },
 }
 
 impl From<ConnectError> for StoreError {
@@ -129,18 +139,207 @@ pub struct Enqueued {
     pub generation: u64,
 }
 
+/// Longest TTL a stream entry may carry, in ms: the API's ten years.
+pub const MAX_TTL_MS: u64 = 315_360_000 * 1000;
+
 /// A task as read from the stream by a worker.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamTask {
     pub stream_id: String,
     pub task_id: String,
     pub op: Op,
     pub key: String,
+    /// The value to set (empty for a delete).
     pub value: String,
     pub ttl_ms: Option<u64>,
-    pub if_match: Option<String>,
+    pub if_match: Option<u64>,
     pub if_none_match: bool,
     pub notify: bool,
+}
+
+impl StreamTask {
+    /// The stream entry's fields, as enqueue writes them (the stream id is not one of them):
+    /// `t` task id, `op`, `k` key, `v` value (sets), `ttl` ms (sets, optional), `if` If-Match
+    /// version, `inm` = `1` for If-None-Match, `w` = `1` when a client waits for the outcome.
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        let mut f = vec![("t", self.task_id.clone()), ("op", self.op.as_str().to_string()), ("k", self.key.clone())];
+        if self.op == Op::Set {
+            f.push(("v", self.value.clone()));
+            if let Some(ttl) = self.ttl_ms {
+                f.push(("ttl", ttl.to_string()));
+            }
+        }
+        if let Some(v) = self.if_match {
+            f.push(("if", v.to_string()));
+        }
+        if self.if_none_match {
+            f.push(("inm", "1".to_string()));
+        }
+        if self.notify {
+            f.push(("w", "1".to_string()));
+        }
+        f
+    }
+
+    /// Decodes a stream entry's fields, saying what is wrong with an entry that is no valid
+    /// task. Fields it does not know are ignored.
+    pub fn decode(stream_id: &str, fields: &HashMap<String, redis::Value>) -> Result<StreamTask, String> {
+        let text = |name: &str| -> Result<Option<String>, String> {
+            match fields.get(name) {
+                None => Ok(None),
+                Some(redis::Value::BulkString(b)) => {
+                    String::from_utf8(b.clone()).map(Some).map_err(|_| format!("field {name} is not UTF-8"))
+                }
+                Some(redis::Value::SimpleString(s)) => Ok(Some(s.clone())),
+                Some(redis::Value::Int(i)) => Ok(Some(i.to_string())),
+                Some(_) => Err(format!("field {name} is not a string")),
+            }
+        };
+        let required = |name: &str, what: &str| -> Result<String, String> {
+            text(name)?.ok_or_else(|| format!("field {name} ({what}) is missing"))
+        };
+        let task_id = required("t", "task id")?;
+        if !(task_id.len() == 32 && task_id.bytes().all(|b| b.is_ascii_hexdigit())) {
+            return Err(format!("field t: {} is not a task id (32 hex digits)", shorten(&task_id)));
+        }
+        let op_text = required("op", "operation")?;
+        let op = Op::parse(&op_text)
+            .ok_or_else(|| format!("field op: unknown operation {} (set or delete)", shorten(&op_text)))?;
+        let key = required("k", "key")?;
+        Key::parse(&key).map_err(|e| format!("field k: {e}"))?;
+        let value = text("v")?;
+        let ttl = text("ttl")?;
+        let (value, ttl_ms) = match op {
+            Op::Set => {
+                let value = value.ok_or("field v (value) is missing from a set")?;
+                let ttl_ms =
+                    match ttl {
+                        None => None,
+                        Some(t) => Some(decimal(&t).filter(|ms| (1..=MAX_TTL_MS).contains(ms)).ok_or_else(|| {
+                            format!("field ttl: {} is not a TTL in ms (1 to {MAX_TTL_MS})", shorten(&t))
+                        })?),
+                    };
+                (value, ttl_ms)
+            }
+            Op::Delete => {
+                if value.is_some() || ttl.is_some() {
+                    return Err("a delete must not carry a value (v) or a TTL (ttl)".into());
+                }
+                (String::new(), None)
+            }
+        };
+        let if_match = match text("if")? {
+            None => None,
+            Some(v) => Some(decimal(&v).ok_or_else(|| format!("field if: {} is not a version", shorten(&v)))?),
+        };
+        let flag = |name: &str| -> Result<bool, String> {
+            match text(name)?.as_deref() {
+                None => Ok(false),
+                Some("1") => Ok(true),
+                Some(other) => Err(format!("field {name}: expected 1, got {}", shorten(other))),
+            }
+        };
+        let if_none_match = flag("inm")?;
+        if if_none_match && if_match.is_some() {
+            return Err("fields if and inm: a task has one condition, not both".into());
+        }
+        Ok(StreamTask {
+            stream_id: stream_id.to_string(),
+            task_id,
+            op,
+            key,
+            value,
+            ttl_ms,
+            if_match,
+            if_none_match,
+            notify: flag("w")?,
+        })
+    }
+}
+
+/// A plain decimal number without sign or leading zeros (so it reads back as written).
+fn decimal(s: &str) -> Option<u64> {
+    let canonical = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+    canonical.then(|| s.parse().ok()).flatten()
+}
+
+/// Quotes untrusted text for a message, cut to a readable length.
+fn shorten(s: &str) -> String {
+    let cut: String = s.chars().take(64).collect();
+    if cut.len() < s.len() {
+        format!("{cut:?}...")
+    } else {
+        format!("{cut:?}")
+    }
+}
+
+/// A stream entry that is no valid task, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Malformed {
+    pub stream_id: String,
+    pub reason: String,
+}
+
+/// Entries delivered to a worker: the tasks, and the entries that are no valid task.
+#[derive(Debug, Clone, Default)]
+pub struct Delivered {
+    pub tasks: Vec<StreamTask>,
+    pub malformed: Vec<Malformed>,
+}
+
+impl Delivered {
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty() && self.malformed.is_empty()
+    }
+
+    fn push(&mut self, stream_id: String, fields: Option<&HashMap<String, redis::Value>>) {
+        let decoded = match fields {
+            Some(f) => StreamTask::decode(&stream_id, f),
+            None => Err("the entry has no fields (it was deleted)".to_string()),
+        };
+        match decoded {
+            Ok(t) => self.tasks.push(t),
+            Err(reason) => self.malformed.push(Malformed { stream_id, reason }),
+        }
+    }
+}
+
+/// A stream entry as XRANGE returns it: id and `[field, value, ...]`.
+type RawEntry = (String, Vec<Vec<u8>>);
+
+/// An entry of the dead-letter stream.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// Its id in the dead-letter stream.
+    pub id: String,
+    /// Fields about the failure: `seq` (the original stream id), `error`, `attempts`, `at`.
+    pub meta: Vec<(String, String)>,
+    /// The original stream entry's fields, names without the `task.` prefix, in order.
+    pub task_fields: Vec<(String, Vec<u8>)>,
+}
+
+impl DeadLetter {
+    pub fn meta(&self, name: &str) -> Option<&str> {
+        self.meta.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The write it holds, or why it cannot be replayed.
+    pub fn task(&self) -> Result<StreamTask, String> {
+        if self.task_fields.is_empty() {
+            return Err("the dead letter holds no task fields (written by an older kvq)".into());
+        }
+        let map: HashMap<String, redis::Value> =
+            self.task_fields.iter().map(|(k, v)| (k.clone(), redis::Value::BulkString(v.clone()))).collect();
+        StreamTask::decode(self.meta("seq").unwrap_or(""), &map)
+    }
+}
+
+/// SHA-256 (hex) of what makes a write request the same request: operation, key, value, TTL and
+/// conditions. The `?wait` of a retry does not count.
+pub fn request_fingerprint(w: &WriteRequest) -> String {
+    let canonical =
+        serde_json::json!([w.op.as_str(), w.key.as_str(), w.value, w.ttl_seconds, w.if_match, w.if_none_match,]);
+    Sha256::digest(canonical.to_string().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Outcome of one apply.
@@ -223,8 +422,29 @@ impl Store {
         .map(|_| ())
     }
 
+    /// Enqueues a write. With an `Idempotency-Key` already used for the same request, returns
+    /// that task and enqueues nothing; used for a different request: `IdempotencyConflict`.
     pub async fn enqueue(&self, w: &WriteRequest) -> Result<Enqueued, StoreError> {
         let task_id = uuid::Uuid::new_v4().simple().to_string();
+        let ttl_ms = match w.ttl_seconds {
+            None => None,
+            Some(s) => Some(
+                s.checked_mul(1000)
+                    .filter(|ms| (1..=MAX_TTL_MS).contains(ms))
+                    .ok_or_else(|| StoreError::Corrupt(format!("ttl of {s} s is out of range")))?,
+            ),
+        };
+        let task = StreamTask {
+            stream_id: String::new(),
+            task_id: task_id.clone(),
+            op: w.op,
+            key: w.key.as_str().to_string(),
+            value: w.value.clone().unwrap_or_default(),
+            ttl_ms,
+            if_match: w.if_match,
+            if_none_match: w.if_none_match,
+            notify: w.notify,
+        };
         let mut cmd = ENQUEUE.call(3);
         cmd.arg(&self.keys.stream)
             .arg(self.keys.task(&task_id))
@@ -232,16 +452,18 @@ impl Store {
             .arg(&task_id)
             .arg(w.op.as_str())
             .arg(w.key.as_str())
-            .arg(w.value.as_deref().unwrap_or(""))
-            .arg(w.ttl_seconds.map(|s| (s * 1000).to_string()).unwrap_or_default())
-            .arg(w.if_match.map(|v| v.to_string()).unwrap_or_default())
-            .arg(if w.if_none_match { "1" } else { "" })
-            .arg(if w.notify { "1" } else { "" })
             .arg(self.retention_seconds)
             .arg(&self.keys.task_prefix)
-            .arg(now_ms());
+            .arg(now_ms())
+            .arg(request_fingerprint(w));
+        for (name, value) in task.fields() {
+            cmd.arg(name).arg(value);
+        }
         let ((id, status, duplicate, at), generation): ((String, String, u8, u64), u64) =
             self.run(|mut c| async move { eval(&mut c, &ENQUEUE, &cmd).await }).await?;
+        if duplicate == 2 {
+            return Err(StoreError::IdempotencyConflict { task_id: id });
+        }
         Ok(Enqueued {
             task_id: id,
             status: TaskStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("task status {status}")))?,
@@ -332,8 +554,18 @@ impl Store {
         }
         if !stale.is_empty() {
             // Expired keys linger in the index until someone lists them; tidy up, best effort.
-            let index = self.keys.index.clone();
-            let _ = self.run(|mut c| async move { c.zrem::<_, _, ()>(&index, &stale).await }).await;
+            // The script removes only keys that are still not live when it runs: one written
+            // again since the check above stays listed.
+            let mut cmd = TIDY_INDEX.call(1 + stale.len());
+            cmd.arg(&self.keys.index);
+            for name in &stale {
+                cmd.arg(self.keys.data(name));
+            }
+            cmd.arg(now_ms());
+            for name in &stale {
+                cmd.arg(name);
+            }
+            let _ = self.run(|mut c| async move { eval::<u64>(&mut c, &TIDY_INDEX, &cmd).await }).await;
         }
         let next = (names.len() == limit).then(|| names.last().cloned()).flatten();
         Ok((items, next))
@@ -345,7 +577,15 @@ impl Store {
         if map.is_empty() {
             return Ok(None);
         }
-        parse_task(id, &map).map(Some)
+        match parse_task(id, &map) {
+            Ok(t) => Ok(Some(t)),
+            // Not a record kvq could have written (a hand edit, or a partial one left by an
+            // older kvq): as good as gone, and no server error for the client.
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring an incomplete task record");
+                Ok(None)
+            }
+        }
     }
 
     pub async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
@@ -384,33 +624,31 @@ impl Store {
         consumer: &str,
         count: usize,
         block_ms: usize,
-    ) -> Result<Vec<StreamTask>, StoreError> {
+    ) -> Result<Delivered, StoreError> {
         let opts = StreamReadOptions::default().group(GROUP, consumer).count(count).block(block_ms);
         let reply: Option<StreamReadReply> =
             conn.xread_options(&[&self.keys.stream], &[">"], &opts).await.map_err(classify)?;
-        Ok(reply
-            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).filter_map(parse_stream_task).collect())
-            .unwrap_or_default())
+        let mut delivered = Delivered::default();
+        for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+            delivered.push(entry.id, Some(&entry.map));
+        }
+        Ok(delivered)
     }
 
-    /// Takes over entries idle longer than `min_idle_ms` on any consumer (a dead worker's).
-    pub async fn reclaim(&self, consumer: &str, min_idle_ms: u64, count: usize) -> Result<Vec<StreamTask>, StoreError> {
-        let stream = self.keys.stream.clone();
-        let consumer = consumer.to_string();
-        let (reply, _): (StreamAutoClaimReply, u64) = self
-            .run(|mut c| async move {
-                c.xautoclaim_options(
-                    &stream,
-                    GROUP,
-                    &consumer,
-                    min_idle_ms,
-                    "0-0",
-                    StreamAutoClaimOptions::default().count(count),
-                )
-                .await
-            })
-            .await?;
-        Ok(reply.claimed.into_iter().filter_map(parse_stream_task).collect())
+    /// Takes over entries idle longer than `min_idle_ms` on any consumer (a dead worker's),
+    /// scanning the pending list from `start`. Returns them and the id to start the next scan
+    /// from (`0-0` once the whole list was scanned).
+    pub async fn reclaim(
+        &self,
+        consumer: &str,
+        min_idle_ms: u64,
+        count: usize,
+        start: &str,
+    ) -> Result<(Delivered, String), StoreError> {
+        let mut cmd = redis::cmd("XAUTOCLAIM");
+        cmd.arg(&self.keys.stream).arg(GROUP).arg(consumer).arg(min_idle_ms).arg(start).arg("COUNT").arg(count);
+        let (reply, _): (redis::Value, u64) = self.run(|mut c| async move { cmd.query_async(&mut c).await }).await?;
+        parse_autoclaim(reply)
     }
 
     /// Applies tasks, each atomically with its acknowledgement (scripts/apply.lua), in one round
@@ -432,7 +670,7 @@ impl Store {
                 .arg(&t.key)
                 .arg(&t.value)
                 .arg(t.ttl_ms.map(|v| v.to_string()).unwrap_or_default())
-                .arg(t.if_match.as_deref().unwrap_or(""))
+                .arg(t.if_match.map(|v| v.to_string()).unwrap_or_default())
                 .arg(if t.if_none_match { "1" } else { "" })
                 .arg(if t.notify { "1" } else { "" })
                 .arg(&t.task_id);
@@ -453,6 +691,14 @@ impl Store {
             .collect())
     }
 
+    /// Counts one attempt of a task that did not reach the apply script (the worker failed
+    /// before it); returns the attempts now recorded.
+    pub async fn count_attempt(&self, task_id: &str) -> Result<u32, StoreError> {
+        let task = self.keys.task(task_id);
+        let (n, _): (u32, u64) = self.run(|mut c| async move { c.hincr(&task, "attempts", 1).await }).await?;
+        Ok(n)
+    }
+
     /// Attempts recorded for a task (incremented by each apply).
     pub async fn attempts(&self, task_id: &str) -> Result<u32, StoreError> {
         let task = self.keys.task(task_id);
@@ -460,12 +706,13 @@ impl Store {
         Ok(n.unwrap_or(0))
     }
 
-    /// Moves a task to the dead-letter stream, marks it failed and acknowledges it.
+    /// Moves a task to the dead-letter stream (its whole entry), marks it failed and
+    /// acknowledges it.
     pub async fn dead_letter(&self, t: &StreamTask, error: &str) -> Result<(), StoreError> {
         let mut cmd = DEAD_LETTER.call(3);
         cmd.arg(&self.keys.stream)
-            .arg(self.keys.task(&t.task_id))
             .arg(&self.keys.dead_letter)
+            .arg(self.keys.task(&t.task_id))
             .arg(&t.stream_id)
             .arg(GROUP)
             .arg(error)
@@ -476,6 +723,93 @@ impl Store {
             .arg(&t.key)
             .arg(self.retention_seconds);
         self.run(|mut c| async move { eval::<String>(&mut c, &DEAD_LETTER, &cmd).await }).await.map(|_| ())
+    }
+
+    /// Moves an entry that is no valid task to the dead-letter stream with its raw fields and
+    /// the reason, and acknowledges it. No task record is touched: the entry names none that
+    /// can be trusted.
+    pub async fn dead_letter_malformed(&self, m: &Malformed) -> Result<(), StoreError> {
+        let mut cmd = DEAD_LETTER.call(3);
+        cmd.arg(&self.keys.stream)
+            .arg(&self.keys.dead_letter)
+            .arg("")
+            .arg(&m.stream_id)
+            .arg(GROUP)
+            .arg(format!("malformed task entry: {}", m.reason))
+            .arg(now_ms())
+            .arg("")
+            .arg("")
+            .arg("")
+            .arg("")
+            .arg(self.retention_seconds);
+        self.run(|mut c| async move { eval::<String>(&mut c, &DEAD_LETTER, &cmd).await }).await.map(|_| ())
+    }
+
+    /// Up to `count` dead letters after `after` (exclusive; None: from the first), oldest first.
+    pub async fn dead_letters(&self, after: Option<&str>, count: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let start = after.map(|id| format!("({id}")).unwrap_or_else(|| "-".into());
+        self.read_dead_letters(start, "+".into(), count).await
+    }
+
+    /// The dead letter with id `id`, if there is one (an id that is no stream id is none).
+    pub async fn dead_letter_by_id(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {
+        let valid = id.split_once('-').is_some_and(|(ms, n)| decimal(ms).is_some() && decimal(n).is_some());
+        if !valid {
+            return Ok(None);
+        }
+        Ok(self.read_dead_letters(id.into(), id.into(), 1).await?.pop())
+    }
+
+    async fn read_dead_letters(&self, start: String, end: String, count: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let dlq = self.keys.dead_letter.clone();
+        let (page, _): (Vec<RawEntry>, u64) = self
+            .run(|mut c| async move {
+                redis::cmd("XRANGE").arg(&dlq).arg(&start).arg(&end).arg("COUNT").arg(count).query_async(&mut c).await
+            })
+            .await?;
+        let mut out = Vec::with_capacity(page.len());
+        for (id, flat) in page {
+            let mut d = DeadLetter { id, meta: Vec::new(), task_fields: Vec::new() };
+            for pair in flat.chunks(2) {
+                let name = String::from_utf8_lossy(&pair[0]).into_owned();
+                let value = pair.get(1).cloned().unwrap_or_default();
+                match name.strip_prefix("task.") {
+                    Some(field) => d.task_fields.push((field.to_string(), value)),
+                    None => d.meta.push((name, String::from_utf8_lossy(&value).into_owned())),
+                }
+            }
+            out.push(d);
+        }
+        Ok(out)
+    }
+
+    /// Enqueues a dead letter's write again as a new task (accepted now, so it is ordered after
+    /// every write accepted before the replay) and removes the dead letter, atomically.
+    /// Returns the new task id, or None when the dead letter was not there (any more).
+    pub async fn replay_dead_letter(&self, d: &DeadLetter) -> Result<Result<Option<String>, String>, StoreError> {
+        let task = match d.task() {
+            Ok(t) => t,
+            Err(why) => return Ok(Err(why)),
+        };
+        let task_id = uuid::Uuid::new_v4().simple().to_string();
+        // Nobody waits for the replayed write: no completion message.
+        let replayed = StreamTask { task_id: task_id.clone(), notify: false, ..task };
+        let mut cmd = REPLAY.call(3);
+        cmd.arg(&self.keys.dead_letter)
+            .arg(&self.keys.stream)
+            .arg(self.keys.task(&task_id))
+            .arg(&d.id)
+            .arg(&task_id)
+            .arg(replayed.op.as_str())
+            .arg(&replayed.key)
+            .arg(self.retention_seconds)
+            .arg(now_ms());
+        for (name, value) in replayed.fields() {
+            cmd.arg(name).arg(value);
+        }
+        let (seq, _): (Option<String>, u64) =
+            self.run(|mut c| async move { eval(&mut c, &REPLAY, &cmd).await }).await?;
+        Ok(Ok(seq.map(|_| task_id)))
     }
 
     /// Drops acknowledged entries from the stream head so it does not grow forever.
@@ -537,9 +871,11 @@ fn live_value(fields: &[Option<String>], now: u64) -> Option<StoredValue> {
     Some(StoredValue { value, version, expires_at })
 }
 
+/// Reads a task record; a record without a valid op, key or status is an error, other fields
+/// fall back to defaults.
 fn parse_task(id: &str, map: &HashMap<String, String>) -> Result<TaskRecord, StoreError> {
     let get = |f: &str| map.get(f).map(String::as_str);
-    let corrupt = |f: &str| StoreError::Corrupt(format!("task {id}: field {f}"));
+    let corrupt = |f: &str| StoreError::Corrupt(format!("task {id}: field {f} is missing or invalid"));
     Ok(TaskRecord {
         id: id.to_string(),
         op: get("op").and_then(Op::parse).ok_or_else(|| corrupt("op"))?,
@@ -553,20 +889,49 @@ fn parse_task(id: &str, map: &HashMap<String, String>) -> Result<TaskRecord, Sto
     })
 }
 
-fn parse_stream_task(entry: StreamId) -> Option<StreamTask> {
-    let get = |f: &str| -> Option<String> { entry.get::<String>(f) };
-    let task = StreamTask {
-        task_id: get("t")?,
-        op: Op::parse(&get("op")?)?,
-        key: get("k")?,
-        value: get("v").unwrap_or_default(),
-        ttl_ms: get("ttl").and_then(|v| v.parse().ok()),
-        if_match: get("if"),
-        if_none_match: get("inm").is_some(),
-        notify: get("w").is_some(),
-        stream_id: entry.id.clone(),
+/// Reads an XAUTOCLAIM reply `[next start, [[id, [field, value, ...] or nil], ...], [deleted
+/// ids]]` (the third element, Redis 7+, lists pending ids whose entries are gone; Redis already
+/// removed them from the pending list, so they are ignored here).
+fn parse_autoclaim(reply: redis::Value) -> Result<(Delivered, String), StoreError> {
+    let bad = |what: &str| StoreError::Corrupt(format!("XAUTOCLAIM reply: {what}"));
+    let redis::Value::Array(mut items) = reply else { return Err(bad("not an array")) };
+    if items.len() < 2 {
+        return Err(bad("fewer than 2 elements"));
+    }
+    let claimed = items.swap_remove(1);
+    let next = match &items[0] {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::SimpleString(s) => s.clone(),
+        _ => return Err(bad("no cursor")),
     };
-    Some(task)
+    let mut delivered = Delivered::default();
+    let redis::Value::Array(entries) = claimed else { return Err(bad("claimed entries are not an array")) };
+    for entry in entries {
+        let redis::Value::Array(parts) = entry else { continue };
+        let mut parts = parts.into_iter();
+        let id = match parts.next() {
+            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(&b).into_owned(),
+            Some(redis::Value::SimpleString(s)) => s,
+            _ => continue,
+        };
+        match parts.next() {
+            Some(redis::Value::Array(flat)) => {
+                let mut map = HashMap::new();
+                let mut flat = flat.into_iter();
+                while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
+                    let name = match k {
+                        redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+                        redis::Value::SimpleString(s) => s,
+                        _ => continue,
+                    };
+                    map.insert(name, v);
+                }
+                delivered.push(id, Some(&map));
+            }
+            _ => delivered.push(id, None),
+        }
+    }
+    Ok((delivered, next))
 }
 
 /// Flattens a RESP map or `[k, v, k, v]` array into strings (integers included).
@@ -623,6 +988,157 @@ mod tests {
         assert!(live_value(&f(&[Some("x"), Some("3"), Some("0"), Some("10")]), 10).is_none());
         assert_eq!(live_value(&f(&[Some("x"), Some("3"), None, Some("11")]), 10).unwrap().expires_at, Some(11));
         assert!(live_value(&f(&[None, None, None, None]), 10).is_none());
+    }
+
+    fn bulk(fields: &[(&str, &str)]) -> HashMap<String, redis::Value> {
+        fields.iter().map(|(k, v)| (k.to_string(), redis::Value::BulkString(v.as_bytes().to_vec()))).collect()
+    }
+
+    const ID: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn malformed_entries_say_what_is_wrong() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("foo", "bar")], "field t (task id) is missing"),
+            (&[("t", "x"), ("op", "set"), ("k", "a"), ("v", "1")], "field t:"),
+            (&[("t", ID), ("k", "a")], "field op (operation) is missing"),
+            (&[("t", ID), ("op", "incr"), ("k", "a")], "unknown operation"),
+            (&[("t", ID), ("op", "set"), ("v", "1")], "field k (key) is missing"),
+            (&[("t", ID), ("op", "set"), ("k", ""), ("v", "1")], "field k: key must not be empty"),
+            (&[("t", ID), ("op", "set"), ("k", "a")], "field v (value) is missing"),
+            (&[("t", ID), ("op", "set"), ("k", "a"), ("v", "1"), ("ttl", "soon")], "field ttl:"),
+            (&[("t", ID), ("op", "set"), ("k", "a"), ("v", "1"), ("ttl", "0")], "field ttl:"),
+            (&[("t", ID), ("op", "set"), ("k", "a"), ("v", "1"), ("ttl", "1e3")], "field ttl:"),
+            (&[("t", ID), ("op", "set"), ("k", "a"), ("v", "1"), ("if", "-1")], "field if:"),
+            (&[("t", ID), ("op", "set"), ("k", "a"), ("v", "1"), ("if", "007")], "field if:"),
+            (&[("t", ID), ("op", "set"), ("k", "a"), ("v", "1"), ("inm", "yes")], "field inm:"),
+            (&[("t", ID), ("op", "set"), ("k", "a"), ("v", "1"), ("if", "3"), ("inm", "1")], "one condition"),
+            (&[("t", ID), ("op", "delete"), ("k", "a"), ("v", "1")], "a delete must not carry"),
+        ];
+        for (fields, reason) in cases {
+            let err = StreamTask::decode("1-1", &bulk(fields)).unwrap_err();
+            assert!(err.contains(reason), "{fields:?}: {err}");
+        }
+        let mut invalid_utf8 = bulk(&[("t", ID), ("op", "set"), ("k", "a")]);
+        invalid_utf8.insert("v".into(), redis::Value::BulkString(vec![0xff, 0xfe]));
+        assert_eq!(StreamTask::decode("1-1", &invalid_utf8).unwrap_err(), "field v is not UTF-8");
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let t = StreamTask::decode("1-1", &bulk(&[("t", ID), ("op", "del"), ("k", "a"), ("x", "y")])).unwrap();
+        assert_eq!((t.op, t.key.as_str(), t.stream_id.as_str()), (Op::Delete, "a", "1-1"));
+    }
+
+    #[test]
+    fn incomplete_task_records_are_errors_not_panics() {
+        let map: HashMap<String, String> = [("attempts", "1"), ("status", "queued"), ("version", "3")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert!(parse_task(ID, &map).is_err());
+    }
+
+    #[test]
+    fn fingerprints_tell_requests_apart() {
+        let w = |key: &str, value: Option<&str>, ttl: Option<u64>| WriteRequest {
+            op: if value.is_some() { Op::Set } else { Op::Delete },
+            key: Key::parse(key).unwrap(),
+            value: value.map(String::from),
+            ttl_seconds: ttl,
+            if_match: None,
+            if_none_match: false,
+            idempotency_key: Some("tok".into()),
+            notify: false,
+        };
+        let a = request_fingerprint(&w("a", Some("1"), None));
+        assert_eq!(a, request_fingerprint(&WriteRequest { notify: true, ..w("a", Some("1"), None) }));
+        assert_eq!(a.len(), 64);
+        for other in [w("b", Some("1"), None), w("a", Some("2"), None), w("a", Some("1"), Some(5)), w("a", None, None)]
+        {
+            assert_ne!(a, request_fingerprint(&other));
+        }
+        assert_ne!(a, request_fingerprint(&WriteRequest { if_match: Some(1), ..w("a", Some("1"), None) }));
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::collection::hash_map;
+        use proptest::prelude::*;
+
+        fn any_value() -> impl Strategy<Value = redis::Value> {
+            prop_oneof![
+                any::<Vec<u8>>().prop_map(redis::Value::BulkString),
+                ".{0,40}".prop_map(|s: String| redis::Value::BulkString(s.into_bytes())),
+                "[0-9]{0,22}".prop_map(|s| redis::Value::BulkString(s.into_bytes())),
+                prop_oneof![Just("set"), Just("delete"), Just("del"), Just("1"), Just("")]
+                    .prop_map(|s| redis::Value::BulkString(s.as_bytes().to_vec())),
+                any::<i64>().prop_map(redis::Value::Int),
+                Just(redis::Value::Nil),
+            ]
+        }
+
+        fn any_field() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop_oneof![
+                    Just("t"),
+                    Just("op"),
+                    Just("k"),
+                    Just("v"),
+                    Just("ttl"),
+                    Just("if"),
+                    Just("inm"),
+                    Just("w")
+                ]
+                .prop_map(String::from),
+                ".{0,8}",
+            ]
+        }
+
+        fn valid_task() -> impl Strategy<Value = StreamTask> {
+            (
+                "[0-9a-f]{32}",
+                any::<bool>(),
+                "[^\\p{Cc}]{1,40}",
+                ".{0,64}",
+                proptest::option::of(1..=MAX_TTL_MS),
+                proptest::option::of(any::<u64>()),
+                any::<bool>(),
+                any::<bool>(),
+            )
+                .prop_map(|(task_id, set, key, value, ttl_ms, if_match, inm, notify)| StreamTask {
+                    stream_id: "1700000000000-0".into(),
+                    task_id,
+                    op: if set { Op::Set } else { Op::Delete },
+                    key,
+                    value: if set { value } else { String::new() },
+                    ttl_ms: if set { ttl_ms } else { None },
+                    if_none_match: inm && if_match.is_none(),
+                    if_match,
+                    notify,
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_fields_never_panic(fields in hash_map(any_field(), any_value(), 0..10)) {
+                if let Ok(t) = StreamTask::decode("5-0", &fields) {
+                    // Whatever decodes is a task the worker can apply as is.
+                    prop_assert!(Key::parse(&t.key).is_ok());
+                    prop_assert!(t.ttl_ms.is_none_or(|ms| (1..=MAX_TTL_MS).contains(&ms)));
+                }
+            }
+
+            #[test]
+            fn every_encoded_task_decodes_to_itself(task in valid_task()) {
+                let fields: HashMap<String, redis::Value> = task
+                    .fields()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), redis::Value::BulkString(v.into_bytes())))
+                    .collect();
+                prop_assert_eq!(StreamTask::decode(&task.stream_id, &fields), Ok(task.clone()));
+            }
+        }
     }
 
     #[test]

@@ -39,7 +39,9 @@ async fn apply_one(app: &TestApp, t: &StreamTask) -> kvq::store::Applied {
 async fn read_as(app: &TestApp, consumer: &str, count: usize) -> Vec<StreamTask> {
     app.store.ensure_group().await.unwrap();
     let mut conn = app.store.redis.dedicated(Some(Duration::from_secs(5))).await.unwrap();
-    app.store.read_new(&mut conn, consumer, count, 100).await.unwrap()
+    let delivered = app.store.read_new(&mut conn, consumer, count, 100).await.unwrap();
+    assert!(delivered.malformed.is_empty(), "{:?}", delivered.malformed);
+    delivered.tasks
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

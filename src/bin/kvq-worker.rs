@@ -1,12 +1,27 @@
 //! kvq-worker: applies queued writes. Configuration as in design §5.
+//!
+//! Without arguments it runs the worker. `kvq-worker dead-letters list` and
+//! `kvq-worker dead-letters replay (--all | ID...)` inspect and replay the dead-letter stream
+//! (see `kvq::worker::dead_letters`).
 
 use std::process::ExitCode;
 
 use kvq::config::Settings;
+use kvq::connection::Redis;
+use kvq::store::Store;
 use kvq::worker::app::WorkerApp;
+use kvq::worker::dead_letters::{self, Command};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match Command::parse(&args) {
+        Ok(c) => c,
+        Err(usage) => {
+            eprintln!("{usage}");
+            return ExitCode::from(2);
+        }
+    };
     let settings = match Settings::load() {
         Ok(s) => s,
         Err(e) => {
@@ -14,6 +29,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if command != Command::Run {
+        let store = Store::new(Redis::new(settings.redis.clone()), settings.tasks.retention_seconds);
+        return ExitCode::from(dead_letters::run(&store, command).await);
+    }
     kvq::telemetry::init(settings.log.format);
     let app = match WorkerApp::build(&settings).await {
         Ok(app) => app,

@@ -4,6 +4,9 @@
 -- come from one counter so they only ever increase. A task whose Redis calls fail is reported
 -- as 'error' (and stays pending for a retry) without stopping the rest of the batch.
 --
+-- Numbers never pass through Lua's number formatting (which turns 10^14 into '1e+14' and
+-- rounds past 2^53): versions are read back as strings, times are formatted with '%d'.
+--
 -- KEYS[1] key index (zset), KEYS[2] version counter, KEYS[3] task stream,
 --   then per task i (from 0): KEYS[4+2i] data hash of its key, KEYS[5+2i] its task record
 -- ARGV[1] now ms, ARGV[2] tombstone ms, ARGV[3] consumer group, ARGV[4] notify channel,
@@ -11,28 +14,37 @@
 --   If-Match ('' none), If-None-Match ('1'/''), notify ('1'/''), task id
 -- Returns per task {status, version or '', error or ''}; status 'error' means "not applied".
 
-local now = tonumber(ARGV[1])
+local now_text = ARGV[1]
+local now = tonumber(now_text)
 local tombstone_ms = tonumber(ARGV[2])
 local group, channel, retention = ARGV[3], ARGV[4], ARGV[5]
 
-local function id_parts(id)
-  local ms, n = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(n)
+-- Compares decimal strings without converting them to numbers (no leading zeros).
+local function cmp_decimal(a, b)
+  if #a ~= #b then return #a < #b and -1 or 1 end
+  if a == b then return 0 end
+  return a < b and -1 or 1
 end
 -- true when stream id a is at or after stream id b
 local function not_before(a, b)
-  local ams, an = id_parts(a)
-  local bms, bn = id_parts(b)
-  return ams > bms or (ams == bms and an >= bn)
+  local ams, an = string.match(a, '^(%d+)-(%d+)$')
+  local bms, bn = string.match(b, '^(%d+)-(%d+)$')
+  local c = cmp_decimal(ams, bms)
+  if c == 0 then c = cmp_decimal(an, bn) end
+  return c >= 0
 end
 
 local function apply_one(data, record, id, op, key, value, ttl, if_match, if_none_match, notify, task_id)
   -- Counted first: Redis keeps it even if a later call fails, which is how a poison task
   -- reaches max_attempts.
   redis.call('HINCRBY', record, 'attempts', 1)
-  local done = redis.call('HMGET', record, 'status', 'version', 'error')
-  if not done[1] then
-    -- The record outlived its retention and was just recreated: give it one again.
+  local done = redis.call('HMGET', record, 'status', 'version', 'error', 'op')
+  if not done[1] or not done[4] then
+    -- The record outlived its retention (and was just recreated by HINCRBY): make it a
+    -- complete record again, accepted at its stream id's time, and give it a retention.
+    redis.call('HSET', record, 'op', op, 'key', key, 'seq', id,
+      'enqueued_at', string.match(id, '^(%d+)-'))
+    if not done[1] then redis.call('HSET', record, 'status', 'queued') end
     redis.call('EXPIRE', record, retention)
   end
   if done[1] and done[1] ~= 'queued' then
@@ -52,19 +64,23 @@ local function apply_one(data, record, id, op, key, value, ttl, if_match, if_non
       err = 'a newer write to this key was applied first'
     end
   else
-    local live = seq and del ~= '1' and (not exp or exp == '0' or tonumber(exp) > now)
+    local e = tonumber(exp)
+    local live = seq and del ~= '1' and (not e or e == 0 or e > now)
     if if_none_match == '1' and live then
       status, err = 'rejected', 'If-None-Match: the key exists'
     elseif if_match ~= '' and (not live or ver ~= if_match) then
       status, err = 'rejected', 'If-Match: the key is not at version ' .. if_match
     else
-      version = tostring(redis.call('INCR', KEYS[2]))
+      redis.call('INCR', KEYS[2])
+      -- read back as a string: INCR's reply is a Lua number
+      version = redis.call('GET', KEYS[2])
       if op == 'set' then
         if ttl ~= '' then
           local expires = now + tonumber(ttl)
-          redis.call('HSET', data, 'v', value, 'ver', version, 'seq', id, 'del', '0', 'exp', expires)
+          redis.call('HSET', data, 'v', value, 'ver', version, 'seq', id, 'del', '0',
+            'exp', string.format('%d', expires))
           -- keep the sequence past expiry so a late redelivery cannot resurrect the value
-          redis.call('PEXPIREAT', data, expires + tombstone_ms)
+          redis.call('PEXPIREAT', data, string.format('%d', expires + tombstone_ms))
         else
           redis.call('HSET', data, 'v', value, 'ver', version, 'seq', id, 'del', '0')
           if exp or del == '1' then
@@ -73,24 +89,25 @@ local function apply_one(data, record, id, op, key, value, ttl, if_match, if_non
             redis.call('PERSIST', data)
           end
         end
-        if not live then redis.call('ZADD', KEYS[1], 0, key) end
+        -- always (re)index: a lister may have just dropped the key as expired
+        redis.call('ZADD', KEYS[1], 0, key)
       else
         redis.call('HDEL', data, 'v', 'exp')
         redis.call('HSET', data, 'ver', version, 'seq', id, 'del', '1')
-        redis.call('PEXPIRE', data, tombstone_ms)
+        redis.call('PEXPIRE', data, ARGV[2])
         redis.call('ZREM', KEYS[1], key)
       end
     end
   end
 
   if version ~= '' and err ~= '' then
-    redis.call('HSET', record, 'status', status, 'finished_at', now, 'version', version, 'error', err)
+    redis.call('HSET', record, 'status', status, 'finished_at', now_text, 'version', version, 'error', err)
   elseif version ~= '' then
-    redis.call('HSET', record, 'status', status, 'finished_at', now, 'version', version)
+    redis.call('HSET', record, 'status', status, 'finished_at', now_text, 'version', version)
   elseif err ~= '' then
-    redis.call('HSET', record, 'status', status, 'finished_at', now, 'error', err)
+    redis.call('HSET', record, 'status', status, 'finished_at', now_text, 'error', err)
   else
-    redis.call('HSET', record, 'status', status, 'finished_at', now)
+    redis.call('HSET', record, 'status', status, 'finished_at', now_text)
   end
   redis.call('XACK', KEYS[3], group, id)
   if notify == '1' then redis.call('PUBLISH', channel, task_id) end

@@ -1,29 +1,47 @@
 -- Enqueue one write task atomically: idempotency check, stream entry, task record.
+-- Everything that can fail is checked before the stream entry is added, so a write is never
+-- reported as failed after it was queued.
 -- KEYS[1] task stream, KEYS[2] task record, KEYS[3] idempotency key ('' when none)
--- ARGV[1] task id, ARGV[2] op, ARGV[3] key, ARGV[4] value, ARGV[5] ttl ms ('' none),
--- ARGV[6] If-Match version ('' none), ARGV[7] If-None-Match ('1' or ''), ARGV[8] notify ('1' or ''),
--- ARGV[9] retention seconds, ARGV[10] task record key prefix, ARGV[11] now ms
--- Returns {task id, status, duplicate (0/1), enqueued_at}
-if KEYS[3] ~= '' then
-  local existing = redis.call('GET', KEYS[3])
-  if existing then
-    local rec = redis.call('HMGET', ARGV[10] .. existing, 'status', 'enqueued_at')
-    return {existing, rec[1] or 'queued', 1, rec[2] or ARGV[11]}
+-- ARGV[1] task id, ARGV[2] op, ARGV[3] key, ARGV[4] retention seconds,
+-- ARGV[5] task record key prefix, ARGV[6] now ms, ARGV[7] request fingerprint,
+-- ARGV[8..] the stream entry's fields as name, value pairs
+-- Returns {task id, status, duplicate, enqueued_at}: duplicate 0 new task, 1 the same request
+-- under the same idempotency key (nothing enqueued), 2 the idempotency key belongs to a
+-- different request (nothing enqueued; the task id is the other request's).
+local retention = tonumber(ARGV[4])
+if not retention or retention < 1 or retention > 1e12 or retention % 1 ~= 0 then
+  return redis.error_reply('ERR task retention must be a whole number of seconds from 1 to 10^12, got ' .. ARGV[4])
+end
+local function check_type(key, want)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= want then
+    return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. want)
   end
 end
-local fields = {'t', ARGV[1], 'op', ARGV[2], 'k', ARGV[3]}
-if ARGV[2] == 'set' then
-  table.insert(fields, 'v'); table.insert(fields, ARGV[4])
+local bad = check_type(KEYS[1], 'stream') or check_type(KEYS[2], 'hash')
+if bad then return bad end
+if KEYS[3] ~= '' then
+  bad = check_type(KEYS[3], 'string')
+  if bad then return bad end
+  local existing = redis.call('GET', KEYS[3])
+  if existing then
+    -- 'task id' or 'task id fingerprint'
+    local id, fp = string.match(existing, '^(%S+) (%S+)$')
+    if not id then id = existing end
+    if fp and fp ~= ARGV[7] then
+      return {id, 'queued', 2, ARGV[6]}
+    end
+    local rec = redis.call('HMGET', ARGV[5] .. id, 'status', 'enqueued_at')
+    return {id, rec[1] or 'queued', 1, rec[2] or ARGV[6]}
+  end
 end
-if ARGV[5] ~= '' then table.insert(fields, 'ttl'); table.insert(fields, ARGV[5]) end
-if ARGV[6] ~= '' then table.insert(fields, 'if'); table.insert(fields, ARGV[6]) end
-if ARGV[7] ~= '' then table.insert(fields, 'inm'); table.insert(fields, '1') end
-if ARGV[8] ~= '' then table.insert(fields, 'w'); table.insert(fields, '1') end
+local fields = {}
+for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
 local seq = redis.call('XADD', KEYS[1], '*', unpack(fields))
 redis.call('HSET', KEYS[2], 'op', ARGV[2], 'key', ARGV[3], 'status', 'queued',
-  'attempts', 0, 'enqueued_at', ARGV[11], 'seq', seq)
-redis.call('EXPIRE', KEYS[2], ARGV[9])
+  'attempts', 0, 'enqueued_at', ARGV[6], 'seq', seq)
+redis.call('EXPIRE', KEYS[2], retention)
 if KEYS[3] ~= '' then
-  redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[9])
+  redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. ARGV[7], 'EX', retention)
 end
-return {ARGV[1], 'queued', 0, ARGV[11]}
+return {ARGV[1], 'queued', 0, ARGV[6]}

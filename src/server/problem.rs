@@ -61,6 +61,9 @@ pub enum ApiError {
     /// The body is not `application/json`.
     #[oai(status = 415)]
     UnsupportedMediaType(Json<Problem>),
+    /// The `Idempotency-Key` was already used for a different request; nothing was enqueued.
+    #[oai(status = 422)]
+    UnprocessableEntity(Json<Problem>),
     /// With `?wait`: the task failed for good and is in the dead-letter stream.
     #[oai(status = 500)]
     Failed(Json<Problem>),
@@ -87,6 +90,13 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
+            StoreError::IdempotencyConflict { task_id } => Self::UnprocessableEntity(Json(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "Idempotency-Key: already used for a different request (task {task_id}); \
+                     use a new key for a new request"
+                ),
+            ))),
             StoreError::Unavailable(why) => {
                 tracing::warn!(error = %why, "redis unavailable");
                 Self::unavailable("the data store is unavailable; retry later")

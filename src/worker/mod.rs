@@ -7,19 +7,22 @@
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{watch, Semaphore};
+use futures_util::FutureExt;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::domain::TaskStatus;
 use crate::metrics::{Metrics, StatusLabels};
-use crate::store::{Applied, Store, StoreError, StreamTask};
+use crate::store::{Applied, Delivered, Malformed, Store, StoreError, StreamTask};
 
 pub mod app;
+pub mod dead_letters;
 
 /// Entries read at a time and applied in one script call.
 pub const BATCH: usize = 32;
@@ -32,9 +35,40 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// What one step of the worker did; tests drive the queue with it instead of sleeping.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// Tasks were read and finished, with their outcomes.
+    /// Entries were read and finished, with their outcomes (an entry that is no valid task
+    /// ends `failed`, in the dead-letter stream).
     Executed(Vec<Applied>),
     EmptyQueue,
+}
+
+/// Called with each task of a batch just before it is applied (a fault-injection point).
+pub type ApplyHook = Arc<dyn Fn(&StreamTask) + Send + Sync>;
+
+/// Locks a mutex even if a panicking thread poisoned it (the data here stays consistent).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Removes a batch's stream ids from the in-flight set when the batch ends, however it ends.
+struct InFlight {
+    set: Arc<Mutex<HashSet<String>>>,
+    ids: Vec<String>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut set = lock(&self.set);
+        for id in &self.ids {
+            set.remove(id);
+        }
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 #[derive(Clone)]
@@ -48,6 +82,9 @@ pub struct Worker {
     metrics: Arc<Metrics>,
     /// Stream ids this process is working on, so its own reclaim does not run them twice.
     in_flight: Arc<Mutex<HashSet<String>>>,
+    /// Where the next reclaim scan of the pending list starts (`0-0`: from the beginning).
+    reclaim_cursor: Arc<Mutex<String>>,
+    before_apply: Option<ApplyHook>,
 }
 
 impl Worker {
@@ -61,11 +98,30 @@ impl Worker {
             tombstone_ms: settings.tasks.retention_seconds * 1000,
             metrics,
             in_flight: Arc::default(),
+            reclaim_cursor: Arc::new(Mutex::new("0-0".into())),
+            before_apply: None,
         }
     }
 
     pub fn consumer(&self) -> &str {
         &self.consumer
+    }
+
+    /// Runs `hook` on each task just before it is applied. For tests that need a worker to
+    /// fail (a panicking hook stands for a bug in the apply path).
+    #[doc(hidden)]
+    pub fn with_apply_hook(mut self, hook: ApplyHook) -> Self {
+        self.before_apply = Some(hook);
+        self
+    }
+
+    /// Runs a batch on its own task, holding `permit` until it ends, panic or not.
+    fn spawn_batch(&self, batch: Delivered, permit: OwnedSemaphorePermit, stop: watch::Receiver<bool>) {
+        let worker = self.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            worker.process_delivered(batch, stop).await;
+        });
     }
 
     /// Runs until `stop` resolves, then finishes and acknowledges the tasks it holds.
@@ -110,14 +166,7 @@ impl Worker {
             };
             match read {
                 Ok(batch) if batch.is_empty() => {}
-                Ok(batch) => {
-                    let worker = self.clone();
-                    let stop = stop.clone();
-                    tokio::spawn(async move {
-                        worker.process_batch(batch, stop).await;
-                        drop(permit);
-                    });
-                }
+                Ok(batch) => self.spawn_batch(batch, permit, stop.clone()),
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the task stream failed; reconnecting");
                     conn = None;
@@ -141,21 +190,16 @@ impl Worker {
                 _ = tokio::time::sleep(period) => {}
                 _ = stop.changed() => return,
             }
-            match self.store.reclaim(&self.consumer, self.claim_idle_ms, BATCH).await {
+            match self.reclaim_step().await {
                 Ok(claimed) => {
-                    let claimed: Vec<StreamTask> = {
-                        let in_flight = self.in_flight.lock().expect("poisoned");
-                        claimed.into_iter().filter(|t| !in_flight.contains(&t.stream_id)).collect()
-                    };
                     if !claimed.is_empty() {
-                        tracing::info!(tasks = claimed.len(), "reclaimed idle tasks of another consumer");
+                        tracing::info!(
+                            tasks = claimed.tasks.len(),
+                            malformed = claimed.malformed.len(),
+                            "reclaimed idle entries"
+                        );
                         let Ok(permit) = permits.clone().acquire_owned().await else { return };
-                        let worker = self.clone();
-                        let stop = stop.clone();
-                        tokio::spawn(async move {
-                            worker.process_batch(claimed, stop).await;
-                            drop(permit);
-                        });
+                        self.spawn_batch(claimed, permit, stop.clone());
                     }
                 }
                 Err(StoreError::Redis(e)) if e.to_string().contains("NOGROUP") => {
@@ -172,14 +216,114 @@ impl Worker {
         }
     }
 
+    /// One reclaim scan of the pending list, continuing where the last one stopped, without
+    /// the entries this process is working on.
+    async fn reclaim_step(&self) -> Result<Delivered, StoreError> {
+        let start = lock(&self.reclaim_cursor).clone();
+        let (mut claimed, next) = self.store.reclaim(&self.consumer, self.claim_idle_ms, BATCH, &start).await?;
+        *lock(&self.reclaim_cursor) = next;
+        let in_flight = lock(&self.in_flight);
+        claimed.tasks.retain(|t| !in_flight.contains(&t.stream_id));
+        claimed.malformed.retain(|m| !in_flight.contains(&m.stream_id));
+        Ok(claimed)
+    }
+
+    /// Finishes delivered entries: those that are no valid task go to the dead-letter stream,
+    /// the tasks are applied. A panic while applying does not escape: see `process_guarded`.
+    async fn process_delivered(&self, delivered: Delivered, stop: watch::Receiver<bool>) -> Vec<Applied> {
+        let mut finished = Vec::new();
+        for m in &delivered.malformed {
+            finished.extend(self.reject_malformed(m).await);
+        }
+        if !delivered.tasks.is_empty() {
+            finished.extend(self.process_guarded(delivered.tasks, stop).await);
+        }
+        finished
+    }
+
+    /// Moves an entry that is no valid task to the dead-letter stream; if Redis cannot take it
+    /// now, it stays pending and is reclaimed later.
+    async fn reject_malformed(&self, m: &Malformed) -> Option<Applied> {
+        tracing::warn!(stream_id = %m.stream_id, reason = %m.reason, "stream entry is no valid task; moving it to the dead-letter stream");
+        match self.store.dead_letter_malformed(m).await {
+            Ok(()) => {
+                self.metrics.malformed_entries.inc();
+                self.finished(TaskStatus::Failed);
+                Some(Applied { status: TaskStatus::Failed, version: None, error: Some(m.reason.clone()) })
+            }
+            Err(e) => {
+                tracing::warn!(stream_id = %m.stream_id, error = %e, "could not dead-letter the entry; it stays pending");
+                None
+            }
+        }
+    }
+
+    /// `process_batch`, but a panic in it is caught: the batch's tasks are then run one at a
+    /// time, and a task that panics on its own counts an attempt and stays pending (reclaimed
+    /// later), until it has used up `max_attempts` and goes to the dead-letter stream.
+    async fn process_guarded(&self, tasks: Vec<StreamTask>, stop: watch::Receiver<bool>) -> Vec<Applied> {
+        let batch = AssertUnwindSafe(self.process_batch(&tasks, stop.clone())).catch_unwind().await;
+        let panic = match batch {
+            Ok(finished) => return finished,
+            Err(p) => panic_message(p.as_ref()),
+        };
+        tracing::error!(panic = %panic, tasks = tasks.len(), "applying a batch panicked; applying its tasks one by one");
+        let mut finished = Vec::new();
+        for task in tasks {
+            let one =
+                AssertUnwindSafe(self.process_batch(std::slice::from_ref(&task), stop.clone())).catch_unwind().await;
+            match one {
+                Ok(done) => finished.extend(done),
+                Err(p) => {
+                    let error = format!("the worker panicked while applying the task: {}", panic_message(p.as_ref()));
+                    let span = task_span(&task);
+                    finished.extend(self.after_panic(&task, error).instrument(span).await);
+                }
+            }
+        }
+        finished
+    }
+
+    async fn after_panic(&self, task: &StreamTask, error: String) -> Option<Applied> {
+        self.metrics.task_retries.inc();
+        match self.store.count_attempt(&task.task_id).await {
+            Ok(attempts) if attempts >= self.max_attempts => {
+                tracing::error!(%error, attempts, "task failed for good; moving it to the dead-letter stream");
+                match self.store.dead_letter(task, &error).await {
+                    Ok(()) => {
+                        self.finished(TaskStatus::Failed);
+                        Some(Applied { status: TaskStatus::Failed, version: None, error: Some(error) })
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not dead-letter the task; it stays pending");
+                        None
+                    }
+                }
+            }
+            Ok(attempts) => {
+                tracing::error!(%error, attempts, "task left pending; it is retried when reclaimed");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not count the attempt; the task stays pending");
+                None
+            }
+        }
+    }
+
     /// Applies a batch in one script call; tasks that fail there continue one by one with
     /// retries. Returns the outcomes of the tasks that finished.
-    async fn process_batch(&self, tasks: Vec<StreamTask>, mut stop: watch::Receiver<bool>) -> Vec<Applied> {
-        self.in_flight.lock().expect("poisoned").extend(tasks.iter().map(|t| t.stream_id.clone()));
+    async fn process_batch(&self, tasks: &[StreamTask], mut stop: watch::Receiver<bool>) -> Vec<Applied> {
+        let ids: Vec<String> = tasks.iter().map(|t| t.stream_id.clone()).collect();
+        lock(&self.in_flight).extend(ids.iter().cloned());
+        let _in_flight = InFlight { set: self.in_flight.clone(), ids };
+        if let Some(hook) = &self.before_apply {
+            tasks.iter().for_each(|t| hook(t));
+        }
         let mut backoff = Backoff::default();
         let mut stopping_deadline = None;
         let outcomes = loop {
-            match self.store.apply(&tasks, self.tombstone_ms).await {
+            match self.store.apply(tasks, self.tombstone_ms).await {
                 Ok(outcomes) => break Some(outcomes),
                 Err(StoreError::Unavailable(e)) => {
                     tracing::warn!(error = %e, tasks = tasks.len(), "redis unavailable while applying; will retry");
@@ -213,10 +357,6 @@ impl Worker {
             }
         } else {
             tracing::warn!(tasks = tasks.len(), "leaving tasks pending for another worker");
-        }
-        let mut in_flight = self.in_flight.lock().expect("poisoned");
-        for t in &tasks {
-            in_flight.remove(&t.stream_id);
         }
         finished
     }
@@ -262,11 +402,11 @@ impl Worker {
         self.metrics.tasks_finished.get_or_create(&StatusLabels { status: status.as_str() }).inc();
     }
 
-    /// One deterministic step for tests: reclaim idle entries, else read new ones without
-    /// blocking, and finish all of them before returning.
+    /// One deterministic step for tests: reclaim idle entries (continuing the last scan), else
+    /// read new ones without blocking, and finish all of them before returning.
     pub async fn try_execute_tasks(&self) -> Result<Step, StoreError> {
         self.store.ensure_group().await?;
-        let mut batch = self.store.reclaim(&self.consumer, self.claim_idle_ms, BATCH).await?;
+        let mut batch = self.reclaim_step().await?;
         if batch.is_empty() {
             let mut conn = self.store.redis.dedicated(Some(BLOCK_RESPONSE_TIMEOUT)).await?;
             batch = self.store.read_new(&mut conn, &self.consumer, BATCH, 1).await?;
@@ -275,7 +415,7 @@ impl Worker {
             return Ok(Step::EmptyQueue);
         }
         let (_tx, rx) = watch::channel(false);
-        Ok(Step::Executed(self.process_batch(batch, rx).await))
+        Ok(Step::Executed(self.process_delivered(batch, rx).await))
     }
 }
 
