@@ -97,7 +97,7 @@ def run(ctx, names):
         log("ERROR " + ctx.results["error"])
     finally:
         ctx.procs.stop_all()
-        counts = count_log_warnings(ctx.workdir)
+        counts = ctx.log_warnings = count_log_warnings(ctx.workdir)
         if counts:
             ctx.results["notes"].append(f"warnings/errors logged by kvq: {counts} (logs in {ctx.workdir})")
     ctx.results["meta"] = meta(ctx, started)
@@ -121,24 +121,26 @@ def main(argv=None):
         return 130
     finally:
         ctx.procs.stop_all()
-    # a smoke run's JSON stays in its temporary directory (removed when the run passes cleanly)
+    # a smoke run's JSON stays in its temporary directory, which is removed when the run passes
+    # (its figures mean nothing; scripts/test.sh runs it every time)
     out_dir = args.out or (ctx.workdir if args.smoke else os.path.join(BENCH_DIR, "results"))
     path = write_results(results, out_dir)
     print()
     print_table(results)
-    print(f"\nresults: {os.path.relpath(path, REPO) if path.startswith(REPO + os.sep) else path}")
     failed = bool(results.get("error"))
     if args.smoke:
         problems = smoke_problems(results, ctx.problems, (["setup"] if ctx.local else []) + names)
+        failed = failed or bool(problems)
+    # a smoke run keeps its directory only for a failure or kvq's own warnings (not for a busy machine)
+    keep = failed or bool(ctx.log_warnings) or (bool(results["notes"]) and not args.smoke)
+    if keep or not path.startswith(ctx.workdir + os.sep):
+        print(f"\nresults: {os.path.relpath(path, REPO) if path.startswith(REPO + os.sep) else path}")
+    if args.smoke:
         for p in problems:
             print(f"SMOKE FAILURE: {p}")
-        print(f"smoke run: {'FAILED' if problems else 'ok'} in {results['meta']['duration_s']} s")
-        failed = failed or bool(problems)
-    if failed:
-        print(f"logs kept in {ctx.workdir}")
-        return 1
-    if results["notes"]:
+        print(f"smoke run: {'FAILED' if failed else 'ok'} in {results['meta']['duration_s']} s")
+    if keep:
         print(f"logs kept in {ctx.workdir}")
     else:
         shutil.rmtree(ctx.workdir, ignore_errors=True)
-    return 0
+    return 1 if failed else 0

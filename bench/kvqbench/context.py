@@ -42,6 +42,7 @@ class Context:
         self.results = {"figures": [], "raw": {}, "memory": {}, "notes": []}
         # notes that say a phase did not work (not merely that the machine was busy): a smoke run fails on them
         self.problems = []
+        self.log_warnings = {}  # kvq log file -> WARN/ERROR lines, counted when the run ends
         self.ref = None
         self.url = args.url
         self.server = None
