@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# kvq benchmark suite: `bash bench/run.sh [--quick] [--url http://host:port] [--no-build] [--skip-sentinel]`
-# See bench/README.md. Installs its tools if missing, then runs bench/run.py (stdlib Python).
+# kvq benchmark suite: `bash bench/run.sh [--quick|--smoke] [--url http://host:port] [--no-build [--bin-dir DIR]]
+# [--skip-sentinel] [--only PHASES]`. See bench/README.md. Installs its tools if missing, then runs the
+# Python package bench/kvqbench (standard library only) as `python3 -m kvqbench`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,8 +20,8 @@ if ((${#need[@]})); then
 fi
 command -v python3 >/dev/null || { echo "bench: python3 is required" >&2; exit 1; }
 
-# run.py mirrors the pids of everything it starts into this file; the trap stops those
-# (by pid, nothing else) if run.py itself is killed or interrupted.
+# kvqbench mirrors the pids of everything it starts into this file; the trap stops those
+# (by pid, nothing else) if kvqbench itself is killed or interrupted.
 BENCH_PIDFILE="$(mktemp -t kvq-bench-pids.XXXXXX)"
 export BENCH_PIDFILE
 py=""
@@ -40,6 +41,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'cleanup; exit 130' INT TERM
 
-python3 bench/run.py "$@" &
+PYTHONPATH="$PWD/bench${PYTHONPATH:+:$PYTHONPATH}" python3 -m kvqbench "$@" &
 py=$!
 wait "$py"

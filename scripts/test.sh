@@ -31,3 +31,7 @@ bash scripts/verify-chart.sh --no-cargo
 
 step "cargo test (unit, API, queue, outage, pages, browser, chart, HA fault tests)"
 cargo test --all-targets --no-fail-fast -- --test-threads="${KVQ_TEST_THREADS:-4}"
+
+step "benchmark suite: unit tests, then a smoke run of every phase on the debug binaries cargo test built"
+python3 -m unittest discover -s bench -p 'test_*.py'
+bash bench/run.sh --smoke --no-build --bin-dir "${CARGO_TARGET_DIR:-target}/debug"

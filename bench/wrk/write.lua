@@ -5,7 +5,7 @@
 --   BENCH_LIMIT   stop each thread after this many responses (0: run for -d)
 --   BENCH_DELAY_MS  mean pause between a response and the next request on a connection
 --                 (fractional values are dithered between floor and ceil); 0: no pause
-package.path = (os.getenv("BENCH_DIR") or "bench") .. "/?.lua;" .. package.path
+package.path = (os.getenv("BENCH_WRK_DIR") or "bench/wrk") .. "/?.lua;" .. package.path
 local common = require("common")
 local stamp = require("stamp")
 

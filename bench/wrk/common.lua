@@ -1,5 +1,5 @@
--- Shared by the wrk scripts in bench/: prints the run's figures as one JSON line that
--- bench/run.py parses (latencies in microseconds, wrk's own histogram).
+-- Shared by the wrk scripts in bench/wrk/: prints the run's figures as one JSON line that
+-- bench/kvqbench/wrk.py parses (latencies in microseconds, wrk's own histogram).
 local M = {}
 
 function M.done(summary, latency, requests)

@@ -1,6 +1,6 @@
 -- Wall-clock stamps for wrk scripts (LuaJIT ffi; wrk's Lua has no sub-second clock).
 -- A thread that stops after BENCH_LIMIT answers writes the time of its last answer to
--- BENCH_STAMP_DIR/thread-<tid>, so bench/run.py knows when the last 202 arrived even though
+-- BENCH_STAMP_DIR/thread-<tid>, so the suite knows when the last 202 arrived even though
 -- wrk itself only exits after -d.
 local ffi = require("ffi")
 pcall(ffi.cdef, [[

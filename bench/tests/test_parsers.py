@@ -1,0 +1,72 @@
+"""Parsing /metrics, redis-benchmark's CSV and /proc/PID/status."""
+
+import unittest
+
+from kvqbench.http import parse_metrics, queue_depth_of
+from kvqbench.procs import parse_proc_status
+from kvqbench.redis import parse_redis_benchmark
+
+METRICS = """# HELP kvq_queue_depth Tasks accepted and not yet applied.
+# TYPE kvq_queue_depth gauge
+kvq_queue_depth 1234
+# TYPE kvq_http_requests_total counter
+kvq_http_requests_total{method="PUT",route="/v1/keys/{key}",status="202"} 5.5e3
+kvq_http_requests_total{method="GET",route="/v1/keys/{key}",status="404"} 0
+kvq_build_info{version="0.1.0"} 1
+kvq_weird NaN-ish
+"""
+
+# `redis-benchmark -c 32 -n 2000 -t set,get -q --csv` (redis 7.0)
+RB_CSV = '''"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+"SET","54054.05","0.400","0.032","0.359","0.527","3.135","3.359"
+"GET","51282.05","0.394","0.128","0.351","0.511","2.879","3.063"
+'''
+
+STATUS = """Name:\tkvq-server
+VmPeak:\t  100000 kB
+VmHWM:\t   11468 kB
+VmRSS:\t    7884 kB
+Threads:\t3
+"""
+
+
+class Metrics(unittest.TestCase):
+    def test_values_by_name_and_labels(self):
+        m = parse_metrics(METRICS)
+        self.assertEqual(m["kvq_queue_depth"], 1234.0)
+        self.assertEqual(m['kvq_http_requests_total{method="PUT",route="/v1/keys/{key}",status="202"}'], 5500.0)
+        self.assertEqual(m['kvq_http_requests_total{method="GET",route="/v1/keys/{key}",status="404"}'], 0.0)
+        self.assertEqual(m['kvq_build_info{version="0.1.0"}'], 1.0)
+
+    def test_comments_and_unparsable_values_are_skipped(self):
+        m = parse_metrics(METRICS)
+        self.assertFalse(any(k.startswith("#") for k in m))
+        self.assertNotIn("kvq_weird", m)
+        self.assertEqual(len(m), 4)
+
+    def test_label_values_with_spaces(self):
+        m = parse_metrics('x{reason="no such key"} 2\n')
+        self.assertEqual(m, {'x{reason="no such key"}': 2.0})
+
+    def test_queue_depth(self):
+        self.assertEqual(queue_depth_of(parse_metrics(METRICS)), 1234)
+        self.assertEqual(queue_depth_of(parse_metrics("other 1\n")), -1)
+
+
+class RedisBenchmark(unittest.TestCase):
+    def test_set_and_get(self):
+        out = parse_redis_benchmark(RB_CSV)
+        self.assertEqual(out["SET"], {"rps": 54054.05, "p50_ms": 0.359, "p99_ms": 3.135})
+        self.assertEqual(out["GET"], {"rps": 51282.05, "p50_ms": 0.351, "p99_ms": 2.879})
+
+    def test_nothing_to_parse(self):
+        self.assertEqual(parse_redis_benchmark("Could not connect to Redis at 127.0.0.1:1\n"), {})
+
+
+class ProcStatus(unittest.TestCase):
+    def test_rss_and_hwm_in_mib(self):
+        self.assertEqual(parse_proc_status(STATUS), {"VmHWM": 11.2, "VmRSS": 7.7})
+
+
+if __name__ == "__main__":
+    unittest.main()
