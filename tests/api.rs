@@ -434,6 +434,34 @@ async fn repeated_query_parameters_are_a_400_naming_the_parameter() {
     app.stop().await;
 }
 
+/// poem-openapi reads a header it cannot decode as absent: an `If-Match` with a non-ASCII byte
+/// would make the write unconditional, and of two `If-Match` lines only one would count.
+#[tokio::test]
+async fn write_headers_must_be_one_ascii_value_or_the_write_is_a_400() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 0).await;
+    let non_ascii = reqwest::header::HeaderValue::from_bytes(b"\"1\"\xd7").unwrap();
+    for name in ["If-Match", "If-None-Match", "Idempotency-Key"] {
+        let r = app.client.put(app.url("/v1/keys/h")).header(name, non_ascii.clone()).json(&json!({"value": "x"}));
+        assert_problem(r.send().await.unwrap(), 400, name).await;
+        let r = app.client.delete(app.url("/v1/keys/h")).header(name, non_ascii.clone());
+        assert_problem(r.send().await.unwrap(), 400, name).await;
+    }
+    let r = app
+        .client
+        .put(app.url("/v1/keys/h"))
+        .header("If-Match", "\"1\"")
+        .header("If-Match", "\"2\"")
+        .json(&json!({"value": "x"}))
+        .send()
+        .await
+        .unwrap();
+    let b = assert_problem(r, 400, "If-Match").await;
+    assert!(b["detail"].as_str().unwrap().contains("more than once"), "{b}");
+    assert_eq!(stream_len(&redis), 0, "nothing enqueued");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn duplicate_members_in_a_put_body_are_a_400_naming_the_member() {
     let redis = TestRedis::start();
@@ -495,6 +523,14 @@ async fn parameter_constraints_are_declared_in_the_spec_and_enforced_alike() {
     let schema_of = |params: &[Value], name: &str| -> Value {
         params.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("no parameter {name}"))["schema"].clone()
     };
+    let wait = schema_of(&params("/v1/keys/{key}", "put"), "wait");
+    assert_eq!((wait["minimum"].as_f64(), wait["maximum"].as_f64()), (Some(0.0), Some(30.0)));
+    let cursor = schema_of(&params("/v1/keys", "get"), "cursor");
+    assert_eq!(cursor["pattern"], kvq::server::params::CURSOR_PATTERN);
+    assert_eq!(cursor["maxLength"], 1024);
+    let put_body = &spec["components"]["schemas"]["PutBody"];
+    assert_eq!(put_body["additionalProperties"], false, "unknown members are refused");
+    assert!(put_body["properties"]["value"]["maxLength"].is_u64(), "the value limit is declared");
     for method in ["get", "put", "delete"] {
         let key = schema_of(&params("/v1/keys/{key}", method), "key");
         assert_eq!(key["minLength"], 1, "{method} key");
@@ -512,7 +548,7 @@ async fn parameter_constraints_are_declared_in_the_spec_and_enforced_alike() {
         for bad in ["", "abc", "\"42", "*"] {
             assert!(!if_match.is_match(bad), "If-Match pattern must refuse {bad:?}");
         }
-        assert_eq!(schema_of(&ps, "If-None-Match")["pattern"], "^\\*$");
+        assert_eq!(schema_of(&ps, "If-None-Match")["enum"], json!(["*"]));
         let idem = schema_of(&ps, "Idempotency-Key");
         assert_eq!((idem["minLength"].as_u64(), idem["maxLength"].as_u64()), (Some(1), Some(255)));
         assert!(idem["pattern"].is_string());

@@ -54,7 +54,29 @@ fn api_service(state: AppState) -> OpenApiService<Api, ()> {
 /// The OpenAPI document, as served at `/openapi.json` (used by the spec snapshot test).
 pub fn openapi_spec(settings: &Settings) -> String {
     let store = Store::new(Redis::new(settings.redis.clone()), settings.tasks.retention_seconds);
-    api_service(state_for(settings, store)).spec()
+    complete_spec(&api_service(state_for(settings, store)), settings.limits.max_value_bytes)
+}
+
+/// poem-openapi's document plus what its derive cannot say: the write body takes no other
+/// members (`deny_unknown_fields`), its `ttl_seconds` may be `null` (no TTL, as when absent), and
+/// its value is limited by `limits.max_value_bytes`. The limit counts bytes of UTF-8; `maxLength`
+/// counts characters, so it is the bound for one-byte text and a value with longer characters can
+/// reach the byte limit sooner (413).
+fn complete_spec(api: &OpenApiService<Api, ()>, max_value_bytes: usize) -> String {
+    let mut spec: serde_json::Value = serde_json::from_str(&api.spec()).expect("poem-openapi writes valid JSON");
+    if let Some(body) = spec.pointer_mut("/components/schemas/PutBody").and_then(|b| b.as_object_mut()) {
+        body.insert("additionalProperties".into(), false.into());
+        if let Some(value) = body.get_mut("properties").and_then(|p| p.get_mut("value")).and_then(|v| v.as_object_mut())
+        {
+            value.insert("maxLength".into(), max_value_bytes.into());
+        }
+        if let Some(ttl) =
+            body.get_mut("properties").and_then(|p| p.get_mut("ttl_seconds")).and_then(|v| v.as_object_mut())
+        {
+            ttl.insert("nullable".into(), true.into());
+        }
+    }
+    serde_json::to_string_pretty(&spec).expect("a JSON value serializes")
 }
 
 fn state_for(settings: &Settings, store: Store) -> AppState {
@@ -91,7 +113,10 @@ impl ServerApp {
         );
         let body_limit = body_limit(self.state.max_value_bytes);
         let api = api_service(self.state.clone());
-        let spec = api.spec_endpoint();
+        let spec_json = complete_spec(&api, self.state.max_value_bytes);
+        let spec = poem::endpoint::make_sync(move |_| {
+            Response::builder().content_type("application/json; charset=utf-8").body(spec_json.clone())
+        });
         let docs = swagger_ui(self.state.clone());
         // Pages and probes read shared state from request data; the API (the hot path) holds its
         // state itself, so its requests skip those per-request insertions.

@@ -13,10 +13,15 @@ use crate::domain::{Key, MAX_KEY_BYTES};
 pub const KEY_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]+$";
 /// A version as an entity tag: `"42"`, weak `W/"42"` or bare `42`.
 pub const IF_MATCH_PATTERN: &str = r#"^(W/)?"[0-9]{1,19}"$|^[0-9]{1,19}$"#;
-/// Writes support only the wildcard.
-pub const WRITE_IF_NONE_MATCH_PATTERN: &str = r"^\*$";
 /// Printable ASCII without spaces.
 pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]{1,255}$";
+/// Lowercase hex of UTF-8, the only cursors `next_cursor` hands out (empty: the first page).
+pub const CURSOR_PATTERN: &str = "^(?:[0-7][0-9a-f]|(?:c[2-9a-f]|d[0-9a-f])[89ab][0-9a-f]\
+    |e0[ab][0-9a-f][89ab][0-9a-f]|e[1-9a-cef][89ab][0-9a-f][89ab][0-9a-f]|ed[89][0-9a-f][89ab][0-9a-f]\
+    |f0[9ab][0-9a-f][89ab][0-9a-f][89ab][0-9a-f]|f[1-3][89ab][0-9a-f][89ab][0-9a-f][89ab][0-9a-f]\
+    |f48[0-9a-f][89ab][0-9a-f][89ab][0-9a-f])*$";
+/// Longest cursor: two hex digits per byte of the longest key.
+pub const MAX_CURSOR_CHARS: usize = 2 * MAX_KEY_BYTES;
 /// Longest Idempotency-Key.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
 
@@ -82,7 +87,26 @@ impl ParseFromParameter for IfMatch {
 #[derive(Debug, Clone, Copy)]
 pub struct IfNoneMatchAny;
 
-string_param!(IfNoneMatchAny, Some(1), Some(1), WRITE_IF_NONE_MATCH_PATTERN);
+impl Type for IfNoneMatchAny {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "string".into()
+    }
+    fn schema_ref() -> MetaSchemaRef {
+        let mut schema = MetaSchema::new("string");
+        schema.enum_items = vec!["*".into()];
+        MetaSchemaRef::Inline(Box::new(schema))
+    }
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(std::iter::once(self))
+    }
+}
 
 impl ParseFromParameter for IfNoneMatchAny {
     fn parse_from_parameter(value: &str) -> ParseResult<Self> {
@@ -107,6 +131,23 @@ impl ParseFromParameter for IdempotencyKey {
         } else {
             Err(ParseError::custom("1 to 255 printable ASCII characters without spaces"))
         }
+    }
+}
+
+/// The `cursor` query parameter: the key to continue after, or None for the first page.
+#[derive(Debug, Clone)]
+pub struct CursorParam(pub Option<String>);
+
+string_param!(CursorParam, Some(0), Some(MAX_CURSOR_CHARS), CURSOR_PATTERN);
+
+impl ParseFromParameter for CursorParam {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        if value.is_empty() {
+            return Ok(CursorParam(None));
+        }
+        super::api::decode_cursor(value)
+            .map(|key| CursorParam(Some(key)))
+            .ok_or_else(|| ParseError::custom("not a cursor returned by this API"))
     }
 }
 
@@ -186,11 +227,8 @@ mod tests {
         }
 
         #[test]
-        fn write_if_none_match_accepts_exactly_the_declared_pattern(s in ".{0,3}|\\PC*") {
-            prop_assert_eq!(
-                IfNoneMatchAny::parse_from_parameter(&s).is_ok(),
-                full_match(WRITE_IF_NONE_MATCH_PATTERN, &s)
-            );
+        fn write_if_none_match_accepts_only_the_declared_wildcard(s in ".{0,3}|\\PC*") {
+            prop_assert_eq!(IfNoneMatchAny::parse_from_parameter(&s).is_ok(), s == "*");
         }
 
         #[test]
@@ -215,6 +253,19 @@ mod tests {
             let _ = if_none_match_hits(&s, "\"1\"");
             let _ = IfMatch::parse_from_parameter(&s);
             let _ = IfNoneMatchAny::parse_from_parameter(&s);
+        }
+
+        #[test]
+        fn cursors_accept_exactly_the_declared_pattern(
+            c in "\\PC{0,8}|[0-9a-fA-F]{0,16}|([0-9a-f]{2}){0,8}|(c[0-9a-f]|e[0-9a-f]|f[0-9a-f]|[0-9a-f][0-9a-f]|[89ab][0-9a-f]){0,6}"
+        ) {
+            let declared = full_match(CURSOR_PATTERN, &c) && c.len() <= MAX_CURSOR_CHARS;
+            prop_assert_eq!(CursorParam::parse_from_parameter(&c).is_ok(), declared, "{:?}", c);
+        }
+
+        #[test]
+        fn every_issued_cursor_matches_the_declared_pattern(k in "\\PC{1,100}") {
+            prop_assert!(full_match(CURSOR_PATTERN, &super::super::api::encode_cursor(&k)));
         }
 
         #[test]

@@ -1,12 +1,17 @@
-//! Query parameters of the API are single-valued: `?wait=1&wait=40` is a 400 naming `wait`, not
-//! a silent choice of one of the two.
+//! Parameters of the API are single-valued: `?wait=1&wait=40` is a 400 naming `wait`, not a
+//! silent choice of one of the two. The same holds for the write headers, which also must be
+//! ASCII: poem-openapi reads a header it cannot decode as absent, which would turn a write with
+//! an undecodable `If-Match` into an unconditional one.
 
+use poem::http::Method;
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result};
 
 use super::problem::ApiError;
 
 /// Every query parameter the API declares.
 pub const SINGLE_VALUED: [&str; 4] = ["wait", "prefix", "limit", "cursor"];
+/// The headers that shape a write.
+pub const WRITE_HEADERS: [&str; 3] = ["If-Match", "If-None-Match", "Idempotency-Key"];
 
 pub struct SingleValuedQuery;
 
@@ -25,6 +30,19 @@ impl<E: Endpoint> Endpoint for SingleValuedQueryEndpoint<E> {
     async fn call(&self, req: Request) -> Result<Response> {
         if let Some(name) = req.uri().query().and_then(repeated_parameter) {
             return Err(ApiError::bad_request(format!("{name}: given more than once; pass it once")).into());
+        }
+        if matches!(*req.method(), Method::PUT | Method::DELETE) {
+            for name in WRITE_HEADERS {
+                let mut values = req.headers().get_all(name).iter();
+                if let Some(value) = values.next() {
+                    if values.next().is_some() {
+                        return Err(ApiError::bad_request(format!("{name}: given more than once; send it once")).into());
+                    }
+                    if value.to_str().is_err() {
+                        return Err(ApiError::bad_request(format!("{name}: must be printable ASCII")).into());
+                    }
+                }
+            }
         }
         self.0.call(req).await.map(IntoResponse::into_response)
     }
