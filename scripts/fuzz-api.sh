@@ -7,7 +7,7 @@
 # rejected and valid input accepted. Any finding fails the run.
 #
 #   KVQ_FUZZ_SEED=N          random seed (default fixed, printed; reuse it to reproduce a run)
-#   KVQ_FUZZ_EXAMPLES=N      test cases per operation and phase (default 600: about 1-2 minutes)
+#   KVQ_FUZZ_EXAMPLES=N      test cases per operation and phase (default 800: about 1-2 minutes)
 #   KVQ_FUZZ_KEEP_LOGS=1     keep the server/worker/redis logs after a passing run
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ root=$PWD
 
 SCHEMATHESIS_PIN="schemathesis==4.32.5"
 seed="${KVQ_FUZZ_SEED:-20261129}"
-examples="${KVQ_FUZZ_EXAMPLES:-600}"
+examples="${KVQ_FUZZ_EXAMPLES:-800}"
 venv="$root/.tools/fuzz-venv"   # its own venv: chart-tools.sh pins other versions of shared libraries
 
 log() { printf 'fuzz-api: %s\n' "$*" >&2; }
@@ -86,7 +86,10 @@ done
 log "schemathesis $("$venv/bin/st" --version | awk '{print $NF}') against $base/openapi.json, seed $seed, $examples examples per operation"
 started=$(date +%s)
 set +e
-SCHEMATHESIS_HOOKS=fuzz_hooks PYTHONPATH="$root/scripts" "$venv/bin/st" --config-file scripts/schemathesis.toml run "$base/openapi.json" \
+# Run from the work directory: Schemathesis and Hypothesis keep their databases in the cwd.
+cd "$work"
+SCHEMATHESIS_HOOKS=fuzz_hooks PYTHONPATH="$root/scripts" \
+  "$venv/bin/st" --config-file "$root/scripts/schemathesis.toml" run "$base/openapi.json" \
   --checks all \
   --exclude-checks use_after_free,ensure_resource_availability \
   --phases examples,coverage,fuzzing,stateful \
@@ -99,6 +102,7 @@ SCHEMATHESIS_HOOKS=fuzz_hooks PYTHONPATH="$root/scripts" "$venv/bin/st" --config
   --output-truncate false
 rc=$?
 set -e
+cd "$root"
 log "schemathesis took $(( $(date +%s) - started )) s (exit $rc)"
 
 # (d) Fail on any finding, and say how to get it again. A server that died is a finding too.
@@ -107,7 +111,7 @@ if ! kill -0 "${pids[1]}" 2>/dev/null; then
   rc=1
 fi
 if [ "$rc" -ne 0 ]; then
-  log "FAIL: findings above (each with a curl command to replay it)."
+  log "FAIL: findings above, each with a curl command that replays it against a running server."
   log "reproduce the whole run: KVQ_FUZZ_SEED=$seed KVQ_FUZZ_EXAMPLES=$examples bash scripts/fuzz-api.sh"
   exit "$rc"
 fi
