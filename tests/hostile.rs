@@ -40,6 +40,11 @@ fn fine() -> &'static str {
 
 #[tokio::test]
 async fn a_panic_in_a_handler_answers_500_with_a_problem_and_the_server_keeps_serving() {
+    // A current-thread runtime: every task of this test logs into this capture.
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt().json().with_writer(move || writer.clone()).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
     let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await.unwrap();
     let port = acceptor.local_addr()[0].as_socket_addr().unwrap().port();
     let metrics = Arc::new(kvq::metrics::Metrics::new());
@@ -64,6 +69,35 @@ async fn a_panic_in_a_handler_answers_500_with_a_problem_and_the_server_keeps_se
     }
     let _ = tx.send(());
     server.await.unwrap().unwrap();
+    let logs = logs.text();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("panicked"))
+        .unwrap_or_else(|| panic!("the panic is logged; logs were:\n{logs}"));
+    let entry: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(entry["level"], "ERROR", "{line}");
+    assert_eq!(entry["fields"]["method"], "GET", "{line}");
+    assert_eq!(entry["fields"]["path"], "/boom", "{line}");
+    assert_eq!(entry["fields"]["panic"], "a bug in a handler", "{line}");
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[tokio::test]
