@@ -113,7 +113,7 @@ impl ServerApp {
         );
         let body_limit = body_limit(self.state.max_value_bytes);
         let api = api_service(self.state.clone());
-        let spec_json = complete_spec(&api, self.state.max_value_bytes);
+        let spec_json = bytes::Bytes::from(complete_spec(&api, self.state.max_value_bytes));
         let spec = poem::endpoint::make_sync(move |_| {
             Response::builder().content_type("application/json; charset=utf-8").body(spec_json.clone())
         });
