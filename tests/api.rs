@@ -567,6 +567,8 @@ async fn parameter_constraints_are_declared_in_the_spec_and_enforced_alike() {
         ("C1 control character in the key", put("/v1/keys/a%C2%85b"), "key:"),
         ("513-byte key", put(&format!("/v1/keys/{}", "é".repeat(256) + "k")), "key: key is 513 bytes"),
         ("get with a control character", c.get(app.url("/v1/keys/a%01")), "key:"),
+        ("key that is not UTF-8", put("/v1/keys/a%FF"), "key: not UTF-8"),
+        ("get a key that is not UTF-8", c.get(app.url("/v1/keys/%C3")), "key: not UTF-8"),
     ] {
         let r = req.send().await.unwrap();
         assert_eq!(r.status(), 400, "{name}");

@@ -120,6 +120,11 @@ impl<E: Endpoint> Endpoint for ProblemErrorsEndpoint<E> {
         let route = super::observe::route_of(req.uri().path());
         let mut response = match self.0.call(req).await {
             Ok(r) => r.into_response(),
+            Err(err) if err.is::<poem::error::ParsePathError>() => {
+                // The router could not percent-decode the path into UTF-8.
+                let name = if route == "/v1/tasks/{id}" || route == "/ui/tasks/{id}" { "id" } else { "key" };
+                bad_parameter(name, "not UTF-8 once percent-decoded")
+            }
             Err(err) => problem_response(err),
         };
         if response.status() == StatusCode::METHOD_NOT_ALLOWED && !response.headers().contains_key(header::ALLOW) {
