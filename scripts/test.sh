@@ -29,6 +29,9 @@ fi
 step "chart verification (ct lint equivalent, schema validation)"
 bash scripts/verify-chart.sh --no-cargo
 
+step "API fuzzing against its own OpenAPI spec (Schemathesis, real redis/server/worker)"
+bash scripts/fuzz-api.sh
+
 step "cargo test (unit, API, queue, outage, pages, browser, chart, HA fault tests)"
 cargo test --all-targets --no-fail-fast -- --test-threads="${KVQ_TEST_THREADS:-4}"
 

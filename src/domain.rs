@@ -168,6 +168,26 @@ mod tests {
         assert_eq!(Key::parse("users/42 ünïcode").unwrap().as_str(), "users/42 ünïcode");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, ..Default::default() })]
+
+        #[test]
+        fn any_string_parses_to_a_key_or_the_reason_it_is_not_one(
+            raw in "\\PC{0,600}|.{0,40}|[a\u{e9}\u{1f600}]{120,200}|\\PC{0,5}[\\x00-\\x1f\\x7f-\\x9f]\\PC{0,5}"
+        ) {
+            match Key::parse(&raw) {
+                Ok(key) => {
+                    proptest::prop_assert_eq!(key.as_str(), raw.as_str());
+                    proptest::prop_assert!(!raw.is_empty() && raw.len() <= MAX_KEY_BYTES);
+                    proptest::prop_assert!(!raw.chars().any(char::is_control));
+                }
+                Err(KeyError::Empty) => proptest::prop_assert!(raw.is_empty()),
+                Err(KeyError::TooLong(n)) => proptest::prop_assert!(n == raw.len() && n > MAX_KEY_BYTES),
+                Err(KeyError::ControlCharacter) => proptest::prop_assert!(raw.chars().any(char::is_control)),
+            }
+        }
+    }
+
     #[test]
     fn statuses_round_trip() {
         for s in TaskStatus::ALL {

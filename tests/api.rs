@@ -71,7 +71,8 @@ async fn wait_answers_200_with_the_final_task_and_get_returns_value_and_etag() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["etag"], format!("\"{version}\"").as_str());
     let v = body(r).await;
-    assert_eq!(v, json!({"key": "a", "value": "1", "version": version, "expires_at": null}));
+    // No TTL: `expires_at` is left out, as the spec's non-nullable string field says.
+    assert_eq!(v, json!({"key": "a", "value": "1", "version": version}));
 
     // Conditional GET
     let r =
@@ -384,6 +385,196 @@ async fn docs_and_openapi_are_served_without_a_cdn() {
     }
     let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
     assert!(spec["paths"]["/v1/keys/{key}"]["put"].is_object());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn absent_optional_fields_are_omitted_never_null_as_the_spec_declares() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 1).await;
+    assert_eq!(app.put("plain", "v", "?wait=5").await.status(), 200);
+    let v = body(app.get("/v1/keys/plain").await).await;
+    assert!(v.get("expires_at").is_none(), "no TTL, no expires_at: {v}");
+    let page = body(app.get("/v1/keys?limit=10").await).await;
+    assert!(page.get("next_cursor").is_none(), "last page, no next_cursor: {page}");
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+    for (schema, field) in [("KeyValue", "expires_at"), ("KeyPage", "next_cursor")] {
+        let s = &spec["components"]["schemas"][schema];
+        assert_eq!(s["properties"][field]["type"], "string", "{schema}.{field}");
+        assert_ne!(s["properties"][field]["nullable"], true, "{schema}.{field}");
+        let required: Vec<&str> =
+            s["required"].as_array().map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        assert!(!required.contains(&field), "{schema}.{field} must be optional");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn repeated_query_parameters_are_a_400_naming_the_parameter() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 0).await;
+    let c = &app.client;
+    for (name, req) in [
+        ("wait", c.put(app.url("/v1/keys/a?wait=1&wait=40")).json(&json!({"value": "x"}))),
+        ("wait", c.delete(app.url("/v1/keys/a?wait=0&wait=0"))),
+        ("prefix", c.get(app.url("/v1/keys?prefix=a&prefix=b"))),
+        ("limit", c.get(app.url("/v1/keys?limit=1&limit=2"))),
+        ("cursor", c.get(app.url("/v1/keys?cursor=61&cursor=62"))),
+        ("wait", c.put(app.url("/v1/keys/a?w%61it=1&wait=2")).json(&json!({"value": "x"}))),
+    ] {
+        let r = req.send().await.unwrap();
+        let b = assert_problem(r, 400, name).await;
+        assert!(b["detail"].as_str().unwrap().contains("more than once"), "{b}");
+    }
+    assert_eq!(stream_len(&redis), 0, "nothing enqueued");
+    // Other parameters still pass through, single ones are fine.
+    assert_eq!(app.get("/v1/keys?limit=2&prefix=a&cursor=61").await.status(), 200);
+    app.stop().await;
+}
+
+/// poem-openapi reads a header it cannot decode as absent: an `If-Match` with a non-ASCII byte
+/// would make the write unconditional, and of two `If-Match` lines only one would count.
+#[tokio::test]
+async fn write_headers_must_be_one_ascii_value_or_the_write_is_a_400() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 0).await;
+    let non_ascii = reqwest::header::HeaderValue::from_bytes(b"\"1\"\xd7").unwrap();
+    for name in ["If-Match", "If-None-Match", "Idempotency-Key"] {
+        let r = app.client.put(app.url("/v1/keys/h")).header(name, non_ascii.clone()).json(&json!({"value": "x"}));
+        assert_problem(r.send().await.unwrap(), 400, name).await;
+        let r = app.client.delete(app.url("/v1/keys/h")).header(name, non_ascii.clone());
+        assert_problem(r.send().await.unwrap(), 400, name).await;
+    }
+    let r = app
+        .client
+        .put(app.url("/v1/keys/h"))
+        .header("If-Match", "\"1\"")
+        .header("If-Match", "\"2\"")
+        .json(&json!({"value": "x"}))
+        .send()
+        .await
+        .unwrap();
+    let b = assert_problem(r, 400, "If-Match").await;
+    assert!(b["detail"].as_str().unwrap().contains("more than once"), "{b}");
+    assert_eq!(stream_len(&redis), 0, "nothing enqueued");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn duplicate_members_in_a_put_body_are_a_400_naming_the_member() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 0).await;
+    for (raw, field) in [
+        (r#"{"value":"a","value":"b"}"#, "value"),
+        (r#"{"value":"a","ttl_seconds":5,"ttl_seconds":9}"#, "ttl_seconds"),
+        (r#"{"value":"a","\u0076alue":"b"}"#, "value"),
+    ] {
+        let r = app
+            .client
+            .put(app.url("/v1/keys/dup"))
+            .header("content-type", "application/json")
+            .body(raw)
+            .send()
+            .await
+            .unwrap();
+        let b = assert_problem(r, 400, field).await;
+        assert!(b["detail"].as_str().unwrap().contains("more than once"), "{b}");
+    }
+    assert_eq!(stream_len(&redis), 0, "nothing enqueued");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn method_not_allowed_says_which_methods_are() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 0).await;
+    for (method, path, allowed) in [
+        (reqwest::Method::POST, "/v1/keys/x", vec!["GET", "PUT", "DELETE"]),
+        (reqwest::Method::PATCH, "/v1/keys/x", vec!["GET", "PUT", "DELETE"]),
+        (reqwest::Method::POST, "/v1/keys", vec!["GET"]),
+        (reqwest::Method::DELETE, "/v1/tasks/0123456789abcdef0123456789abcdef", vec!["GET"]),
+        (reqwest::Method::POST, "/healthz", vec!["GET"]),
+    ] {
+        let r = app.client.request(method.clone(), app.url(path)).send().await.unwrap();
+        let allow = r.headers().get("allow").map(|v| v.to_str().unwrap().to_string());
+        assert_problem(r, 405, "method").await;
+        let allow = allow.unwrap_or_else(|| panic!("{method} {path}: 405 without Allow"));
+        let listed: Vec<&str> = allow.split(',').map(str::trim).collect();
+        for m in &allowed {
+            assert!(listed.contains(m), "{method} {path}: Allow '{allow}' lacks {m}");
+        }
+        assert!(!listed.contains(&method.as_str()), "{method} {path}: Allow '{allow}' lists the refused method");
+    }
+    app.stop().await;
+}
+
+/// Every constraint the server enforces on a parameter is declared in the spec, and input
+/// outside the declared constraints gets the server's own 400 naming the parameter.
+#[tokio::test]
+async fn parameter_constraints_are_declared_in_the_spec_and_enforced_alike() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 0).await;
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let params = |path: &str, method: &str| -> Vec<Value> {
+        spec["paths"][path][method]["parameters"].as_array().unwrap().clone()
+    };
+    let schema_of = |params: &[Value], name: &str| -> Value {
+        params.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("no parameter {name}"))["schema"].clone()
+    };
+    let wait = schema_of(&params("/v1/keys/{key}", "put"), "wait");
+    assert_eq!((wait["minimum"].as_f64(), wait["maximum"].as_f64()), (Some(0.0), Some(30.0)));
+    let cursor = schema_of(&params("/v1/keys", "get"), "cursor");
+    assert_eq!(cursor["pattern"], kvq::server::params::CURSOR_PATTERN);
+    assert_eq!(cursor["maxLength"], 1024);
+    let put_body = &spec["components"]["schemas"]["PutBody"];
+    assert_eq!(put_body["additionalProperties"], false, "unknown members are refused");
+    assert!(put_body["properties"]["value"]["maxLength"].is_u64(), "the value limit is declared");
+    for method in ["get", "put", "delete"] {
+        let key = schema_of(&params("/v1/keys/{key}", method), "key");
+        assert_eq!(key["minLength"], 1, "{method} key");
+        assert_eq!(key["maxLength"], 512, "{method} key");
+        let pattern = key["pattern"].as_str().unwrap_or_else(|| panic!("{method}: key pattern"));
+        let re = regex::Regex::new(pattern).unwrap();
+        assert!(re.is_match("users/42 ünïcode") && !re.is_match("a\nb") && !re.is_match("a\u{7f}"), "{pattern}");
+    }
+    for method in ["put", "delete"] {
+        let ps = params("/v1/keys/{key}", method);
+        let if_match = regex::Regex::new(schema_of(&ps, "If-Match")["pattern"].as_str().unwrap()).unwrap();
+        for ok in ["\"42\"", "W/\"42\"", "42"] {
+            assert!(if_match.is_match(ok), "If-Match pattern must accept {ok}");
+        }
+        for bad in ["", "abc", "\"42", "*"] {
+            assert!(!if_match.is_match(bad), "If-Match pattern must refuse {bad:?}");
+        }
+        assert_eq!(schema_of(&ps, "If-None-Match")["enum"], json!(["*"]));
+        let idem = schema_of(&ps, "Idempotency-Key");
+        assert_eq!((idem["minLength"].as_u64(), idem["maxLength"].as_u64()), (Some(1), Some(255)));
+        assert!(idem["pattern"].is_string());
+    }
+
+    let c = &app.client;
+    let put = |path: &str| c.put(app.url(path)).json(&json!({"value": "x"}));
+    for (name, req, needle) in [
+        ("empty If-Match", put("/v1/keys/a").header("If-Match", ""), "If-Match"),
+        ("If-Match *", put("/v1/keys/a").header("If-Match", "*"), "If-Match"),
+        ("If-Match with 20 digits", put("/v1/keys/a").header("If-Match", "\"18446744073709551616\""), "If-Match"),
+        ("empty If-None-Match", put("/v1/keys/a").header("If-None-Match", ""), "If-None-Match"),
+        ("empty Idempotency-Key", put("/v1/keys/a").header("Idempotency-Key", ""), "Idempotency-Key"),
+        ("long Idempotency-Key", put("/v1/keys/a").header("Idempotency-Key", "k".repeat(256)), "Idempotency-Key"),
+        ("control character in the key", put("/v1/keys/a%7Fb"), "key: key must not contain control characters"),
+        ("C1 control character in the key", put("/v1/keys/a%C2%85b"), "key:"),
+        ("513-byte key", put(&format!("/v1/keys/{}", "é".repeat(256) + "k")), "key: key is 513 bytes"),
+        ("get with a control character", c.get(app.url("/v1/keys/a%01")), "key:"),
+        ("key that is not UTF-8", put("/v1/keys/a%FF"), "key: not UTF-8"),
+        ("get a key that is not UTF-8", c.get(app.url("/v1/keys/%C3")), "key: not UTF-8"),
+    ] {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 400, "{name}");
+        assert_problem(r, 400, needle).await;
+    }
+    assert_eq!(stream_len(&redis), 0, "nothing enqueued");
     app.stop().await;
 }
 

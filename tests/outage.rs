@@ -121,3 +121,39 @@ async fn sigterm_drains_in_flight_requests_and_the_worker_finishes_its_tasks() {
     }
     assert_eq!(bins.worker.terminate(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_server_answers_waiting_writes_at_once_with_202_and_their_task() {
+    let redis = TestRedis::start();
+    // No worker: the write stays queued, so only the shutdown can end the wait early.
+    let mut server = KvqProcess::server(&[("KVQ__REDIS__URL", redis.url())]);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(40)).build().unwrap();
+    wait_status(&client, &server.url("/readyz"), 200, Duration::from_secs(10)).await;
+
+    let in_flight = {
+        let client = client.clone();
+        let url = server.url("/v1/keys/parked?wait=30");
+        tokio::spawn(async move { client.put(url).json(&serde_json::json!({"value": "v"})).send().await })
+    };
+    let mut conn = redis.conn();
+    eventually(Duration::from_secs(10), "the write to be enqueued", || {
+        let len: u64 = redis::cmd("XLEN").arg("kvq:tasks").query(&mut conn).unwrap();
+        async move { (len == 1).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let signalled = Instant::now();
+    server.signal("TERM");
+    let r = in_flight.await.unwrap().expect("the waiting request gets an answer, not a closed connection");
+    let answered = signalled.elapsed();
+    assert!(answered < Duration::from_secs(5), "answered {answered:?} after SIGTERM (drain timeout is 20 s)");
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["status"], "queued");
+    let id = b["task_id"].as_str().unwrap();
+    assert_eq!(location, format!("/v1/tasks/{id}"));
+    assert_eq!(server.child.wait().unwrap().code(), Some(0));
+    assert!(signalled.elapsed() < Duration::from_secs(10), "exit took {:?}", signalled.elapsed());
+}

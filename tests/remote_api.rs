@@ -306,8 +306,12 @@ async fn idempotency_and_task_status() {
     let id = first["task_id"].as_str().or(first["id"].as_str()).expect("task id").to_string();
     assert_eq!(loc, format!("/v1/tasks/{id}"));
 
-    // A replay (even with another body and a wait) returns the same task.
-    let r = t.put(&key, json!({ "value": "other" }), "?wait=10", &[("Idempotency-Key", &token)]).await;
+    // The same token on a different request is refused, and enqueues nothing.
+    let r = t.put(&key, json!({ "value": "other" }), "", &[("Idempotency-Key", &token)]).await;
+    assert_problem(r, 422, "Idempotency-Key").await;
+
+    // A replay of the same request (with a wait this time) returns the same task.
+    let r = t.put(&key, json!({ "value": "v" }), "?wait=10", &[("Idempotency-Key", &token)]).await;
     assert!(matches!(r.status().as_u16(), 200 | 202), "{}", r.status());
     let again: Value = r.json().await.unwrap();
     let id2 = again["task_id"].as_str().or(again["id"].as_str()).expect("task id");

@@ -14,6 +14,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use crate::domain::{Key, Op, TaskRecord, TaskStatus, WriteRequest, MAX_WAIT_SECONDS};
 use crate::timefmt::rfc3339_ms;
 
+use super::params::{if_none_match_hits, CursorParam, IdempotencyKey, IfMatch, IfNoneMatchAny, KeyParam};
 use super::problem::{ApiError, Problem};
 use super::state::AppState;
 
@@ -31,7 +32,8 @@ enum ApiTags {
 pub struct PutBody {
     /// The value to store (UTF-8, at most `limits.max_value_bytes` bytes).
     pub value: StrictString,
-    /// Seconds until the key expires, counted from when the write is applied.
+    /// Seconds until the key expires, counted from when the write is applied. Absent or `null`:
+    /// the key does not expire.
     #[oai(validator(minimum(value = "1"), maximum(value = "315360000")))]
     pub ttl_seconds: Option<i64>,
 }
@@ -124,7 +126,8 @@ pub struct KeyValue {
     pub value: String,
     /// Increases with every applied write; use it with `If-Match`.
     pub version: u64,
-    /// RFC 3339 expiry time, when the key has a TTL.
+    /// RFC 3339 expiry time. Omitted (never `null`) when the key has no TTL.
+    #[oai(skip_serializing_if_is_none)]
     pub expires_at: Option<String>,
 }
 
@@ -138,7 +141,8 @@ pub struct KeyItem {
 #[derive(Debug, Object)]
 pub struct KeyPage {
     pub items: Vec<KeyItem>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
+    /// Pass as `cursor` to get the next page. Omitted (never `null`) on the last page.
+    #[oai(skip_serializing_if_is_none)]
     pub next_cursor: Option<String>,
 }
 
@@ -185,20 +189,23 @@ impl Api {
     async fn put_key(
         &self,
         /// 1 to 512 bytes of UTF-8 without control characters.
-        key: Path<String>,
+        key: Path<KeyParam>,
         body: Json<PutBody>,
         /// Seconds to wait for the worker to apply the write (0-30).
-        #[oai(validator(maximum(value = "30")))]
+        #[oai(validator(minimum(value = "0"), maximum(value = "30")))]
         wait: Query<Option<u64>>,
-        /// `"<version>"`: apply only if the key is still at this version.
+        /// `"<version>"` (or `W/"<version>"`, or the bare number): apply only if the key is still
+        /// at this version.
         #[oai(name = "If-Match")]
-        if_match: Header<Option<String>>,
+        if_match: Header<Option<IfMatch>>,
         /// `*`: apply only if the key does not exist.
         #[oai(name = "If-None-Match")]
-        if_none_match: Header<Option<String>>,
-        /// A retry with the same token returns the same task and enqueues nothing.
+        if_none_match: Header<Option<IfNoneMatchAny>>,
+        /// 1 to 255 printable ASCII characters without spaces. A retry of the same request with
+        /// the same token returns the same task and enqueues nothing; the same token on a
+        /// different request answers 422.
         #[oai(name = "Idempotency-Key")]
-        idempotency_key: Header<Option<String>>,
+        idempotency_key: Header<Option<IdempotencyKey>>,
     ) -> Result<WriteResponse, ApiError> {
         let max = self.state.max_value_bytes;
         if body.value.0.len() > max {
@@ -208,14 +215,14 @@ impl Api {
             )));
         }
         let Json(body) = body;
-        let write = self.write_request(
+        let write = write_request(
             Op::Set,
-            &key,
+            key.0 .0,
             Some(body.value.0),
             body.ttl_seconds.map(|t| t as u64),
-            &if_match,
-            &if_none_match,
-            &idempotency_key,
+            if_match.0,
+            if_none_match.0,
+            idempotency_key.0,
             wait.0,
         )?;
         self.state.submit(write, wait.0.unwrap_or(0)).await
@@ -225,16 +232,26 @@ impl Api {
     #[oai(path = "/keys/:key", method = "delete", operation_id = "deleteKey", tag = "ApiTags::Keys")]
     async fn delete_key(
         &self,
-        key: Path<String>,
+        /// 1 to 512 bytes of UTF-8 without control characters.
+        key: Path<KeyParam>,
         /// Seconds to wait for the worker to apply the delete (0-30).
-        #[oai(validator(maximum(value = "30")))]
+        #[oai(validator(minimum(value = "0"), maximum(value = "30")))]
         wait: Query<Option<u64>>,
-        #[oai(name = "If-Match")] if_match: Header<Option<String>>,
-        #[oai(name = "If-None-Match")] if_none_match: Header<Option<String>>,
-        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        /// `"<version>"` (or `W/"<version>"`, or the bare number): delete only if the key is
+        /// still at this version.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<IfMatch>>,
+        /// `*`: delete only if the key does not exist (a no-op kept for symmetry with PUT).
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<IfNoneMatchAny>>,
+        /// 1 to 255 printable ASCII characters without spaces. A retry of the same request with
+        /// the same token returns the same task and enqueues nothing; the same token on a
+        /// different request answers 422.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<IdempotencyKey>>,
     ) -> Result<WriteResponse, ApiError> {
         let write =
-            self.write_request(Op::Delete, &key, None, None, &if_match, &if_none_match, &idempotency_key, wait.0)?;
+            write_request(Op::Delete, key.0 .0, None, None, if_match.0, if_none_match.0, idempotency_key.0, wait.0)?;
         self.state.submit(write, wait.0.unwrap_or(0)).await
     }
 
@@ -242,18 +259,20 @@ impl Api {
     #[oai(path = "/keys/:key", method = "get", operation_id = "getKey", tag = "ApiTags::Keys")]
     async fn get_key(
         &self,
-        key: Path<String>,
-        /// `"<version>"`: answer 304 if the key is still at this version.
+        /// 1 to 512 bytes of UTF-8 without control characters.
+        key: Path<KeyParam>,
+        /// `"<version>"` (or a comma-separated list of tags, or `*`): answer 304 if the key is
+        /// still at one of these versions.
         #[oai(name = "If-None-Match")]
         if_none_match: Header<Option<String>>,
     ) -> Result<GetKeyResponse, ApiError> {
-        let key = parse_key(&key)?;
+        let key = key.0 .0;
         let Some(v) = self.state.store.get_value(key.as_str()).await? else {
             return Err(ApiError::not_found(format!("key '{}' does not exist", key.as_str())));
         };
         let etag = format!("\"{}\"", v.version);
         if let Some(inm) = if_none_match.0.as_deref() {
-            if inm.split(',').any(|t| t.trim().trim_start_matches("W/") == etag || t.trim() == "*") {
+            if if_none_match_hits(inm, &etag) {
                 return Ok(GetKeyResponse::NotModified(etag));
             }
         }
@@ -278,16 +297,11 @@ impl Api {
         /// Page size (1-1000, default 100).
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<u32>>,
-        /// `next_cursor` of the previous page.
-        cursor: Query<Option<String>>,
+        /// `next_cursor` of the previous page (empty: the first page).
+        cursor: Query<Option<CursorParam>>,
     ) -> Result<ListResponse, ApiError> {
         let prefix = prefix.0.unwrap_or_default();
-        let cursor = match cursor.0.as_deref() {
-            None | Some("") => None,
-            Some(c) => Some(
-                decode_cursor(c).ok_or_else(|| ApiError::bad_request("cursor: not a cursor returned by this API"))?,
-            ),
-        };
+        let cursor = cursor.0.and_then(|c| c.0);
         let limit = limit.0.unwrap_or(100) as usize;
         let (items, next) = self.state.store.list_keys(&prefix, cursor.as_deref(), limit).await?;
         Ok(ListResponse::Ok(Json(KeyPage {
@@ -309,60 +323,30 @@ impl Api {
     }
 }
 
-impl Api {
-    #[allow(clippy::too_many_arguments)]
-    fn write_request(
-        &self,
-        op: Op,
-        key: &str,
-        value: Option<String>,
-        ttl_seconds: Option<u64>,
-        if_match: &Header<Option<String>>,
-        if_none_match: &Header<Option<String>>,
-        idempotency_key: &Header<Option<String>>,
-        wait: Option<u64>,
-    ) -> Result<WriteRequest, ApiError> {
-        let key = parse_key(key)?;
-        let if_match = match if_match.0.as_deref() {
-            None => None,
-            Some(raw) => Some(parse_version_tag(raw).ok_or_else(|| {
-                ApiError::bad_request(format!("If-Match: expected a quoted version such as \"42\", got '{raw}'"))
-            })?),
-        };
-        let if_none_match = match if_none_match.0.as_deref() {
-            None => false,
-            Some("*") => true,
-            Some(raw) => {
-                return Err(ApiError::bad_request(format!(
-                    "If-None-Match: only '*' is supported on writes, got '{raw}'"
-                )))
-            }
-        };
-        if if_none_match && if_match.is_some() {
-            return Err(ApiError::bad_request("If-Match and If-None-Match: use one condition, not both"));
-        }
-        let idempotency_key = match idempotency_key.0.as_deref() {
-            None => None,
-            Some(t) if !t.is_empty() && t.len() <= 255 && t.bytes().all(|b| b.is_ascii_graphic()) => {
-                Some(t.to_string())
-            }
-            Some(_) => {
-                return Err(ApiError::bad_request(
-                    "Idempotency-Key: 1 to 255 printable ASCII characters without spaces",
-                ))
-            }
-        };
-        Ok(WriteRequest {
-            op,
-            key,
-            value,
-            ttl_seconds,
-            if_match,
-            if_none_match,
-            idempotency_key,
-            notify: wait.unwrap_or(0) > 0,
-        })
+#[allow(clippy::too_many_arguments)]
+fn write_request(
+    op: Op,
+    key: Key,
+    value: Option<String>,
+    ttl_seconds: Option<u64>,
+    if_match: Option<IfMatch>,
+    if_none_match: Option<IfNoneMatchAny>,
+    idempotency_key: Option<IdempotencyKey>,
+    wait: Option<u64>,
+) -> Result<WriteRequest, ApiError> {
+    if if_none_match.is_some() && if_match.is_some() {
+        return Err(ApiError::bad_request("If-Match and If-None-Match: use one condition, not both"));
     }
+    Ok(WriteRequest {
+        op,
+        key,
+        value,
+        ttl_seconds,
+        if_match: if_match.map(|m| m.0),
+        if_none_match: if_none_match.is_some(),
+        idempotency_key: idempotency_key.map(|k| k.0),
+        notify: wait.unwrap_or(0) > 0,
+    })
 }
 
 /// Turns a finished task into the answer to a waiting client.
@@ -387,29 +371,33 @@ pub fn wait_duration(seconds: u64) -> Duration {
     Duration::from_secs(seconds.min(MAX_WAIT_SECONDS))
 }
 
-fn parse_key(raw: &str) -> Result<Key, ApiError> {
-    Key::parse(raw).map_err(|e| ApiError::bad_request(format!("key: {e}")))
-}
-
-/// Accepts `"42"`, `W/"42"` and a bare `42`.
-fn parse_version_tag(raw: &str) -> Option<u64> {
-    raw.trim().trim_start_matches("W/").trim_matches('"').parse().ok()
-}
-
 pub fn is_task_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn encode_cursor(key: &str) -> String {
+pub fn encode_cursor(key: &str) -> String {
     key.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
-fn decode_cursor(c: &str) -> Option<String> {
-    if !c.len().is_multiple_of(2) || c.len() > 1024 {
+/// The key a cursor stands for, or None for anything `encode_cursor` cannot have produced:
+/// lowercase hex of UTF-8 (the pattern the spec declares). Works on bytes: the cursor is client
+/// input and may hold any characters.
+pub fn decode_cursor(c: &str) -> Option<String> {
+    let c = c.as_bytes();
+    if !c.len().is_multiple_of(2) || c.len() > 2 * crate::domain::MAX_KEY_BYTES {
         return None;
     }
-    let bytes: Option<Vec<u8>> = (0..c.len()).step_by(2).map(|i| u8::from_str_radix(&c[i..i + 2], 16).ok()).collect();
+    let bytes: Option<Vec<u8>> =
+        c.chunks_exact(2).map(|pair| Some(hex_digit(pair[0])? << 4 | hex_digit(pair[1])?)).collect();
     String::from_utf8(bytes?).ok()
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -423,12 +411,29 @@ mod tests {
         }
         assert_eq!(decode_cursor("zz"), None);
         assert_eq!(decode_cursor("abc"), None);
+        assert_eq!(decode_cursor("+f"), None);
+        assert_eq!(decode_cursor("6A"), None, "cursors are lowercase");
+        // Multi-byte characters where a byte slice would cut one in half.
+        assert_eq!(decode_cursor("\u{f1}\u{86}"), None);
+        assert_eq!(decode_cursor("\u{1c6f6}N\u{bf}b"), None);
+        assert_eq!(decode_cursor("a\u{e9}b"), None);
     }
 
-    #[test]
-    fn version_tags() {
-        assert_eq!(parse_version_tag("\"42\""), Some(42));
-        assert_eq!(parse_version_tag("W/\"7\""), Some(7));
-        assert_eq!(parse_version_tag("x"), None);
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, ..Default::default() })]
+
+        #[test]
+        fn decoding_any_cursor_never_panics(c in "\\PC*|.*|[0-9a-fA-F\u{e9}\u{1f600}]{0,12}") {
+            if let Some(key) = decode_cursor(&c) {
+                proptest::prop_assert_eq!(encode_cursor(&key), c);
+            }
+        }
+
+        #[test]
+        fn cursors_round_trip_for_any_key(k in "\\PC{0,512}|.{0,40}") {
+            if k.len() <= crate::domain::MAX_KEY_BYTES {
+                proptest::prop_assert_eq!(decode_cursor(&encode_cursor(&k)), Some(k));
+            }
+        }
     }
 }

@@ -4,6 +4,8 @@
 //! parsing PutBody"). This middleware keeps a cheap reference to the body and, only when the
 //! request failed with a 400, explains what is wrong with it, field by field.
 
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 use poem::http::{header, Method, StatusCode};
 use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response, Result};
 
@@ -41,9 +43,9 @@ impl<E: Endpoint> Endpoint for BodyErrorsEndpoint<E> {
         if declared.is_some_and(|n| n > self.max_body_bytes) {
             return Err(ApiError::too_large(format!("body: more than {} bytes", self.max_body_bytes)).into());
         }
-        let bytes = req.take_body().into_bytes().await?;
-        if bytes.len() > self.max_body_bytes {
-            return Err(ApiError::too_large(format!("body: more than {} bytes", self.max_body_bytes)).into());
+        let bytes = read_limited(req.take_body(), self.max_body_bytes).await?;
+        if let Some(field) = duplicate_field(&bytes) {
+            return Err(ApiError::bad_request(format!("{field}: given more than once in the body")).into());
         }
         req.set_body(Body::from(bytes.clone()));
         let result = self.inner.call(req).await.map(IntoResponse::into_response);
@@ -58,6 +60,46 @@ impl<E: Endpoint> Endpoint for BodyErrorsEndpoint<E> {
         }
         result
     }
+}
+
+/// Reads the body as it arrives and gives up with 413 as soon as it is longer than `limit`,
+/// whatever its framing (a chunked body has no length to check up front).
+async fn read_limited(body: Body, limit: usize) -> Result<Bytes> {
+    let mut stream = std::pin::pin!(body.into_bytes_stream());
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| poem::Error::new(e, StatusCode::BAD_REQUEST))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(ApiError::too_large(format!("body: more than {limit} bytes")).into());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// The first member name that occurs twice in a top-level JSON object (JSON parsers keep only
+/// the last one, so such a body would be read differently by different clients).
+pub fn duplicate_field(bytes: &[u8]) -> Option<String> {
+    struct Members;
+    impl<'de> serde::de::Visitor<'de> for Members {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            let mut duplicate = None;
+            while let Some(name) = map.next_key::<String>()? {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                if duplicate.is_none() && !seen.insert(name.clone()) {
+                    duplicate = Some(name);
+                }
+            }
+            Ok(duplicate)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde::Deserializer::deserialize_map(&mut de, Members).ok().flatten()
 }
 
 /// Says what is wrong with a `PUT /v1/keys/{key}` body, or None if its shape is fine.
@@ -98,5 +140,20 @@ mod tests {
         assert!(explain_put_body(br#"{"value":"x","ttl_seconds":-1}"#).unwrap().starts_with("ttl_seconds:"));
         assert!(explain_put_body(br#"{"value":"x","ttl_seconds":1.5}"#).unwrap().starts_with("ttl_seconds:"));
         assert_eq!(explain_put_body(br#"{"value":"x","ttl_seconds":5}"#), None);
+    }
+
+    #[test]
+    fn finds_duplicate_members() {
+        assert_eq!(duplicate_field(br#"{"value":"a","value":"b"}"#).as_deref(), Some("value"));
+        assert_eq!(
+            duplicate_field(br#"{"value":"a","ttl_seconds":1,"ttl_seconds":2}"#).as_deref(),
+            Some("ttl_seconds")
+        );
+        // Escapes name the same member.
+        assert_eq!(duplicate_field(br#"{"value":"a","\u0076alue":"b"}"#).as_deref(), Some("value"));
+        assert_eq!(duplicate_field(br#"{"value":"a","ttl_seconds":1}"#), None);
+        assert_eq!(duplicate_field(br#"{"value":{"x":1,"x":2}}"#), None);
+        assert_eq!(duplicate_field(b"[1,1]"), None);
+        assert_eq!(duplicate_field(b"{"), None);
     }
 }

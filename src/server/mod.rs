@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
-use poem::{get, handler, EndpointExt, Response, Route, Server};
+use poem::{get, handler, Endpoint, EndpointExt, Response, Route, Server};
 use poem_openapi::OpenApiService;
 
 use crate::config::Settings;
@@ -19,7 +19,10 @@ pub mod body_errors;
 pub mod completions;
 pub mod observe;
 pub mod pages;
+pub mod panics;
+pub mod params;
 pub mod problem;
+pub mod query;
 pub mod replication;
 pub mod state;
 
@@ -51,7 +54,29 @@ fn api_service(state: AppState) -> OpenApiService<Api, ()> {
 /// The OpenAPI document, as served at `/openapi.json` (used by the spec snapshot test).
 pub fn openapi_spec(settings: &Settings) -> String {
     let store = Store::new(Redis::new(settings.redis.clone()), settings.tasks.retention_seconds);
-    api_service(state_for(settings, store)).spec()
+    complete_spec(&api_service(state_for(settings, store)), settings.limits.max_value_bytes)
+}
+
+/// poem-openapi's document plus what its derive cannot say: the write body takes no other
+/// members (`deny_unknown_fields`), its `ttl_seconds` may be `null` (no TTL, as when absent), and
+/// its value is limited by `limits.max_value_bytes`. The limit counts bytes of UTF-8; `maxLength`
+/// counts characters, so it is the bound for one-byte text and a value with longer characters can
+/// reach the byte limit sooner (413).
+fn complete_spec(api: &OpenApiService<Api, ()>, max_value_bytes: usize) -> String {
+    let mut spec: serde_json::Value = serde_json::from_str(&api.spec()).expect("poem-openapi writes valid JSON");
+    if let Some(body) = spec.pointer_mut("/components/schemas/PutBody").and_then(|b| b.as_object_mut()) {
+        body.insert("additionalProperties".into(), false.into());
+        if let Some(value) = body.get_mut("properties").and_then(|p| p.get_mut("value")).and_then(|v| v.as_object_mut())
+        {
+            value.insert("maxLength".into(), max_value_bytes.into());
+        }
+        if let Some(ttl) =
+            body.get_mut("properties").and_then(|p| p.get_mut("ttl_seconds")).and_then(|v| v.as_object_mut())
+        {
+            ttl.insert("nullable".into(), true.into());
+        }
+    }
+    serde_json::to_string_pretty(&spec).expect("a JSON value serializes")
 }
 
 fn state_for(settings: &Settings, store: Store) -> AppState {
@@ -61,6 +86,7 @@ fn state_for(settings: &Settings, store: Store) -> AppState {
         replica_acks: (settings.redis.min_replicas_ack > 0)
             .then(|| Arc::new(replication::ReplicaAcks::new(store.clone(), settings.redis.min_replicas_ack))),
         store,
+        stopping: Arc::new(tokio::sync::watch::channel(false).0),
     }
 }
 
@@ -85,10 +111,12 @@ impl ServerApp {
                 .clone()
                 .listen(self.state.store.redis.clone(), self.state.store.keys.done_channel.clone()),
         );
-        // JSON escaping can make a body up to six times its value; reject obvious abuse early.
-        let body_limit = self.state.max_value_bytes.saturating_mul(6).saturating_add(64 * 1024);
+        let body_limit = body_limit(self.state.max_value_bytes);
         let api = api_service(self.state.clone());
-        let spec = api.spec_endpoint();
+        let spec_json = bytes::Bytes::from(complete_spec(&api, self.state.max_value_bytes));
+        let spec = poem::endpoint::make_sync(move |_| {
+            Response::builder().content_type("application/json; charset=utf-8").body(spec_json.clone())
+        });
         let docs = swagger_ui(self.state.clone());
         // Pages and probes read shared state from request data; the API (the hot path) holds its
         // state itself, so its requests skip those per-request insertions.
@@ -107,17 +135,38 @@ impl ServerApp {
             .data(Arc::new(Pages::new()));
         let app = Route::new()
             .at("/v1/keys/", empty_key)
-            .nest_no_strip("/v1", api.with(body_errors::BodyErrors { max_body_bytes: body_limit }))
+            .nest_no_strip(
+                "/v1",
+                api.with(body_errors::BodyErrors { max_body_bytes: body_limit }).with(query::SingleValuedQuery),
+            )
             .at("/docs", docs)
             .at("/openapi.json", spec)
-            .nest("/", pages_and_probes)
-            .with(ProblemErrors)
-            .with(observe::Observe(self.metrics.clone()));
+            .nest("/", pages_and_probes);
+        let app = with_server_middleware(app, self.metrics.clone());
+        let stopping = self.state.stopping.clone();
+        let stop = async move {
+            stop.await;
+            // Waiting requests answer 202 now, so clients can follow their tasks elsewhere.
+            stopping.send_replace(true);
+        };
         let result =
             Server::new_with_acceptor(self.acceptor).run_with_graceful_shutdown(app, stop, Some(DRAIN_TIMEOUT)).await;
         listener.abort();
         result
     }
+}
+
+/// Largest PUT body read at all (413 beyond it, while reading). JSON escaping can make a body up
+/// to six times its value, so the limit leaves room for that and for the rest of the object.
+pub fn body_limit(max_value_bytes: usize) -> usize {
+    max_value_bytes.saturating_mul(6).saturating_add(64 * 1024)
+}
+
+/// What every request passes through, outermost last: problem bodies for errors, panics answered
+/// 500 (the process keeps serving), and the access log and metrics. Public so tests can wrap an
+/// endpoint of their own in the exact stack the server uses.
+pub fn with_server_middleware<E: Endpoint + 'static>(ep: E, metrics: Arc<Metrics>) -> impl Endpoint<Output = Response> {
+    ep.with(ProblemErrors).with(panics::CatchPanics).with(observe::Observe(metrics))
 }
 
 /// Swagger UI, rendered on first use: the page inlines the 1.5 MB Swagger bundle, which would

@@ -1,7 +1,8 @@
 //! Every error the API returns is a JSON problem object (RFC 9457 style), built here.
 
-use poem::http::StatusCode;
+use poem::http::{header, HeaderValue, StatusCode};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result};
+use poem_openapi::error::{ParseParamError, ParsePathError};
 use poem_openapi::payload::Json;
 use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Object};
@@ -126,10 +127,45 @@ impl<E: Endpoint> Endpoint for ProblemErrorsEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, req: Request) -> Result<Response> {
-        match self.0.call(req).await {
-            Ok(r) => Ok(r.into_response()),
-            Err(err) => Ok(problem_response(err)),
+        let route = super::observe::route_of(req.uri().path());
+        let mut response = match self.0.call(req).await {
+            Ok(r) => r.into_response(),
+            Err(err) if err.is::<poem::error::ParsePathError>() => {
+                // The router could not percent-decode the path into UTF-8.
+                let name = if route == "/v1/tasks/{id}" || route == "/ui/tasks/{id}" { "id" } else { "key" };
+                bad_parameter(name, "not UTF-8 once percent-decoded")
+            }
+            Err(err) => problem_response(err),
+        };
+        if response.status() == StatusCode::METHOD_NOT_ALLOWED && !response.headers().contains_key(header::ALLOW) {
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allowed_methods(route)));
         }
+        Ok(response)
+    }
+}
+
+/// A 400 naming the parameter, with poem-openapi's wrapping ("failed to parse \"string\": ...
+/// (occurred while parsing ...)") taken off the reason.
+fn bad_parameter(name: &str, reason: &str) -> Response {
+    let mut reason = reason;
+    if let Some(rest) = reason.strip_prefix("failed to parse \"") {
+        if let Some((_, after)) = rest.split_once("\": ") {
+            reason = after;
+        }
+    }
+    if let Some(i) = reason.rfind(" (occurred while parsing \"") {
+        reason = &reason[..i];
+    }
+    let status = StatusCode::BAD_REQUEST;
+    let body = Problem::new(status, format!("{name}: {reason}")).to_json_string();
+    Response::builder().status(status).content_type("application/json; charset=utf-8").body(body)
+}
+
+/// The methods a route answers (RFC 9110 asks for them in `Allow` on every 405).
+pub fn allowed_methods(route: &str) -> &'static str {
+    match route {
+        "/v1/keys/{key}" => "GET, HEAD, PUT, DELETE",
+        _ => "GET, HEAD",
     }
 }
 
@@ -138,6 +174,13 @@ pub fn problem_response(err: poem::Error) -> Response {
         return err.into_response();
     }
     let status = err.status();
+    if let Some(e) = err.downcast_ref::<ParseParamError>() {
+        return bad_parameter(e.name, &e.reason);
+    }
+    if let Some(e) = err.downcast_ref::<ParsePathError>() {
+        // poem-openapi names path parameters by position; the only one that can fail is the key.
+        return bad_parameter("key", &e.reason);
+    }
     let detail = match status {
         StatusCode::NOT_FOUND => "no such resource".to_string(),
         StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this resource".to_string(),

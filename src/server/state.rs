@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use poem_openapi::payload::Json;
+use tokio::sync::watch;
 
 use crate::domain::WriteRequest;
 use crate::store::{Store, StoreError};
@@ -23,6 +24,9 @@ pub struct AppState {
     pub max_value_bytes: usize,
     /// Present when `redis.min_replicas_ack > 0`.
     pub replica_acks: Option<Arc<ReplicaAcks>>,
+    /// Becomes true when the server is told to stop: `?wait` requests then answer 202 at once
+    /// instead of holding the drain up and being cut off by it.
+    pub stopping: Arc<watch::Sender<bool>>,
 }
 
 impl AppState {
@@ -53,10 +57,11 @@ impl AppState {
         Ok(WriteResponse::Accepted(Json(TaskAccepted { task_id: enqueued.task_id, status: enqueued.status }), location))
     }
 
-    /// Waits until the task is finished or the time is up (then `None`).
+    /// Waits until the task is finished, or the time is up or the server is stopping (then `None`).
     pub async fn await_task(&self, id: &str, wait: Duration) -> Result<Option<crate::domain::TaskRecord>, StoreError> {
         let deadline = tokio::time::Instant::now() + wait;
         let waiter = self.completions.register(id);
+        let mut stopping = self.stopping.subscribe();
         loop {
             if let Some(task) = self.store.get_task(id).await? {
                 if task.status.is_final() {
@@ -71,6 +76,7 @@ impl AppState {
             tokio::select! {
                 _ = waiter.notified() => {}
                 _ = tokio::time::sleep(nap) => {}
+                _ = stopping.wait_for(|stopping| *stopping) => return Ok(None),
             }
         }
     }
