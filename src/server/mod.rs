@@ -25,6 +25,7 @@ pub mod problem;
 pub mod query;
 pub mod replication;
 pub mod state;
+pub mod transport_errors;
 
 use api::Api;
 use completions::Completions;
@@ -149,8 +150,9 @@ impl ServerApp {
             // Waiting requests answer 202 now, so clients can follow their tasks elsewhere.
             stopping.send_replace(true);
         };
-        let result =
-            Server::new_with_acceptor(self.acceptor).run_with_graceful_shutdown(app, stop, Some(DRAIN_TIMEOUT)).await;
+        let result = Server::new_with_acceptor(transport_errors::ProblemBodies(self.acceptor))
+            .run_with_graceful_shutdown(app, stop, Some(DRAIN_TIMEOUT))
+            .await;
         listener.abort();
         result
     }
