@@ -4,19 +4,30 @@
 {{- end }}
 
 {{/*
-Fully qualified app name, truncated to 63 characters. Redis pod names append "-redis-N",
-so keep release names short enough for that.
+Fully qualified app name: at most 46 characters, so that every name built from it fits
+(the longest suffix is "-test-write-read", 16 characters, under the 63-character limit;
+the StatefulSet "<fullname>-redis" stays within 52, as its pods' controller-revision-hash
+label appends 11 characters). A longer name is cut to 39 characters plus "-" and the
+first 6 hex digits of the SHA-256 of the whole name: stable across renders, distinct for
+two long names with a common prefix. All objects share this one prefix, so different
+suffixes never collide.
 */}}
 {{- define "kvq.fullname" -}}
+{{- $full := "" }}
 {{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- $full = .Values.fullnameOverride | trimSuffix "-" }}
 {{- else }}
 {{- $name := default .Chart.Name .Values.nameOverride }}
 {{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- $full = .Release.Name | trimSuffix "-" }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- $full = printf "%s-%s" .Release.Name $name | trimSuffix "-" }}
 {{- end }}
+{{- end }}
+{{- if gt (len $full) 46 }}
+{{- printf "%s-%s" ($full | trunc 39 | trimSuffix "-") ($full | sha256sum | trunc 6) }}
+{{- else }}
+{{- $full }}
 {{- end }}
 {{- end }}
 
@@ -74,11 +85,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{- define "kvq.redisName" -}}
-{{- printf "%s-redis" (include "kvq.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- printf "%s-redis" (include "kvq.fullname" .) }}
 {{- end }}
 
 {{- define "kvq.redisHeadless" -}}
-{{- printf "%s-redis-headless" (include "kvq.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- printf "%s-redis-headless" (include "kvq.fullname" .) }}
 {{- end }}
 
 {{/* DNS domain of the headless service: <svc>.<ns>.svc.<clusterDomain> */}}

@@ -1,0 +1,146 @@
+//! Chart tests against hostile-but-valid values: long release names, policies and budgets
+//! that would block operations, settings that make every write fail, renders without a
+//! cluster. Each renders helm/kvq with `helm template` (helm from `$HELM` or .tools/bin).
+
+mod support_chart;
+
+use std::process::Command;
+
+use serde_json::Value;
+use support_chart::*;
+
+/// The longest release name Helm accepts (53 characters).
+const LONG_RELEASE: &str = "a-release-name-that-is-exactly-fifty-three-chars-long";
+
+/// `helm template <release>` of the chart with these values files and `--set`s.
+fn try_render_as(release: &str, values: &[&str], set: &[&str]) -> Result<Manifests, String> {
+    let mut cmd = Command::new(helm());
+    cmd.current_dir(repo_root()).args(["template", release]).arg(chart_dir()).args(["--namespace", NAMESPACE]);
+    for v in values {
+        cmd.arg("-f").arg(v);
+    }
+    for s in set {
+        cmd.arg("--set").arg(s);
+    }
+    let out = cmd.output().expect("run helm");
+    if out.status.success() {
+        Ok(Manifests(parse_docs(&String::from_utf8(out.stdout).unwrap())))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn render_as(release: &str, values: &[&str], set: &[&str]) -> Manifests {
+    try_render_as(release, values, set).unwrap_or_else(|e| panic!("helm template {values:?} {set:?} failed:\n{e}"))
+}
+
+/// Asserts the render fails and its message contains every `needle`.
+fn assert_refused(values: &[&str], set: &[&str], needles: &[&str]) {
+    match try_render_in(&chart_dir(), values, set) {
+        Ok(_) => panic!("{values:?} {set:?} rendered; expected a failure naming {needles:?}"),
+        Err(e) => {
+            for n in needles {
+                assert!(e.contains(n), "{values:?} {set:?}: the failure does not name {n:?}:\n{e}");
+            }
+        }
+    }
+}
+
+fn name_of(o: &Value) -> &str {
+    o["metadata"]["name"].as_str().unwrap()
+}
+
+/// Every label map of an object: its own, its pod template's, its selectors'.
+fn label_maps(o: &Value) -> Vec<(&'static str, &Value)> {
+    vec![
+        ("metadata.labels", &o["metadata"]["labels"]),
+        ("template labels", &o["spec"]["template"]["metadata"]["labels"]),
+        ("selector", &o["spec"]["selector"]["matchLabels"]),
+        ("podSelector", &o["spec"]["podSelector"]["matchLabels"]),
+        ("service selector", &o["spec"]["selector"]),
+    ]
+}
+
+#[test]
+fn longest_release_name_renders_valid_names_and_labels_in_every_values_file() {
+    assert_eq!(LONG_RELEASE.len(), 53);
+    for file in values_files() {
+        let m = render_as(LONG_RELEASE, &[&file], &[]);
+        let mut seen = std::collections::BTreeSet::new();
+        for o in &m.0 {
+            let kind = o["kind"].as_str().unwrap();
+            let name = name_of(o);
+            assert!(name.len() <= 63, "{file}: {kind}/{name} is {} characters (> 63)", name.len());
+            assert!(!name.ends_with('-'), "{file}: {kind}/{name} ends with '-'");
+            assert!(seen.insert(format!("{kind}/{name}")), "{file}: two {kind} named {name}");
+            if kind == "StatefulSet" {
+                // pods get controller-revision-hash=<name>-<10 characters>, a label value (<= 63)
+                assert!(name.len() <= 52, "{file}: StatefulSet {name} is {} characters (> 52)", name.len());
+            }
+            for (what, labels) in label_maps(o) {
+                for (k, v) in labels.as_object().into_iter().flatten() {
+                    if let Some(v) = v.as_str() {
+                        assert!(v.len() <= 63, "{file}: {kind}/{name} {what} {k}={v} is {} characters", v.len());
+                    }
+                }
+            }
+        }
+        // Names are stable: the same render twice gives the same names.
+        assert_eq!(m.names(), render_as(LONG_RELEASE, &[&file], &[]).names(), "{file}");
+
+        let cfg_map = m.of_kind("ConfigMap").into_iter().find(|c| c["data"]["config.yaml"].is_string());
+        let cfg: Value = serde_yaml_ng::from_str(cfg_map.unwrap()["data"]["config.yaml"].as_str().unwrap()).unwrap();
+        let Some(sts) = m.of_kind("StatefulSet").into_iter().next() else { continue };
+        let sts_name = name_of(sts);
+        let headless = sts["spec"]["serviceName"].as_str().unwrap();
+        m.get("Service", headless);
+        let domain = format!("{headless}.{NAMESPACE}.svc.cluster.local");
+        let redis = PodRef { owner: sts, metadata: &sts["spec"]["template"]["metadata"], spec: &sts["spec"]["template"]["spec"] };
+        let c = redis.container("redis");
+        assert_eq!(env_value(c, "STATEFULSET_NAME"), Some(sts_name), "{file}");
+        assert_eq!(env_value(c, "HEADLESS_DOMAIN"), Some(domain.as_str()), "{file}");
+        // Every volume's ConfigMap / Secret exists (the generated ones are rendered).
+        for v in sts["spec"]["template"]["spec"]["volumes"].as_array().unwrap() {
+            if let Some(n) = v["configMap"]["name"].as_str() {
+                m.get("ConfigMap", n);
+            }
+            if let Some(n) = v["secret"]["secretName"].as_str() {
+                m.get("Secret", n);
+            }
+        }
+        if cfg["redis"]["mode"] == "sentinel" {
+            let replicas = sts["spec"]["replicas"].as_u64().unwrap();
+            let want: Vec<String> = (0..replicas).map(|i| format!("{sts_name}-{i}.{domain}:26379")).collect();
+            let got: Vec<String> =
+                cfg["redis"]["sentinels"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+            assert_eq!(got, want, "{file}: sentinel addresses match the pods");
+            for pod in &want {
+                let host = pod.split('.').next().unwrap();
+                assert!(host.len() <= 63, "{file}: pod name {host}");
+            }
+        } else {
+            let url = cfg["redis"]["url"].as_str().unwrap();
+            let host = url.trim_start_matches("redis://").split(':').next().unwrap();
+            m.get("Service", host);
+        }
+        // The test pod reaches the server Service by name.
+        if let Some(pod) = m.of_kind("Pod").first() {
+            let script = pod["spec"]["containers"][0]["args"][0].as_str().unwrap();
+            let server = m.of_kind("Service").into_iter().find(|s| s["spec"]["selector"]["app.kubernetes.io/component"] == "server").unwrap();
+            assert!(script.contains(&format!("http://{}:", name_of(server))), "{file}: test pod URL");
+        }
+    }
+}
+
+#[test]
+fn long_names_stay_distinct_between_releases_and_short_ones_are_unchanged() {
+    let a = render_as(LONG_RELEASE, &[], &[]);
+    let other = format!("{}x", &LONG_RELEASE[..52]);
+    let b = render_as(&other, &[], &[]);
+    let sts = |m: &Manifests| name_of(m.of_kind("StatefulSet")[0]).to_string();
+    assert_ne!(sts(&a), sts(&b), "two long releases sharing a prefix get different names");
+    let short = render(&[], &[]);
+    short.get("StatefulSet", "kvq-redis");
+    short.get("Service", "kvq-redis-headless");
+    short.get("Deployment", "kvq-server");
+}
