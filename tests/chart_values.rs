@@ -144,3 +144,55 @@ fn long_names_stay_distinct_between_releases_and_short_ones_are_unchanged() {
     short.get("Service", "kvq-redis-headless");
     short.get("Deployment", "kvq-server");
 }
+
+/// Every `from` peer of the rules of a NetworkPolicy that admit `port` (a rule with no `from`
+/// admits everyone: returned as a `{}` peer).
+fn peers_for_port(np: &Value, port: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for rule in np["spec"]["ingress"].as_array().unwrap() {
+        let ports = rule["ports"].as_array();
+        let admits = ports.is_none_or(|ps| ps.iter().any(|p| p["port"] == port));
+        if !admits {
+            continue;
+        }
+        match rule["from"].as_array() {
+            Some(from) => out.extend(from.iter().cloned()),
+            None => out.push(serde_json::json!({})),
+        }
+    }
+    out
+}
+
+#[test]
+fn keda_operator_reaches_redis_through_the_network_policy() {
+    let m = render(&["helm/kvq/ci/keda-values.yaml"], &["networkPolicy.enabled=true"]);
+    let np = m.get("NetworkPolicy", "kvq-redis");
+    let keda = serde_json::json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}});
+    for port in ["redis", "sentinel"] {
+        assert!(peers_for_port(np, port).contains(&keda), "KEDA's namespace not admitted to {port}: {np}");
+    }
+    let m = render(&["helm/kvq/ci/keda-values.yaml"], &["networkPolicy.enabled=true", "networkPolicy.kedaNamespace=autoscaling"]);
+    let peers = peers_for_port(m.get("NetworkPolicy", "kvq-redis"), "redis");
+    assert!(peers.iter().any(|p| p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == "autoscaling"));
+    // Without KEDA no namespace is admitted.
+    let m = render(&["values/production.yaml"], &[]);
+    let peers = peers_for_port(m.get("NetworkPolicy", "kvq-redis"), "redis");
+    assert!(peers.iter().all(|p| p.get("namespaceSelector").is_none()), "{peers:?}");
+}
+
+#[test]
+fn extra_ingress_rules_are_appended_to_each_policy() {
+    let mut set = vec!["networkPolicy.enabled=true".to_string()];
+    for c in ["redis", "server", "worker"] {
+        set.push(format!("networkPolicy.extraIngress.{c}[0].from[0].podSelector.matchLabels.extra={c}-client"));
+        set.push(format!("networkPolicy.extraIngress.{c}[0].ports[0].port=1234"));
+    }
+    let set: Vec<&str> = set.iter().map(String::as_str).collect();
+    let m = render(&["values/production.yaml"], &set);
+    for c in ["redis", "server", "worker"] {
+        let np = m.get("NetworkPolicy", &format!("kvq-{c}"));
+        let rule = np["spec"]["ingress"].as_array().unwrap().last().unwrap();
+        assert_eq!(rule["from"][0]["podSelector"]["matchLabels"]["extra"], format!("{c}-client"), "{np}");
+        assert_eq!(rule["ports"][0]["port"], 1234);
+    }
+}

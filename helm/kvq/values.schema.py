@@ -276,7 +276,15 @@ VALUES = obj(
         "server": SERVER,
         "worker": WORKER,
         "redis": REDIS,
-        "networkPolicy": obj({"enabled": BOOLEAN, "serverIngressFrom": ANY_ARRAY, "metricsIngressFrom": ANY_ARRAY}),
+        "networkPolicy": obj(
+            {
+                "enabled": BOOLEAN,
+                "serverIngressFrom": ANY_ARRAY,
+                "metricsIngressFrom": ANY_ARRAY,
+                "kedaNamespace": {"type": "string", "minLength": 1},
+                "extraIngress": obj({"redis": ANY_ARRAY, "server": ANY_ARRAY, "worker": ANY_ARRAY}),
+            }
+        ),
         "serviceMonitor": obj({"enabled": BOOLEAN, "interval": STRING, "scrapeTimeout": STRING, "labels": ANY_OBJECT}),
         "tests": obj({"enabled": BOOLEAN, "image": ref("image")}),
     }
