@@ -196,3 +196,69 @@ fn extra_ingress_rules_are_appended_to_each_policy() {
         assert_eq!(rule["ports"][0]["port"], 1234);
     }
 }
+
+fn redis_pod(m: &Manifests) -> (&Value, &Value) {
+    let sts = m.of_kind("StatefulSet")[0];
+    let spec = &sts["spec"]["template"]["spec"];
+    let redis = spec["containers"].as_array().unwrap().iter().find(|c| c["name"] == "redis").unwrap();
+    (spec, redis)
+}
+
+fn env_u64(c: &Value, name: &str) -> u64 {
+    env_value(c, name).unwrap_or_else(|| panic!("no env {name}")).parse().unwrap()
+}
+
+/// The preStop worst case from what the rendered pod gives the script (redis-prestop.sh's
+/// waits, its redis-cli timeout, replicas + 9 calls) plus 10 s for redis' own shutdown.
+fn prestop_budget(m: &Manifests) -> (u64, u64) {
+    let (spec, redis) = redis_pod(m);
+    let worst = env_u64(redis, "PRESTOP_SENTINEL_WAIT")
+        + env_u64(redis, "PRESTOP_CATCHUP_WAIT")
+        + env_u64(redis, "PRESTOP_TIMEOUT")
+        + env_u64(redis, "CLI_TIMEOUT") * (env_u64(redis, "REPLICAS") + 9);
+    (spec["terminationGracePeriodSeconds"].as_u64().unwrap(), worst + 10)
+}
+
+#[test]
+fn redis_grace_period_covers_the_prestop_worst_case() {
+    let script = std::fs::read_to_string(chart_dir().join("files/redis-prestop.sh")).unwrap();
+    for var in ["PRESTOP_SENTINEL_WAIT", "PRESTOP_CATCHUP_WAIT", "PRESTOP_TIMEOUT"] {
+        assert!(script.contains(&format!("+ {var} ))")), "redis-prestop.sh waits {var} seconds");
+    }
+    for file in values_files() {
+        let m = render(&[&file], &[]);
+        let Some(sts) = m.of_kind("StatefulSet").first().copied() else { continue };
+        if sts["spec"]["replicas"] == 1 && env_value(redis_pod(&m).1, "REDIS_MODE") == Some("standalone") {
+            continue;
+        }
+        let (grace, need) = prestop_budget(&m);
+        assert!(grace >= need, "{file}: grace {grace}s < preStop worst case + margin {need}s");
+    }
+    // A longer preStop timeout raises the computed grace period...
+    let (grace, need) = prestop_budget(&render(&[], &["redis.sentinel.preStopTimeoutSeconds=90", "redis.replicas=5", "redis.sentinel.quorum=3"]));
+    assert!(grace >= need && need >= 90 + 20 + 3 * 14, "{grace} {need}");
+    // ...and an explicit grace period below it is refused, naming the values.
+    assert_refused(&[], &["redis.terminationGracePeriodSeconds=60"], &["redis.terminationGracePeriodSeconds (60)", "preStopTimeoutSeconds", "96"]);
+    let (grace, _) = prestop_budget(&render(&[], &["redis.terminationGracePeriodSeconds=120"]));
+    assert_eq!(grace, 120);
+}
+
+#[test]
+fn redis_maxmemory_leaves_room_under_the_memory_limit() {
+    for file in values_files() {
+        let m = render(&[&file], &[]);
+        let Some(_) = m.of_kind("StatefulSet").first() else { continue };
+        let (_, redis) = redis_pod(&m);
+        let Some(mm) = env_value(redis, "MAXMEMORY").filter(|s| !s.is_empty()) else { continue };
+        let mm: u64 = mm.trim_end_matches("mb").parse::<u64>().expect("maxmemory in mb") << 20;
+        let limit = redis["resources"]["limits"]["memory"].as_str().unwrap();
+        let limit: u64 = if let Some(g) = limit.strip_suffix("Gi") { g.parse::<u64>().unwrap() << 30 } else { limit.trim_end_matches("Mi").parse::<u64>().unwrap() << 20 };
+        assert!(mm * 100 <= limit * 70, "{file}: maxmemory {mm} > 70 % of the limit {limit}");
+    }
+    assert_refused(&["values/production.yaml"], &["redis.config.maxmemory=768mb"], &["redis.config.maxmemory (768mb", "70 %", "redis.resources.limits.memory (1Gi"]);
+    assert_refused(&[], &["redis.config.maxmemory=200mb", "redis.resources.limits.memory=256Mi"], &["maxmemory"]);
+    assert_refused(&[], &["redis.config.maxmemory=1gb", "redis.resources.limits.memory=1G"], &["maxmemory"]);
+    render(&[], &["redis.config.maxmemory=179mb", "redis.resources.limits.memory=256Mi"]);
+    render(&[], &["redis.config.maxmemory=1500M", "redis.resources.limits.memory=2.5Gi"]);
+    assert_refused(&[], &["redis.config.maxmemory=lots"], &["cannot read the memory size"]);
+}

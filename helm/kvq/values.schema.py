@@ -226,7 +226,7 @@ REDIS = obj(
         ),
         "podSecurityContext": ANY_OBJECT,
         "containerSecurityContext": ANY_OBJECT,
-        "terminationGracePeriodSeconds": integer(0),
+        "terminationGracePeriodSeconds": OPTIONAL_COUNT,
         "podAntiAffinity": ref("antiAffinity"),
         "affinity": ANY_OBJECT,
         "topologySpreadConstraints": ANY_ARRAY,

@@ -11,12 +11,19 @@
 # On a replica, or in standalone mode, it does nothing.
 #
 # Environment: see redis-lib.sh, plus
-#   PRESTOP_TIMEOUT   seconds to wait for the failover [30]
+#   PRESTOP_TIMEOUT         seconds to wait for the failover [30]
+#   PRESTOP_SENTINEL_WAIT   seconds to wait until the sentinels know every replica [15]
+#   PRESTOP_CATCHUP_WAIT    seconds to wait for a replica to catch up [5]
+# Worst case, with R pods and CLI_TIMEOUT c: SENTINEL_WAIT + CATCHUP_WAIT + PRESTOP_TIMEOUT
+# + c * (R + 9) (R failover requests, ROLE, INFO, CLIENT PAUSE, REPLICAOF, UNPAUSE and one
+# overrunning call per wait loop); the chart keeps terminationGracePeriodSeconds above it.
 set -u
 SCRIPT_NAME=redis-prestop
 # shellcheck source=redis-lib.sh
 . "$(dirname "$0")/redis-lib.sh"
 : "${PRESTOP_TIMEOUT:=30}"
+: "${PRESTOP_SENTINEL_WAIT:=15}"
+: "${PRESTOP_CATCHUP_WAIT:=5}"
 
 [ "$REDIS_MODE" = "sentinel" ] || exit 0
 role=$(rcli "$LOCAL_ADDR" ROLE 2>/dev/null | sed -n 1p)
@@ -32,7 +39,7 @@ fi
 # 0. every online replica known to every reachable sentinel (they learn replicas from the
 #    master's INFO every 10 s); a replica unknown to the sentinel that runs the failover
 #    would keep following this node.
-deadline=$(( $(date +%s) + 15 ))
+deadline=$(( $(date +%s) + PRESTOP_SENTINEL_WAIT ))
 while [ "$(date +%s)" -lt "$deadline" ]; do
   unknown=0
   for r in $(online_replicas | tr ' ' ':'); do
@@ -49,7 +56,7 @@ pause_ms=$(( (PRESTOP_TIMEOUT + 5) * 1000 ))
 rcli "$LOCAL_ADDR" CLIENT PAUSE "$pause_ms" WRITE >/dev/null 2>&1 || log "CLIENT PAUSE failed"
 
 # 2. a replica in sync: some slaveN line whose offset equals master_repl_offset.
-deadline=$(( $(date +%s) + 5 ))
+deadline=$(( $(date +%s) + PRESTOP_CATCHUP_WAIT ))
 while [ "$(date +%s)" -lt "$deadline" ]; do
   info=$(rcli "$LOCAL_ADDR" INFO replication 2>/dev/null | tr -d '\r')
   moff=$(echo "$info" | sed -n 's/^master_repl_offset://p')

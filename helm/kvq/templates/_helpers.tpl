@@ -265,10 +265,90 @@ podAntiAffinity:
   value: {{ $r.sentinel.discoveryTimeoutSeconds | quote }}
 - name: PRESTOP_TIMEOUT
   value: {{ $r.sentinel.preStopTimeoutSeconds | quote }}
+- name: PRESTOP_SENTINEL_WAIT
+  value: "15"
+- name: PRESTOP_CATCHUP_WAIT
+  value: "5"
+- name: CLI_TIMEOUT
+  value: "3"
 {{- if $r.auth.enabled }}
 - name: REDIS_PASSWORD_FILE
   value: /etc/redis-auth/{{ $r.auth.passwordKey }}
 - name: SENTINEL_PASSWORD_FILE
   value: /etc/redis-auth/{{ $r.auth.sentinelPasswordKey }}
+{{- end }}
+{{- end }}
+
+{{/*
+Worst case of the Redis preStop hook (files/redis-prestop.sh), in seconds: 15 s for the
+sentinels to learn every replica, 5 s for a replica to catch up, preStopTimeoutSeconds for the
+new master, and 3 s (CLI_TIMEOUT) for each of replicas + 9 redis-cli calls (SENTINEL FAILOVER
+to each pod, ROLE, INFO, CLIENT PAUSE, REPLICAOF, UNPAUSE, one overrun per wait loop).
+The numbers match the PRESTOP_SENTINEL_WAIT, PRESTOP_CATCHUP_WAIT and CLI_TIMEOUT env above.
+*/}}
+{{- define "kvq.redisPreStopWorst" -}}
+{{- $r := .Values.redis -}}
+{{- add 15 5 (int $r.sentinel.preStopTimeoutSeconds) (mul 3 (add (int $r.replicas) 9)) }}
+{{- end }}
+
+{{/*
+Grace period of the Redis pods: redis.terminationGracePeriodSeconds, or when empty the preStop
+worst case + 10 s (redis' own shutdown: final AOF fsync), 60 s outside sentinel mode. In sentinel mode an explicit value
+below that sum fails the render: the kubelet would kill the master mid-failover.
+*/}}
+{{- define "kvq.redisGracePeriod" -}}
+{{- $r := .Values.redis -}}
+{{- $set := not (kindIs "string" $r.terminationGracePeriodSeconds) -}}
+{{- if ne $r.mode "sentinel" }}
+{{- if $set }}{{ $r.terminationGracePeriodSeconds | int }}{{ else }}60{{ end }}
+{{- else }}
+{{- $need := add (include "kvq.redisPreStopWorst" . | int) 10 -}}
+{{- if not $set }}
+{{- $need }}
+{{- else if lt (int $r.terminationGracePeriodSeconds) $need }}
+{{- fail (printf "redis.terminationGracePeriodSeconds (%d) is below the Redis preStop worst case: 15 s (sentinels learn replicas) + 5 s (replica catch-up) + redis.sentinel.preStopTimeoutSeconds (%d) + 3 s x (redis.replicas (%d) + 9) redis-cli calls + 10 s shutdown margin = %d s; raise it or leave it empty to have the chart compute it" (int $r.terminationGracePeriodSeconds) (int $r.sentinel.preStopTimeoutSeconds) (int $r.replicas) $need) }}
+{{- else }}
+{{- $r.terminationGracePeriodSeconds | int }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Bytes of a memory size: (dict "q" "768mb" "redis" true) for a redis.conf size (k=1000, kb=1024,
+m, mb, g, gb; any case), (dict "q" "1Gi") for a Kubernetes quantity (k, M, G, T, Ki, Mi, Gi, Ti).
+*/}}
+{{- define "kvq.bytes" -}}
+{{- $s := toString .q | trim -}}
+{{- $num := regexFind "^[0-9]+(\\.[0-9]+)?" $s -}}
+{{- $unit := trimPrefix $num $s -}}
+{{- $units := dict "" 1 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 -}}
+{{- if .redis }}
+{{- $unit = lower $unit -}}
+{{- $units = dict "" 1 "k" 1000 "kb" 1024 "m" 1000000 "mb" 1048576 "g" 1000000000 "gb" 1073741824 -}}
+{{- end }}
+{{- if or (not $num) (not (hasKey $units $unit)) }}
+{{- fail (printf "cannot read the memory size %q (%s)" $s .what) }}
+{{- end }}
+{{- mulf (float64 $num) (index $units $unit) | int64 }}
+{{- end }}
+
+{{/*
+Share of the redis container's memory limit that redis.config.maxmemory may take: the rest
+is for the fork of BGREWRITEAOF (copy-on-write of pages written meanwhile), replication and
+client output buffers, and allocator fragmentation.
+*/}}
+{{- define "kvq.maxmemoryPercent" -}}70{{- end }}
+
+{{- define "kvq.checkMaxmemory" -}}
+{{- $r := .Values.redis -}}
+{{- $limit := "" -}}
+{{- if and $r.resources $r.resources.limits }}{{ $limit = $r.resources.limits.memory | default "" }}{{ end -}}
+{{- if and $r.config.maxmemory $limit }}
+{{- $mm := include "kvq.bytes" (dict "q" $r.config.maxmemory "redis" true "what" "redis.config.maxmemory") | int64 -}}
+{{- $lim := include "kvq.bytes" (dict "q" $limit "what" "redis.resources.limits.memory") | int64 -}}
+{{- $pct := include "kvq.maxmemoryPercent" . | int64 -}}
+{{- if gt (mul $mm 100) (mul $lim $pct) }}
+{{- fail (printf "redis.config.maxmemory (%s = %d bytes) exceeds %d %% of redis.resources.limits.memory (%s = %d bytes): the fork for AOF rewrites (copy-on-write) and the replication and client buffers need the rest; lower maxmemory to at most %d bytes or raise the limit" (toString $r.config.maxmemory) $mm $pct (toString $limit) $lim (div (mul $lim $pct) 100)) }}
+{{- end }}
 {{- end }}
 {{- end }}
