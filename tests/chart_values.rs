@@ -262,3 +262,78 @@ fn redis_maxmemory_leaves_room_under_the_memory_limit() {
     render(&[], &["redis.config.maxmemory=1500M", "redis.resources.limits.memory=2.5Gi"]);
     assert_refused(&[], &["redis.config.maxmemory=lots"], &["cannot read the memory size"]);
 }
+
+#[test]
+fn redis_auth_volume_lists_the_secret_keys() {
+    for (set, keys) in [
+        (vec!["redis.auth.existingSecret=my-redis"], vec!["redis-password", "sentinel-password"]),
+        (vec!["redis.auth.passwordKey=pw", "redis.auth.sentinelPasswordKey=spw"], vec!["pw", "spw"]),
+        (vec!["redis.mode=standalone"], vec!["redis-password"]),
+    ] {
+        let m = render(&[], &set);
+        let (spec, _) = redis_pod(&m);
+        let auth = spec["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "auth").unwrap();
+        let items: Vec<&str> = auth["secret"]["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{set:?}: the auth volume has no items: a missing key would go unnoticed"))
+            .iter()
+            .map(|i| {
+                assert_eq!(i["key"], i["path"]);
+                i["key"].as_str().unwrap()
+            })
+            .collect();
+        assert_eq!(items, keys, "{set:?}");
+        // Every *_PASSWORD_FILE the scripts get is one of the listed keys.
+        for c in spec["containers"].as_array().unwrap() {
+            for e in c["env"].as_array().unwrap() {
+                if e["name"].as_str().unwrap().ends_with("_PASSWORD_FILE") {
+                    let file = e["value"].as_str().unwrap().trim_start_matches("/etc/redis-auth/");
+                    assert!(keys.contains(&file), "{set:?}: {} reads {file}, not a listed key", c["name"]);
+                }
+            }
+        }
+    }
+}
+
+/// Runs a pod script (EXEC=0: prints the config) with `sh` in a temp dir.
+fn run_script(script: &str, dir: &std::path::Path, env: &[(&str, String)]) -> std::process::Output {
+    Command::new("sh")
+        .arg(chart_dir().join("files").join(script))
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("EXEC", "0")
+        .env("REDIS_CLI", "false") // no peer answers: bootstrap
+        .env("REPLICAS", "1")
+        .env("POD_NAME", "kvq-redis-0")
+        .env("DATA_DIR", dir.join("data"))
+        .env("CONF_DIR", dir.join("conf"))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn scripts_refuse_to_start_when_a_password_file_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "s3cret").unwrap();
+    let missing = dir.path().join("missing").to_str().unwrap().to_string();
+    let pw = pw.to_str().unwrap().to_string();
+    for (script, mode) in [("redis-start.sh", "standalone"), ("redis-start.sh", "sentinel"), ("sentinel-start.sh", "sentinel")] {
+        // Present files: the passwords are in the config.
+        let ok = run_script(script, dir.path(), &[("REDIS_MODE", mode.into()), ("REDIS_PASSWORD_FILE", pw.clone()), ("SENTINEL_PASSWORD_FILE", pw.clone())]);
+        let out = String::from_utf8_lossy(&ok.stdout);
+        assert!(ok.status.success(), "{script} {mode}: {}", String::from_utf8_lossy(&ok.stderr));
+        assert!(out.contains("requirepass \"s3cret\""), "{script} {mode}:\n{out}");
+        // A file that is set but missing: exit non-zero with a message naming the variable.
+        for var in ["REDIS_PASSWORD_FILE", "SENTINEL_PASSWORD_FILE"] {
+            let other = if var == "REDIS_PASSWORD_FILE" { "SENTINEL_PASSWORD_FILE" } else { "REDIS_PASSWORD_FILE" };
+            let bad = run_script(script, dir.path(), &[("REDIS_MODE", mode.into()), (var, missing.clone()), (other, pw.clone())]);
+            let err = String::from_utf8_lossy(&bad.stderr);
+            assert!(!bad.status.success(), "{script} {mode} with {var} missing started:\n{}", String::from_utf8_lossy(&bad.stdout));
+            assert!(err.contains(var) && err.contains("not readable"), "{script} {mode}: {err}");
+            assert!(!String::from_utf8_lossy(&bad.stdout).contains("port "), "{script}: printed a config");
+        }
+    }
+}

@@ -18,8 +18,9 @@
 #   BIND_ADDRESS          redis/sentinel `bind` [* -::*]
 #   REDIS_PORT            [6379]          SENTINEL_PORT   [26379]
 #   MASTER_NAME           sentinel master set name [mymaster]
-#   REDIS_PASSWORD        or REDIS_PASSWORD_FILE: password of redis (empty: no auth)
-#   SENTINEL_PASSWORD     or SENTINEL_PASSWORD_FILE: password of the sentinels (empty: no auth)
+#   REDIS_PASSWORD        or REDIS_PASSWORD_FILE: password of redis (empty: no auth; a
+#                         REDIS_PASSWORD_FILE that is set but unreadable exits with 1)
+#   SENTINEL_PASSWORD     or SENTINEL_PASSWORD_FILE: password of the sentinels (same rules)
 #   DATA_DIR              redis data (AOF) and persisted sentinel.conf [/data]
 #   CONF_DIR              writable directory for the generated redis.conf [/run/redis]
 #   DISCOVERY_TIMEOUT     seconds a starting pod keeps asking the sentinels [10]
@@ -57,10 +58,20 @@ if [ -z "${PEER_HOSTS:-}" ]; then
   while [ "$_i" -lt "$REPLICAS" ]; do PEER_HOSTS="$PEER_HOSTS $(pod_host "$_i")"; _i=$((_i + 1)); done
 fi
 
-if [ -z "${REDIS_PASSWORD:-}" ] && [ -n "${REDIS_PASSWORD_FILE:-}" ] && [ -r "$REDIS_PASSWORD_FILE" ]; then
+# A *_FILE that is set must be readable: a Secret missing a key must stop the pod, never start
+# redis or sentinel without a password.
+if [ -z "${REDIS_PASSWORD:-}" ] && [ -n "${REDIS_PASSWORD_FILE:-}" ]; then
+  if [ ! -r "$REDIS_PASSWORD_FILE" ]; then
+    echo "${SCRIPT_NAME:-redis}: REDIS_PASSWORD_FILE=$REDIS_PASSWORD_FILE is not readable (is the key missing from the Secret?); refusing to run without the password" >&2
+    exit 1
+  fi
   REDIS_PASSWORD=$(cat "$REDIS_PASSWORD_FILE")
 fi
-if [ -z "${SENTINEL_PASSWORD:-}" ] && [ -n "${SENTINEL_PASSWORD_FILE:-}" ] && [ -r "$SENTINEL_PASSWORD_FILE" ]; then
+if [ -z "${SENTINEL_PASSWORD:-}" ] && [ -n "${SENTINEL_PASSWORD_FILE:-}" ]; then
+  if [ ! -r "$SENTINEL_PASSWORD_FILE" ]; then
+    echo "${SCRIPT_NAME:-redis}: SENTINEL_PASSWORD_FILE=$SENTINEL_PASSWORD_FILE is not readable (is the key missing from the Secret?); refusing to run without the password" >&2
+    exit 1
+  fi
   SENTINEL_PASSWORD=$(cat "$SENTINEL_PASSWORD_FILE")
 fi
 : "${REDIS_PASSWORD:=}"

@@ -274,8 +274,10 @@ podAntiAffinity:
 {{- if $r.auth.enabled }}
 - name: REDIS_PASSWORD_FILE
   value: /etc/redis-auth/{{ $r.auth.passwordKey }}
+{{- if eq $r.mode "sentinel" }}
 - name: SENTINEL_PASSWORD_FILE
   value: /etc/redis-auth/{{ $r.auth.sentinelPasswordKey }}
+{{- end }}
 {{- end }}
 {{- end }}
 
