@@ -337,3 +337,64 @@ fn scripts_refuse_to_start_when_a_password_file_is_missing() {
         }
     }
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// NOTES.txt as `helm install` prints it, rendered through `helm template` (works with Helm 3
+/// and 4 without a cluster): a copy of the chart where NOTES.txt is a named template that a
+/// test-only manifest includes.
+fn render_notes(values: &[&str], set: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&chart_dir(), dir.path());
+    let notes = std::fs::read_to_string(chart_dir().join("templates/NOTES.txt")).unwrap();
+    std::fs::write(dir.path().join("templates/_notes_test.tpl"), format!("{{{{- define \"test.notes\" -}}}}\n{notes}{{{{- end }}}}\n")).unwrap();
+    std::fs::write(
+        dir.path().join("templates/notes-test.yaml"),
+        "apiVersion: v1\nkind: NotesForTest\nmetadata:\n  name: notes\ntext: {{ include \"test.notes\" . | toJson }}\n",
+    )
+    .unwrap();
+    let out = try_render_in(dir.path(), values, set).unwrap_or_else(|e| panic!("{e}"));
+    let docs = parse_docs(&out);
+    docs.iter().find(|d| d["kind"] == "NotesForTest").unwrap()["text"].as_str().unwrap().to_string()
+}
+
+/// Lines of the first ```sh block after `heading` in a Markdown file.
+fn sh_block_after(file: &str, heading: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
+    let start = text.find(heading).unwrap_or_else(|| panic!("{file}: no {heading:?}"));
+    let rest = &text[start..];
+    let block = &rest[rest.find("```sh\n").unwrap() + 6..];
+    block[..block.find("```").unwrap()].lines().map(str::to_string).collect()
+}
+
+#[test]
+fn minikube_install_starts_the_tunnel_before_waiting_for_the_load_balancer() {
+    let m = render(&["values/minikube.yaml"], &[]);
+    assert_eq!(m.get("Service", "kvq-server")["spec"]["type"], "LoadBalancer");
+    for (file, heading) in [("README.md", "## Install on minikube"), ("helm/kvq/README.md", "### minikube")] {
+        let lines = sh_block_after(file, heading);
+        let install = lines.iter().position(|l| l.starts_with("helm install")).unwrap_or_else(|| panic!("{file}: no helm install"));
+        let waits = lines[install].contains("--wait");
+        let tunnel = lines.iter().position(|l| l.starts_with("minikube tunnel"));
+        if waits {
+            // Helm 3's --wait waits for the LoadBalancer's address: the tunnel must already run.
+            let tunnel = tunnel.unwrap_or_else(|| panic!("{file}: helm install --wait without minikube tunnel"));
+            assert!(tunnel < install, "{file}: `minikube tunnel` comes after `helm install --wait`:\n{}", lines.join("\n"));
+        }
+    }
+    // NOTES do not tell to start the tunnel "first" after the install already waited for it.
+    let notes = render_notes(&["values/minikube.yaml"], &[]);
+    assert!(!notes.contains("in another terminal first"), "{notes}");
+    assert!(notes.contains("BEFORE `helm install --wait`"), "{notes}");
+    assert!(notes.contains("kubectl port-forward"), "NOTES offer the port-forward fallback:\n{notes}");
+}
