@@ -136,7 +136,7 @@ fn worker_hpa_and_keda_scaledobject_exclude_each_other() {
     let standalone = render(&["values/dev.yaml"], &["worker.keda.enabled=true"]);
     let t = &standalone.get("ScaledObject", &hpa_name)["spec"]["triggers"][0];
     assert_eq!(t["type"], "redis-streams");
-    assert_eq!(t["metadata"]["address"], format!("{RELEASE}-redis:6379"));
+    assert_eq!(t["metadata"]["address"], format!("{RELEASE}-redis.{NAMESPACE}.svc.cluster.local:6379"));
     standalone.get("Service", &format!("{RELEASE}-redis"));
     assert!(standalone.of_kind("HorizontalPodAutoscaler").is_empty());
 }

@@ -398,3 +398,38 @@ fn minikube_install_starts_the_tunnel_before_waiting_for_the_load_balancer() {
     assert!(notes.contains("BEFORE `helm install --wait`"), "{notes}");
     assert!(notes.contains("kubectl port-forward"), "NOTES offer the port-forward fallback:\n{notes}");
 }
+
+fn scaled_object(m: &Manifests) -> &Value {
+    m.of_kind("ScaledObject")[0]
+}
+
+#[test]
+fn keda_standalone_address_is_namespace_qualified() {
+    let m = render(&["helm/kvq/ci/keda-values.yaml"], &["redis.mode=standalone"]);
+    let so = scaled_object(&m);
+    let address = so["spec"]["triggers"][0]["metadata"]["address"].as_str().unwrap();
+    assert_eq!(address, format!("kvq-redis.{NAMESPACE}.svc.cluster.local:6379"));
+    // ...and that Service exists.
+    m.get("Service", address.split('.').next().unwrap());
+    // Sentinel mode: the stable names, already qualified.
+    let m = render(&["helm/kvq/ci/keda-values.yaml"], &[]);
+    let addresses = scaled_object(&m)["spec"]["triggers"][0]["metadata"]["addresses"].as_str().unwrap().to_string();
+    assert!(addresses.split(',').all(|a| a.contains(&format!(".{NAMESPACE}.svc.cluster.local:"))), "{addresses}");
+}
+
+#[test]
+fn keda_scale_to_zero_needs_a_lag_trigger() {
+    assert_refused(&["helm/kvq/ci/keda-values.yaml"], &["worker.keda.minReplicaCount=0"], &["worker.keda.minReplicaCount is 0", "worker.keda.lagCount"]);
+    assert_refused(&["helm/kvq/ci/keda-values.yaml"], &["worker.keda.minReplicaCount=5", "worker.keda.maxReplicaCount=3"], &["worker.keda.minReplicaCount (5)", "worker.keda.maxReplicaCount (3)"]);
+    for mode in ["sentinel", "standalone"] {
+        let m = render(&["helm/kvq/ci/keda-values.yaml"], &[&format!("redis.mode={mode}"), "worker.keda.minReplicaCount=0", "worker.keda.lagCount=20"]);
+        let so = scaled_object(&m);
+        assert_eq!(so["spec"]["minReplicaCount"], 0);
+        let meta = &so["spec"]["triggers"][0]["metadata"];
+        assert_eq!(meta["lagCount"], "20", "{mode}");
+        assert!(meta.get("pendingEntriesCount").is_none(), "{mode}: KEDA prefers pendingEntriesCount over lagCount");
+        assert_eq!(meta["consumerGroup"], "kvq-workers");
+    }
+    let readme = std::fs::read_to_string(chart_dir().join("README.md")).unwrap();
+    assert!(readme.contains("kubectl delete hpa"), "the chart README documents switching an existing release to KEDA");
+}

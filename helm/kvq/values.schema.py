@@ -164,6 +164,7 @@ WORKER = app_component(
                 "pollingInterval": integer(1),
                 "cooldownPeriod": integer(0),
                 "pendingEntriesCount": integer(1),
+                "lagCount": one_of(integer(1), EMPTY_STRING),
                 "redisAddress": STRING,
             }
         ),
