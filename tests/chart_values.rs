@@ -433,3 +433,27 @@ fn keda_scale_to_zero_needs_a_lag_trigger() {
     let readme = std::fs::read_to_string(chart_dir().join("README.md")).unwrap();
     assert!(readme.contains("kubectl delete hpa"), "the chart README documents switching an existing release to KEDA");
 }
+
+#[test]
+fn topologies_on_which_writes_fail_are_refused() {
+    // Sentinel mode needs 3 pods: with 2, losing the master leaves 1 sentinel of 2 (no
+    // majority to elect a failover leader) and no replica for min-replicas-to-write 1.
+    assert_refused(&[], &["redis.replicas=2"], &["redis.replicas is 2", "at least 3"]);
+    assert_refused(&[], &["redis.replicas=1", "redis.sentinel.quorum=1", "redis.config.minReplicasToWrite=0"], &["redis.replicas is 1", "at least 3"]);
+    // The app waits for minReplicasAck replicas per write: never more than exist...
+    assert_refused(&[], &["redis.minReplicasAck=3"], &["redis.minReplicasAck (3)", "redis.replicas (3)"]);
+    // ...nor more than remain during an allowed disruption (PDB maxUnavailable 1).
+    assert_refused(&[], &["redis.minReplicasAck=2"], &["redis.minReplicasAck (2)", "allowed disruption"]);
+    assert_refused(&[], &["redis.config.minReplicasToWrite=2"], &["redis.config.minReplicasToWrite (2)", "allowed disruption"]);
+    // The master's pod carries a sentinel: the others must reach the quorum alone.
+    assert_refused(&[], &["redis.sentinel.quorum=3"], &["redis.sentinel.quorum (3)", "redis.replicas - 1"]);
+    // Standalone has no replica to acknowledge anything.
+    assert_refused(&["values/dev.yaml"], &["redis.minReplicasAck=1"], &["redis.minReplicasAck (1)", "standalone"]);
+    // What is fine renders, with the ack count in the app config.
+    let m = render(&[], &["redis.replicas=5", "redis.sentinel.quorum=3", "redis.minReplicasAck=2", "redis.config.minReplicasToWrite=2"]);
+    assert_eq!(m.app_config()["redis"]["min_replicas_ack"], 2);
+    assert_eq!(render(&["values/dev.yaml"], &[]).app_config()["redis"]["min_replicas_ack"], 0);
+    for file in values_files() {
+        render(&[&file], &[]);
+    }
+}

@@ -354,3 +354,45 @@ client output buffers, and allocator fragmentation.
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+Refuses Redis topologies on which every write fails, or on which an allowed disruption (one
+PDB-sanctioned eviction) or the loss of the master stops writes or failover.
+*/}}
+{{- define "kvq.checkRedisTopology" -}}
+{{- $r := .Values.redis -}}
+{{- $ack := include "kvq.minReplicasAck" . | int -}}
+{{- if eq $r.mode "sentinel" }}
+{{- $n := int $r.replicas -}}
+{{- if gt (int $r.sentinel.quorum) $n }}
+{{- fail (printf "redis.sentinel.quorum (%d) cannot exceed redis.replicas (%d): no failover could ever be agreed" (int $r.sentinel.quorum) $n) }}
+{{- end }}
+{{- if gt (int $r.config.minReplicasToWrite) (sub $n 1) }}
+{{- fail (printf "redis.config.minReplicasToWrite (%d) needs at least %d Redis pods (redis.replicas is %d)" (int $r.config.minReplicasToWrite) (add 1 (int $r.config.minReplicasToWrite)) $n) }}
+{{- end }}
+{{- if lt $n 3 }}
+{{- fail (printf "redis.replicas is %d: sentinel mode needs at least 3 pods (a majority of sentinels must survive the loss of the master's pod to elect a failover leader, and a replica must remain for min-replicas-to-write); use 3 or more, or redis.mode=standalone" $n) }}
+{{- end }}
+{{- if ge $ack $n }}
+{{- fail (printf "redis.minReplicasAck (%d) must be below redis.replicas (%d): a master has at most %d replicas, so every write would wait in vain and answer 503" $ack $n (sub $n 1)) }}
+{{- end }}
+{{- if gt (int $r.sentinel.quorum) (sub $n 1) }}
+{{- fail (printf "redis.sentinel.quorum (%d) must be at most redis.replicas - 1 (%d): the master's pod runs a sentinel too, so after losing it only %d sentinels can agree the master is down" (int $r.sentinel.quorum) (sub $n 1) (sub $n 1)) }}
+{{- end }}
+{{- /* One pod may be evicted (PDB maxUnavailable) while another is the master: what is left must still satisfy the write rules. */ -}}
+{{- $down := 1 -}}
+{{- if and $r.pdb.enabled (kindIs "float64" $r.pdb.maxUnavailable) }}{{ $down = max 1 (int $r.pdb.maxUnavailable) }}{{ end -}}
+{{- if and $r.pdb.enabled (kindIs "int64" $r.pdb.maxUnavailable) }}{{ $down = max 1 (int $r.pdb.maxUnavailable) }}{{ end -}}
+{{- $left := sub (sub $n 1) $down -}}
+{{- if gt (int $r.config.minReplicasToWrite) $left }}
+{{- fail (printf "redis.config.minReplicasToWrite (%d) needs more replicas than remain while %d of redis.replicas (%d) pods are down (%d replicas left besides the master): writes would stop during every allowed disruption; lower it or add pods" (int $r.config.minReplicasToWrite) $down $n $left) }}
+{{- end }}
+{{- if gt $ack $left }}
+{{- fail (printf "redis.minReplicasAck (%d) needs more replicas than remain while %d of redis.replicas (%d) pods are down (%d left besides the master): every write would answer 503 during an allowed disruption; lower it or add pods" $ack $down $n $left) }}
+{{- end }}
+{{- else if eq $r.mode "standalone" }}
+{{- if gt $ack 0 }}
+{{- fail (printf "redis.minReplicasAck (%d) must be 0 with redis.mode=standalone: a standalone Redis has no replica to acknowledge a write" $ack) }}
+{{- end }}
+{{- end }}
+{{- end }}
