@@ -457,3 +457,70 @@ fn topologies_on_which_writes_fail_are_refused() {
         render(&[&file], &[]);
     }
 }
+
+#[test]
+fn restricted_server_ingress_still_admits_the_metrics_scrapers() {
+    let set = [
+        "networkPolicy.enabled=true",
+        "serviceMonitor.enabled=true",
+        "networkPolicy.serverIngressFrom[0].namespaceSelector.matchLabels.name=ingress-nginx",
+        "networkPolicy.metricsIngressFrom[0].namespaceSelector.matchLabels.name=monitoring",
+    ];
+    let m = render(&[], &set);
+    let peers = peers_for_port(m.get("NetworkPolicy", "kvq-server"), "http");
+    let prometheus = serde_json::json!({"namespaceSelector": {"matchLabels": {"name": "monitoring"}}});
+    assert!(peers.contains(&prometheus), "Prometheus cannot scrape the server's /metrics: {peers:?}");
+    assert!(peers.iter().all(|p| p != &serde_json::json!({})), "the API is not opened to everyone: {peers:?}");
+    // A restricted API port with a ServiceMonitor but no metrics peers: refused.
+    assert_refused(&[], &set[..3], &["networkPolicy.serverIngressFrom", "networkPolicy.metricsIngressFrom"]);
+}
+
+#[test]
+fn budgets_that_block_drains_and_autoscaling_are_refused() {
+    // PDBs that never allow an eviction.
+    assert_refused(&[], &["server.pdb.enabled=true"], &["server.pdb.minAvailable (1)", "server.autoscaling.minReplicas = 1"]);
+    assert_refused(&[], &["worker.pdb.enabled=true", "worker.autoscaling.enabled=false", "worker.replicaCount=2", "worker.pdb.minAvailable=2"], &["worker.pdb.minAvailable (2)", "worker.replicaCount = 2"]);
+    assert_refused(&[], &["worker.pdb.enabled=true", "worker.pdb.minAvailable=100%"], &["worker.pdb.minAvailable is 100%"]);
+    assert_refused(&[], &["server.pdb.enabled=true", "server.pdb.maxUnavailable=0"], &["server.pdb.maxUnavailable is 0"]);
+    assert_refused(&[], &["redis.pdb.maxUnavailable=0"], &["redis.pdb.maxUnavailable is 0"]);
+    render(&[], &["server.pdb.enabled=true", "server.autoscaling.minReplicas=2"]);
+    render(&[], &["server.pdb.enabled=true", "server.pdb.maxUnavailable=1"]);
+    // HPAs that cannot work.
+    assert_refused(&[], &["server.autoscaling.minReplicas=6"], &["server.autoscaling.minReplicas (6)", "server.autoscaling.maxReplicas (5)"]);
+    assert_refused(&[], &["worker.resources=null"], &["worker.resources.requests.cpu is not set"]);
+    assert_refused(&[], &["server.resources.requests.cpu=null"], &["server.resources.requests.cpu is not set"]);
+    assert_refused(&[], &["server.autoscaling.targetMemoryUtilizationPercentage=80", "server.resources.requests.memory=null"], &["server.resources.requests.memory"]);
+    render(&[], &["server.autoscaling.enabled=false", "server.resources=null"]);
+    // Every shipped values file keeps a drain possible: minAvailable below the fewest pods.
+    for file in values_files() {
+        let m = render(&[&file], &[]);
+        for pdb in m.of_kind("PodDisruptionBudget") {
+            let spec = &pdb["spec"];
+            if let Some(mu) = spec.get("maxUnavailable") {
+                assert!(mu != 0 && mu != "0%", "{file}: {} maxUnavailable {mu}", name_of(pdb));
+                continue;
+            }
+            let min_available = spec["minAvailable"].as_u64().unwrap();
+            let target = name_of(pdb);
+            let fewest = m
+                .find("HorizontalPodAutoscaler", target)
+                .map(|h| h["spec"]["minReplicas"].as_u64().unwrap())
+                .or_else(|| m.find("ScaledObject", target).map(|s| s["spec"]["minReplicaCount"].as_u64().unwrap()))
+                .unwrap_or_else(|| m.get("Deployment", target)["spec"]["replicas"].as_u64().unwrap());
+            assert!(min_available < fewest, "{file}: PDB {target} minAvailable {min_available} >= {fewest} pods: drains block");
+        }
+    }
+}
+
+#[test]
+fn hard_anti_affinity_rollouts_replace_pods_instead_of_surging() {
+    let m = render(&[], &["server.podAntiAffinity=hard", "worker.podAntiAffinity=hard"]);
+    for c in ["server", "worker"] {
+        let ru = &m.get("Deployment", &format!("kvq-{c}"))["spec"]["strategy"]["rollingUpdate"];
+        // With maxUnavailable 0 the surge pod needs a node without a kvq pod: none when replicas equal nodes.
+        assert_eq!(ru["maxSurge"], 0, "{c}: {ru}");
+        assert_eq!(ru["maxUnavailable"], 1, "{c}: {ru}");
+    }
+    let soft = render(&[], &[]);
+    assert_eq!(soft.get("Deployment", "kvq-server")["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"], 0);
+}

@@ -8,6 +8,8 @@ Shared definitions of the two app workloads (server and worker), called with
 {{- $v := .v -}}
 {{- $name := printf "%s-%s" (include "kvq.fullname" $ctx) .component -}}
 {{- $scaled := or (and $v.autoscaling $v.autoscaling.enabled) (and $v.keda $v.keda.enabled) -}}
+{{- include "kvq.checkApp" . }}
+{{- $hard := and (not $v.affinity) (eq $v.podAntiAffinity "hard") -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -23,8 +25,15 @@ spec:
   strategy:
     type: RollingUpdate
     rollingUpdate:
+      {{- if $hard }}
+      # hard anti-affinity: a surge pod finds no free node when replicas equal nodes, so
+      # replace pods one at a time instead of surging
+      maxSurge: 0
+      maxUnavailable: 1
+      {{- else }}
       maxSurge: 25%
       maxUnavailable: 0
+      {{- end }}
   selector:
     matchLabels:
       {{- include "kvq.componentSelectorLabels" . | nindent 6 }}

@@ -396,3 +396,55 @@ PDB-sanctioned eviction) or the loss of the master stops writes or failover.
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+The fewest pods of an app component: HPA or KEDA minimum, else replicaCount.
+(dict "ctx" $ "component" "server" "v" .Values.server)
+*/}}
+{{- define "kvq.appMinReplicas" -}}
+{{- $v := .v -}}
+{{- if and $v.keda $v.keda.enabled }}{{ $v.keda.minReplicaCount | int }}
+{{- else if $v.autoscaling.enabled }}{{ $v.autoscaling.minReplicas | int }}
+{{- else }}{{ $v.replicaCount | int }}{{ end }}
+{{- end }}
+
+{{/*
+Refuses app settings that block operations or autoscaling: (dict "ctx" $ "component" "server" "v" .Values.server)
+*/}}
+{{- define "kvq.checkApp" -}}
+{{- $v := .v -}}
+{{- $c := .component -}}
+{{- $hpa := and $v.autoscaling.enabled (not (and $v.keda $v.keda.enabled)) -}}
+{{- if $hpa }}
+{{- $a := $v.autoscaling -}}
+{{- if gt (int $a.minReplicas) (int $a.maxReplicas) }}
+{{- fail (printf "%s.autoscaling.minReplicas (%d) exceeds %s.autoscaling.maxReplicas (%d)" $c (int $a.minReplicas) $c (int $a.maxReplicas)) }}
+{{- end }}
+{{- $req := dict -}}
+{{- if and $v.resources $v.resources.requests }}{{ $req = $v.resources.requests }}{{ end -}}
+{{- if not $req.cpu }}
+{{- fail (printf "%s.autoscaling.enabled scales on CPU utilisation, a share of the CPU request, but %s.resources.requests.cpu is not set: the HPA could never compute it; set a CPU request or turn autoscaling off" $c $c) }}
+{{- end }}
+{{- if and $a.targetMemoryUtilizationPercentage (not $req.memory) }}
+{{- fail (printf "%s.autoscaling.targetMemoryUtilizationPercentage is set but %s.resources.requests.memory is not" $c $c) }}
+{{- end }}
+{{- end }}
+{{- if $v.pdb.enabled }}
+{{- $min := include "kvq.appMinReplicas" . | int -}}
+{{- $p := $v.pdb -}}
+{{- $where := ternary (printf "%s.autoscaling.minReplicas" $c) (printf "%s.replicaCount" $c) (and $v.autoscaling.enabled true) -}}
+{{- if and $v.keda $v.keda.enabled }}{{ $where = printf "%s.keda.minReplicaCount" $c }}{{ end -}}
+{{- if or $p.maxUnavailable (eq (toString $p.maxUnavailable) "0") }}
+{{- if or (eq (toString $p.maxUnavailable) "0") (eq (toString $p.maxUnavailable) "0%") }}
+{{- fail (printf "%s.pdb.maxUnavailable is 0: no %s pod could ever be evicted, so every node drain blocks; use 1 or more" $c $c) }}
+{{- end }}
+{{- else }}
+{{- $ma := toString $p.minAvailable -}}
+{{- if eq $ma "100%" }}
+{{- fail (printf "%s.pdb.minAvailable is 100%%: no %s pod could ever be evicted, so every node drain blocks" $c $c) }}
+{{- else if and (not (hasSuffix "%" $ma)) (ge (int $p.minAvailable) $min) }}
+{{- fail (printf "%s.pdb.minAvailable (%d) is not below the fewest %s pods (%s = %d): no pod could be evicted and every node drain blocks; lower minAvailable, raise %s, or use %s.pdb.maxUnavailable" $c (int $p.minAvailable) $c $where $min $where $c) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
