@@ -524,3 +524,81 @@ fn hard_anti_affinity_rollouts_replace_pods_instead_of_surging() {
     let soft = render(&[], &[]);
     assert_eq!(soft.get("Deployment", "kvq-server")["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"], 0);
 }
+
+/// A copy of the chart with another version and appVersion in Chart.yaml.
+fn bumped_chart(dir: &std::path::Path) {
+    copy_dir(&chart_dir(), dir);
+    let chart_yaml = std::fs::read_to_string(dir.join("Chart.yaml")).unwrap();
+    let bumped: String = chart_yaml
+        .lines()
+        .map(|l| {
+            if l.starts_with("version:") {
+                "version: 9.9.9".to_string()
+            } else if l.starts_with("appVersion:") {
+                "appVersion: \"9.9.9\"".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(dir.join("Chart.yaml"), bumped + "\n").unwrap();
+}
+
+#[test]
+fn chart_bump_does_not_restart_redis_pods() {
+    let dir = tempfile::tempdir().unwrap();
+    bumped_chart(dir.path());
+    let pinned = ["redis.auth.password=p", "redis.auth.sentinelPassword=s"];
+    let before = render(&["values/production.yaml"], &pinned);
+    let after = Manifests(parse_docs(&try_render_in(dir.path(), &["values/production.yaml"], &pinned).unwrap()));
+    let template = |m: &Manifests| m.of_kind("StatefulSet")[0]["spec"]["template"].clone();
+    assert_ne!(before.get("Deployment", "kvq-server")["metadata"]["labels"], after.get("Deployment", "kvq-server")["metadata"]["labels"], "the bump is visible");
+    assert_eq!(template(&before), template(&after), "the Redis pod template changes with the chart version: every Redis pod restarts and fails over");
+    let labels = &template(&before)["metadata"]["labels"];
+    assert!(labels.get("helm.sh/chart").is_none() && labels.get("app.kubernetes.io/version").is_none(), "{labels}");
+    // The StatefulSet itself keeps the full labels.
+    assert!(before.of_kind("StatefulSet")[0]["metadata"]["labels"].get("helm.sh/chart").is_some());
+}
+
+#[test]
+fn common_labels_cannot_take_the_chart_keys() {
+    for key in ["app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version", "helm.sh/chart"] {
+        let set = format!("commonLabels.{}=x", key.replace('.', "\\."));
+        assert_refused(&[], &[&set], &[&format!("commonLabels.{key}"), "app.kubernetes.io/"]);
+    }
+    let m = render(&[], &["commonLabels.team=kv"]);
+    for o in &m.0 {
+        assert_eq!(o["metadata"]["labels"]["team"], "kv", "{}", name_of(o));
+    }
+}
+
+#[test]
+fn test_pod_uses_the_image_pull_secrets() {
+    let m = render(&[], &["imagePullSecrets[0].name=regcred"]);
+    for p in m.pod_specs() {
+        assert_eq!(p.spec["imagePullSecrets"], serde_json::json!([{"name": "regcred"}]), "{}", p.name());
+    }
+}
+
+#[test]
+fn notes_use_https_only_for_hosts_with_tls() {
+    let notes = render_notes(
+        &["values/production.yaml"],
+        &["server.ingress.hosts[1].host=plain.example.com", "server.ingress.hosts[1].paths[0].path=/", "server.ingress.hosts[1].paths[0].pathType=Prefix"],
+    );
+    assert!(notes.contains("https://kvq.example.com/docs"), "{notes}");
+    assert!(notes.contains("http://plain.example.com/docs"), "{notes}");
+    assert!(!notes.contains("https://plain.example.com"), "{notes}");
+}
+
+#[test]
+fn chart_readme_headless_name_pattern_matches_the_render() {
+    let readme = std::fs::read_to_string(chart_dir().join("README.md")).unwrap();
+    assert!(!readme.contains("<release>-kvq-redis-headless"), "the README's headless pattern is wrong for releases named *kvq*");
+    assert!(readme.contains("<pod>.<fullname>-redis-headless.<ns>.svc.<clusterDomain>"));
+    // <fullname> is the release name when it contains "kvq": kvq-redis-headless for release kvq.
+    render(&[], &[]).get("Service", "kvq-redis-headless");
+    let m = render_as("orders", &[], &[]);
+    m.get("Service", "orders-kvq-redis-headless");
+}

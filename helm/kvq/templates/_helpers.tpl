@@ -35,15 +35,37 @@ suffixes never collide.
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Common labels. */}}
+{{/*
+Common labels. commonLabels may not use the reserved prefixes app.kubernetes.io/ and helm.sh/:
+they would duplicate the chart's keys (invalid YAML maps) or change immutable selectors.
+*/}}
 {{- define "kvq.labels" -}}
 helm.sh/chart: {{ include "kvq.chart" . }}
 {{ include "kvq.selectorLabels" . }}
 {{- if .Chart.AppVersion }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{- end }}
+{{ include "kvq.otherLabels" . }}
+{{- end }}
+
+{{/*
+Labels that do not change with the chart version: every label but helm.sh/chart and
+app.kubernetes.io/version. The Redis pod template uses these, so a chart bump that keeps the
+Redis image does not restart (and fail over) every Redis pod.
+*/}}
+{{- define "kvq.stableLabels" -}}
+{{ include "kvq.selectorLabels" . }}
+{{ include "kvq.otherLabels" . }}
+{{- end }}
+
+{{- define "kvq.otherLabels" -}}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: kvq
+{{- range $k, $_ := .Values.commonLabels }}
+{{- if or (hasPrefix "app.kubernetes.io/" $k) (hasPrefix "helm.sh/" $k) }}
+{{- fail (printf "commonLabels.%s: keys starting with app.kubernetes.io/ or helm.sh/ are set by the chart (a duplicate key, or a changed immutable selector); use another prefix" $k) }}
+{{- end }}
+{{- end }}
 {{- with .Values.commonLabels }}
 {{ toYaml . }}
 {{- end }}
@@ -57,6 +79,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* Labels of one component: (dict "ctx" $ "component" "server") */}}
 {{- define "kvq.componentLabels" -}}
 {{ include "kvq.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* kvq.stableLabels of one component (the Redis pod template). */}}
+{{- define "kvq.componentStableLabels" -}}
+{{ include "kvq.stableLabels" .ctx }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
