@@ -12,8 +12,16 @@ use support_chart::*;
 /// The longest release name Helm accepts (53 characters).
 const LONG_RELEASE: &str = "a-release-name-that-is-exactly-fifty-three-chars-long";
 
-/// `helm template <release>` of the chart with these values files and `--set`s.
+/// `helm template <release>` of the chart with these values files and `--set`s, standing for
+/// `helm install` (generated passwords allowed, as support_chart's renders do).
 fn try_render_as(release: &str, values: &[&str], set: &[&str]) -> Result<Manifests, String> {
+    let mut all = vec!["redis.auth.generateWithoutCluster=true"];
+    all.extend_from_slice(set);
+    try_render_plain(release, values, &all)
+}
+
+/// Plain `helm template <release>`: no cluster, nothing added.
+fn try_render_plain(release: &str, values: &[&str], set: &[&str]) -> Result<Manifests, String> {
     let mut cmd = Command::new(helm());
     cmd.current_dir(repo_root()).args(["template", release]).arg(chart_dir()).args(["--namespace", NAMESPACE]);
     for v in values {
@@ -601,4 +609,38 @@ fn chart_readme_headless_name_pattern_matches_the_render() {
     render(&[], &[]).get("Service", "kvq-redis-headless");
     let m = render_as("orders", &[], &[]);
     m.get("Service", "orders-kvq-redis-headless");
+}
+
+#[test]
+fn renders_without_a_cluster_refuse_to_generate_passwords() {
+    // Plain `helm template` (what Argo CD runs): lookup finds nothing, a random password would
+    // be new on every sync.
+    let Err(err) = try_render_plain(RELEASE, &[], &[]) else {
+        panic!("helm template generated a password without a cluster");
+    };
+    for needle in ["redis.auth", "existingSecret", "generateWithoutCluster"] {
+        assert!(err.contains(needle), "the failure does not name {needle}:\n{err}");
+    }
+    for file in ["values/production.yaml", "values/dev.yaml"] {
+        assert!(try_render_plain(RELEASE, &[file], &[]).is_err(), "{file}");
+    }
+    // The GitOps paths render, identically every time.
+    for set in [
+        vec!["redis.auth.existingSecret=kvq-redis"],
+        vec!["redis.auth.password=p", "redis.auth.sentinelPassword=s"],
+    ] {
+        let a = try_render_plain(RELEASE, &[], &set).unwrap();
+        let b = try_render_plain(RELEASE, &[], &set).unwrap();
+        assert_eq!(a.0, b.0, "{set:?}: two renders differ");
+    }
+    // Only one password given: the other would still be generated.
+    assert!(try_render_plain(RELEASE, &[], &["redis.auth.password=p"]).is_err());
+    // Nothing to generate: auth off, or external Redis.
+    try_render_plain(RELEASE, &[], &["redis.auth.enabled=false"]).unwrap();
+    try_render_plain(RELEASE, &["helm/kvq/ci/external-values.yaml"], &[]).unwrap();
+    // The explicit opt-in for one-off renders.
+    let m = try_render_plain(RELEASE, &[], &["redis.auth.generateWithoutCluster=true"]).unwrap();
+    assert_eq!(m.of_kind("Secret").len(), 1);
+    let readme = std::fs::read_to_string(chart_dir().join("README.md")).unwrap();
+    assert!(readme.contains("### GitOps"), "the chart README documents the GitOps path");
 }

@@ -189,6 +189,7 @@ REDIS = obj(
                 "sentinelPasswordKey": {"type": "string", "minLength": 1},
                 "password": STRING,
                 "sentinelPassword": STRING,
+                "generateWithoutCluster": BOOLEAN,
             }
         ),
         "config": obj(

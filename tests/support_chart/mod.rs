@@ -48,10 +48,13 @@ pub fn values_files() -> Vec<String> {
     out
 }
 
-/// `helm template` output (stdout) or the error (stderr).
+/// `helm template` output (stdout) or the error (stderr). The render stands for `helm install`
+/// on a cluster, so `redis.auth.generateWithoutCluster=true` lets the chart generate passwords
+/// that `lookup` would keep (values and `set` can override it; chart_values.rs tests without).
 pub fn try_render_in(chart: &Path, values: &[&str], set: &[&str]) -> Result<String, String> {
     let mut cmd = Command::new(helm());
     cmd.current_dir(repo_root()).args(["template", RELEASE]).arg(chart).args(["--namespace", NAMESPACE]);
+    cmd.args(["--set", "redis.auth.generateWithoutCluster=true"]);
     for v in values {
         cmd.arg("-f").arg(v);
     }
