@@ -103,7 +103,11 @@ fn longest_release_name_renders_valid_names_and_labels_in_every_values_file() {
         let headless = sts["spec"]["serviceName"].as_str().unwrap();
         m.get("Service", headless);
         let domain = format!("{headless}.{NAMESPACE}.svc.cluster.local");
-        let redis = PodRef { owner: sts, metadata: &sts["spec"]["template"]["metadata"], spec: &sts["spec"]["template"]["spec"] };
+        let redis = PodRef {
+            owner: sts,
+            metadata: &sts["spec"]["template"]["metadata"],
+            spec: &sts["spec"]["template"]["spec"],
+        };
         let c = redis.container("redis");
         assert_eq!(env_value(c, "STATEFULSET_NAME"), Some(sts_name), "{file}");
         assert_eq!(env_value(c, "HEADLESS_DOMAIN"), Some(domain.as_str()), "{file}");
@@ -134,7 +138,11 @@ fn longest_release_name_renders_valid_names_and_labels_in_every_values_file() {
         // The test pod reaches the server Service by name.
         if let Some(pod) = m.of_kind("Pod").first() {
             let script = pod["spec"]["containers"][0]["args"][0].as_str().unwrap();
-            let server = m.of_kind("Service").into_iter().find(|s| s["spec"]["selector"]["app.kubernetes.io/component"] == "server").unwrap();
+            let server = m
+                .of_kind("Service")
+                .into_iter()
+                .find(|s| s["spec"]["selector"]["app.kubernetes.io/component"] == "server")
+                .unwrap();
             assert!(script.contains(&format!("http://{}:", name_of(server))), "{file}: test pod URL");
         }
     }
@@ -179,9 +187,14 @@ fn keda_operator_reaches_redis_through_the_network_policy() {
     for port in ["redis", "sentinel"] {
         assert!(peers_for_port(np, port).contains(&keda), "KEDA's namespace not admitted to {port}: {np}");
     }
-    let m = render(&["helm/kvq/ci/keda-values.yaml"], &["networkPolicy.enabled=true", "networkPolicy.kedaNamespace=autoscaling"]);
+    let m = render(
+        &["helm/kvq/ci/keda-values.yaml"],
+        &["networkPolicy.enabled=true", "networkPolicy.kedaNamespace=autoscaling"],
+    );
     let peers = peers_for_port(m.get("NetworkPolicy", "kvq-redis"), "redis");
-    assert!(peers.iter().any(|p| p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == "autoscaling"));
+    assert!(peers
+        .iter()
+        .any(|p| p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == "autoscaling"));
     // Without KEDA no namespace is admitted.
     let m = render(&["values/production.yaml"], &[]);
     let peers = peers_for_port(m.get("NetworkPolicy", "kvq-redis"), "redis");
@@ -243,10 +256,17 @@ fn redis_grace_period_covers_the_prestop_worst_case() {
         assert!(grace >= need, "{file}: grace {grace}s < preStop worst case + margin {need}s");
     }
     // A longer preStop timeout raises the computed grace period...
-    let (grace, need) = prestop_budget(&render(&[], &["redis.sentinel.preStopTimeoutSeconds=90", "redis.replicas=5", "redis.sentinel.quorum=3"]));
+    let (grace, need) = prestop_budget(&render(
+        &[],
+        &["redis.sentinel.preStopTimeoutSeconds=90", "redis.replicas=5", "redis.sentinel.quorum=3"],
+    ));
     assert!(grace >= need && need >= 90 + 20 + 3 * 14, "{grace} {need}");
     // ...and an explicit grace period below it is refused, naming the values.
-    assert_refused(&[], &["redis.terminationGracePeriodSeconds=60"], &["redis.terminationGracePeriodSeconds (60)", "preStopTimeoutSeconds", "96"]);
+    assert_refused(
+        &[],
+        &["redis.terminationGracePeriodSeconds=60"],
+        &["redis.terminationGracePeriodSeconds (60)", "preStopTimeoutSeconds", "96"],
+    );
     let (grace, _) = prestop_budget(&render(&[], &["redis.terminationGracePeriodSeconds=120"]));
     assert_eq!(grace, 120);
 }
@@ -260,10 +280,18 @@ fn redis_maxmemory_leaves_room_under_the_memory_limit() {
         let Some(mm) = env_value(redis, "MAXMEMORY").filter(|s| !s.is_empty()) else { continue };
         let mm: u64 = mm.trim_end_matches("mb").parse::<u64>().expect("maxmemory in mb") << 20;
         let limit = redis["resources"]["limits"]["memory"].as_str().unwrap();
-        let limit: u64 = if let Some(g) = limit.strip_suffix("Gi") { g.parse::<u64>().unwrap() << 30 } else { limit.trim_end_matches("Mi").parse::<u64>().unwrap() << 20 };
+        let limit: u64 = if let Some(g) = limit.strip_suffix("Gi") {
+            g.parse::<u64>().unwrap() << 30
+        } else {
+            limit.trim_end_matches("Mi").parse::<u64>().unwrap() << 20
+        };
         assert!(mm * 100 <= limit * 70, "{file}: maxmemory {mm} > 70 % of the limit {limit}");
     }
-    assert_refused(&["values/production.yaml"], &["redis.config.maxmemory=768mb"], &["redis.config.maxmemory (768mb", "70 %", "redis.resources.limits.memory (1Gi"]);
+    assert_refused(
+        &["values/production.yaml"],
+        &["redis.config.maxmemory=768mb"],
+        &["redis.config.maxmemory (768mb", "70 %", "redis.resources.limits.memory (1Gi"],
+    );
     assert_refused(&[], &["redis.config.maxmemory=200mb", "redis.resources.limits.memory=256Mi"], &["maxmemory"]);
     assert_refused(&[], &["redis.config.maxmemory=1gb", "redis.resources.limits.memory=1G"], &["maxmemory"]);
     render(&[], &["redis.config.maxmemory=179mb", "redis.resources.limits.memory=256Mi"]);
@@ -328,18 +356,32 @@ fn scripts_refuse_to_start_when_a_password_file_is_missing() {
     std::fs::write(&pw, "s3cret").unwrap();
     let missing = dir.path().join("missing").to_str().unwrap().to_string();
     let pw = pw.to_str().unwrap().to_string();
-    for (script, mode) in [("redis-start.sh", "standalone"), ("redis-start.sh", "sentinel"), ("sentinel-start.sh", "sentinel")] {
+    for (script, mode) in
+        [("redis-start.sh", "standalone"), ("redis-start.sh", "sentinel"), ("sentinel-start.sh", "sentinel")]
+    {
         // Present files: the passwords are in the config.
-        let ok = run_script(script, dir.path(), &[("REDIS_MODE", mode.into()), ("REDIS_PASSWORD_FILE", pw.clone()), ("SENTINEL_PASSWORD_FILE", pw.clone())]);
+        let ok = run_script(
+            script,
+            dir.path(),
+            &[("REDIS_MODE", mode.into()), ("REDIS_PASSWORD_FILE", pw.clone()), ("SENTINEL_PASSWORD_FILE", pw.clone())],
+        );
         let out = String::from_utf8_lossy(&ok.stdout);
         assert!(ok.status.success(), "{script} {mode}: {}", String::from_utf8_lossy(&ok.stderr));
         assert!(out.contains("requirepass \"s3cret\""), "{script} {mode}:\n{out}");
         // A file that is set but missing: exit non-zero with a message naming the variable.
         for var in ["REDIS_PASSWORD_FILE", "SENTINEL_PASSWORD_FILE"] {
             let other = if var == "REDIS_PASSWORD_FILE" { "SENTINEL_PASSWORD_FILE" } else { "REDIS_PASSWORD_FILE" };
-            let bad = run_script(script, dir.path(), &[("REDIS_MODE", mode.into()), (var, missing.clone()), (other, pw.clone())]);
+            let bad = run_script(
+                script,
+                dir.path(),
+                &[("REDIS_MODE", mode.into()), (var, missing.clone()), (other, pw.clone())],
+            );
             let err = String::from_utf8_lossy(&bad.stderr);
-            assert!(!bad.status.success(), "{script} {mode} with {var} missing started:\n{}", String::from_utf8_lossy(&bad.stdout));
+            assert!(
+                !bad.status.success(),
+                "{script} {mode} with {var} missing started:\n{}",
+                String::from_utf8_lossy(&bad.stdout)
+            );
             assert!(err.contains(var) && err.contains("not readable"), "{script} {mode}: {err}");
             assert!(!String::from_utf8_lossy(&bad.stdout).contains("port "), "{script}: printed a config");
         }
@@ -365,7 +407,11 @@ fn render_notes(values: &[&str], set: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&chart_dir(), dir.path());
     let notes = std::fs::read_to_string(chart_dir().join("templates/NOTES.txt")).unwrap();
-    std::fs::write(dir.path().join("templates/_notes_test.tpl"), format!("{{{{- define \"test.notes\" -}}}}\n{notes}{{{{- end }}}}\n")).unwrap();
+    std::fs::write(
+        dir.path().join("templates/_notes_test.tpl"),
+        format!("{{{{- define \"test.notes\" -}}}}\n{notes}{{{{- end }}}}\n"),
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("templates/notes-test.yaml"),
         "apiVersion: v1\nkind: NotesForTest\nmetadata:\n  name: notes\ntext: {{ include \"test.notes\" . | toJson }}\n",
@@ -391,13 +437,20 @@ fn minikube_install_starts_the_tunnel_before_waiting_for_the_load_balancer() {
     assert_eq!(m.get("Service", "kvq-server")["spec"]["type"], "LoadBalancer");
     for (file, heading) in [("README.md", "## Install on minikube"), ("helm/kvq/README.md", "### minikube")] {
         let lines = sh_block_after(file, heading);
-        let install = lines.iter().position(|l| l.starts_with("helm install")).unwrap_or_else(|| panic!("{file}: no helm install"));
+        let install = lines
+            .iter()
+            .position(|l| l.starts_with("helm install"))
+            .unwrap_or_else(|| panic!("{file}: no helm install"));
         let waits = lines[install].contains("--wait");
         let tunnel = lines.iter().position(|l| l.starts_with("minikube tunnel"));
         if waits {
             // Helm 3's --wait waits for the LoadBalancer's address: the tunnel must already run.
             let tunnel = tunnel.unwrap_or_else(|| panic!("{file}: helm install --wait without minikube tunnel"));
-            assert!(tunnel < install, "{file}: `minikube tunnel` comes after `helm install --wait`:\n{}", lines.join("\n"));
+            assert!(
+                tunnel < install,
+                "{file}: `minikube tunnel` comes after `helm install --wait`:\n{}",
+                lines.join("\n")
+            );
         }
     }
     // NOTES do not tell to start the tunnel "first" after the install already waited for it.
@@ -427,10 +480,21 @@ fn keda_standalone_address_is_namespace_qualified() {
 
 #[test]
 fn keda_scale_to_zero_needs_a_lag_trigger() {
-    assert_refused(&["helm/kvq/ci/keda-values.yaml"], &["worker.keda.minReplicaCount=0"], &["worker.keda.minReplicaCount is 0", "worker.keda.lagCount"]);
-    assert_refused(&["helm/kvq/ci/keda-values.yaml"], &["worker.keda.minReplicaCount=5", "worker.keda.maxReplicaCount=3"], &["worker.keda.minReplicaCount (5)", "worker.keda.maxReplicaCount (3)"]);
+    assert_refused(
+        &["helm/kvq/ci/keda-values.yaml"],
+        &["worker.keda.minReplicaCount=0"],
+        &["worker.keda.minReplicaCount is 0", "worker.keda.lagCount"],
+    );
+    assert_refused(
+        &["helm/kvq/ci/keda-values.yaml"],
+        &["worker.keda.minReplicaCount=5", "worker.keda.maxReplicaCount=3"],
+        &["worker.keda.minReplicaCount (5)", "worker.keda.maxReplicaCount (3)"],
+    );
     for mode in ["sentinel", "standalone"] {
-        let m = render(&["helm/kvq/ci/keda-values.yaml"], &[&format!("redis.mode={mode}"), "worker.keda.minReplicaCount=0", "worker.keda.lagCount=20"]);
+        let m = render(
+            &["helm/kvq/ci/keda-values.yaml"],
+            &[&format!("redis.mode={mode}"), "worker.keda.minReplicaCount=0", "worker.keda.lagCount=20"],
+        );
         let so = scaled_object(&m);
         assert_eq!(so["spec"]["minReplicaCount"], 0);
         let meta = &so["spec"]["triggers"][0]["metadata"];
@@ -447,18 +511,29 @@ fn topologies_on_which_writes_fail_are_refused() {
     // Sentinel mode needs 3 pods: with 2, losing the master leaves 1 sentinel of 2 (no
     // majority to elect a failover leader) and no replica for min-replicas-to-write 1.
     assert_refused(&[], &["redis.replicas=2"], &["redis.replicas is 2", "at least 3"]);
-    assert_refused(&[], &["redis.replicas=1", "redis.sentinel.quorum=1", "redis.config.minReplicasToWrite=0"], &["redis.replicas is 1", "at least 3"]);
+    assert_refused(
+        &[],
+        &["redis.replicas=1", "redis.sentinel.quorum=1", "redis.config.minReplicasToWrite=0"],
+        &["redis.replicas is 1", "at least 3"],
+    );
     // The app waits for minReplicasAck replicas per write: never more than exist...
     assert_refused(&[], &["redis.minReplicasAck=3"], &["redis.minReplicasAck (3)", "redis.replicas (3)"]);
     // ...nor more than remain during an allowed disruption (PDB maxUnavailable 1).
     assert_refused(&[], &["redis.minReplicasAck=2"], &["redis.minReplicasAck (2)", "allowed disruption"]);
-    assert_refused(&[], &["redis.config.minReplicasToWrite=2"], &["redis.config.minReplicasToWrite (2)", "allowed disruption"]);
+    assert_refused(
+        &[],
+        &["redis.config.minReplicasToWrite=2"],
+        &["redis.config.minReplicasToWrite (2)", "allowed disruption"],
+    );
     // The master's pod carries a sentinel: the others must reach the quorum alone.
     assert_refused(&[], &["redis.sentinel.quorum=3"], &["redis.sentinel.quorum (3)", "redis.replicas - 1"]);
     // Standalone has no replica to acknowledge anything.
     assert_refused(&["values/dev.yaml"], &["redis.minReplicasAck=1"], &["redis.minReplicasAck (1)", "standalone"]);
     // What is fine renders, with the ack count in the app config.
-    let m = render(&[], &["redis.replicas=5", "redis.sentinel.quorum=3", "redis.minReplicasAck=2", "redis.config.minReplicasToWrite=2"]);
+    let m = render(
+        &[],
+        &["redis.replicas=5", "redis.sentinel.quorum=3", "redis.minReplicasAck=2", "redis.config.minReplicasToWrite=2"],
+    );
     assert_eq!(m.app_config()["redis"]["min_replicas_ack"], 2);
     assert_eq!(render(&["values/dev.yaml"], &[]).app_config()["redis"]["min_replicas_ack"], 0);
     for file in values_files() {
@@ -486,18 +561,47 @@ fn restricted_server_ingress_still_admits_the_metrics_scrapers() {
 #[test]
 fn budgets_that_block_drains_and_autoscaling_are_refused() {
     // PDBs that never allow an eviction.
-    assert_refused(&[], &["server.pdb.enabled=true"], &["server.pdb.minAvailable (1)", "server.autoscaling.minReplicas = 1"]);
-    assert_refused(&[], &["worker.pdb.enabled=true", "worker.autoscaling.enabled=false", "worker.replicaCount=2", "worker.pdb.minAvailable=2"], &["worker.pdb.minAvailable (2)", "worker.replicaCount = 2"]);
-    assert_refused(&[], &["worker.pdb.enabled=true", "worker.pdb.minAvailable=100%"], &["worker.pdb.minAvailable is 100%"]);
-    assert_refused(&[], &["server.pdb.enabled=true", "server.pdb.maxUnavailable=0"], &["server.pdb.maxUnavailable is 0"]);
+    assert_refused(
+        &[],
+        &["server.pdb.enabled=true"],
+        &["server.pdb.minAvailable (1)", "server.autoscaling.minReplicas = 1"],
+    );
+    assert_refused(
+        &[],
+        &[
+            "worker.pdb.enabled=true",
+            "worker.autoscaling.enabled=false",
+            "worker.replicaCount=2",
+            "worker.pdb.minAvailable=2",
+        ],
+        &["worker.pdb.minAvailable (2)", "worker.replicaCount = 2"],
+    );
+    assert_refused(
+        &[],
+        &["worker.pdb.enabled=true", "worker.pdb.minAvailable=100%"],
+        &["worker.pdb.minAvailable is 100%"],
+    );
+    assert_refused(
+        &[],
+        &["server.pdb.enabled=true", "server.pdb.maxUnavailable=0"],
+        &["server.pdb.maxUnavailable is 0"],
+    );
     assert_refused(&[], &["redis.pdb.maxUnavailable=0"], &["redis.pdb.maxUnavailable is 0"]);
     render(&[], &["server.pdb.enabled=true", "server.autoscaling.minReplicas=2"]);
     render(&[], &["server.pdb.enabled=true", "server.pdb.maxUnavailable=1"]);
     // HPAs that cannot work.
-    assert_refused(&[], &["server.autoscaling.minReplicas=6"], &["server.autoscaling.minReplicas (6)", "server.autoscaling.maxReplicas (5)"]);
+    assert_refused(
+        &[],
+        &["server.autoscaling.minReplicas=6"],
+        &["server.autoscaling.minReplicas (6)", "server.autoscaling.maxReplicas (5)"],
+    );
     assert_refused(&[], &["worker.resources=null"], &["worker.resources.requests.cpu is not set"]);
     assert_refused(&[], &["server.resources.requests.cpu=null"], &["server.resources.requests.cpu is not set"]);
-    assert_refused(&[], &["server.autoscaling.targetMemoryUtilizationPercentage=80", "server.resources.requests.memory=null"], &["server.resources.requests.memory"]);
+    assert_refused(
+        &[],
+        &["server.autoscaling.targetMemoryUtilizationPercentage=80", "server.resources.requests.memory=null"],
+        &["server.resources.requests.memory"],
+    );
     render(&[], &["server.autoscaling.enabled=false", "server.resources=null"]);
     // Every shipped values file keeps a drain possible: minAvailable below the fewest pods.
     for file in values_files() {
@@ -515,7 +619,10 @@ fn budgets_that_block_drains_and_autoscaling_are_refused() {
                 .map(|h| h["spec"]["minReplicas"].as_u64().unwrap())
                 .or_else(|| m.find("ScaledObject", target).map(|s| s["spec"]["minReplicaCount"].as_u64().unwrap()))
                 .unwrap_or_else(|| m.get("Deployment", target)["spec"]["replicas"].as_u64().unwrap());
-            assert!(min_available < fewest, "{file}: PDB {target} minAvailable {min_available} >= {fewest} pods: drains block");
+            assert!(
+                min_available < fewest,
+                "{file}: PDB {target} minAvailable {min_available} >= {fewest} pods: drains block"
+            );
         }
     }
 }
@@ -561,8 +668,16 @@ fn chart_bump_does_not_restart_redis_pods() {
     let before = render(&["values/production.yaml"], &pinned);
     let after = Manifests(parse_docs(&try_render_in(dir.path(), &["values/production.yaml"], &pinned).unwrap()));
     let template = |m: &Manifests| m.of_kind("StatefulSet")[0]["spec"]["template"].clone();
-    assert_ne!(before.get("Deployment", "kvq-server")["metadata"]["labels"], after.get("Deployment", "kvq-server")["metadata"]["labels"], "the bump is visible");
-    assert_eq!(template(&before), template(&after), "the Redis pod template changes with the chart version: every Redis pod restarts and fails over");
+    assert_ne!(
+        before.get("Deployment", "kvq-server")["metadata"]["labels"],
+        after.get("Deployment", "kvq-server")["metadata"]["labels"],
+        "the bump is visible"
+    );
+    assert_eq!(
+        template(&before),
+        template(&after),
+        "the Redis pod template changes with the chart version: every Redis pod restarts and fails over"
+    );
     let labels = &template(&before)["metadata"]["labels"];
     assert!(labels.get("helm.sh/chart").is_none() && labels.get("app.kubernetes.io/version").is_none(), "{labels}");
     // The StatefulSet itself keeps the full labels.
@@ -593,7 +708,11 @@ fn test_pod_uses_the_image_pull_secrets() {
 fn notes_use_https_only_for_hosts_with_tls() {
     let notes = render_notes(
         &["values/production.yaml"],
-        &["server.ingress.hosts[1].host=plain.example.com", "server.ingress.hosts[1].paths[0].path=/", "server.ingress.hosts[1].paths[0].pathType=Prefix"],
+        &[
+            "server.ingress.hosts[1].host=plain.example.com",
+            "server.ingress.hosts[1].paths[0].path=/",
+            "server.ingress.hosts[1].paths[0].pathType=Prefix",
+        ],
     );
     assert!(notes.contains("https://kvq.example.com/docs"), "{notes}");
     assert!(notes.contains("http://plain.example.com/docs"), "{notes}");
@@ -603,7 +722,10 @@ fn notes_use_https_only_for_hosts_with_tls() {
 #[test]
 fn chart_readme_headless_name_pattern_matches_the_render() {
     let readme = std::fs::read_to_string(chart_dir().join("README.md")).unwrap();
-    assert!(!readme.contains("<release>-kvq-redis-headless"), "the README's headless pattern is wrong for releases named *kvq*");
+    assert!(
+        !readme.contains("<release>-kvq-redis-headless"),
+        "the README's headless pattern is wrong for releases named *kvq*"
+    );
     assert!(readme.contains("<pod>.<fullname>-redis-headless.<ns>.svc.<clusterDomain>"));
     // <fullname> is the release name when it contains "kvq": kvq-redis-headless for release kvq.
     render(&[], &[]).get("Service", "kvq-redis-headless");
@@ -625,10 +747,9 @@ fn renders_without_a_cluster_refuse_to_generate_passwords() {
         assert!(try_render_plain(RELEASE, &[file], &[]).is_err(), "{file}");
     }
     // The GitOps paths render, identically every time.
-    for set in [
-        vec!["redis.auth.existingSecret=kvq-redis"],
-        vec!["redis.auth.password=p", "redis.auth.sentinelPassword=s"],
-    ] {
+    for set in
+        [vec!["redis.auth.existingSecret=kvq-redis"], vec!["redis.auth.password=p", "redis.auth.sentinelPassword=s"]]
+    {
         let a = try_render_plain(RELEASE, &[], &set).unwrap();
         let b = try_render_plain(RELEASE, &[], &set).unwrap();
         assert_eq!(a.0, b.0, "{set:?}: two renders differ");
