@@ -579,7 +579,7 @@ fn budgets_that_block_drains_and_autoscaling_are_refused() {
     assert_refused(
         &[],
         &["worker.pdb.enabled=true", "worker.pdb.minAvailable=100%"],
-        &["worker.pdb.minAvailable is 100%"],
+        &["worker.pdb.minAvailable is 100%", "keeps all"],
     );
     assert_refused(
         &[],

@@ -468,8 +468,12 @@ Refuses app settings that block operations or autoscaling: (dict "ctx" $ "compon
 {{- end }}
 {{- else }}
 {{- $ma := toString $p.minAvailable -}}
-{{- if eq $ma "100%" }}
-{{- fail (printf "%s.pdb.minAvailable is 100%%: no %s pod could ever be evicted, so every node drain blocks" $c $c) }}
+{{- if hasSuffix "%" $ma }}
+{{- /* the eviction API rounds a percentage of minAvailable up */ -}}
+{{- $need := div (add (mul $min (int (trimSuffix "%" $ma))) 99) 100 -}}
+{{- if ge $need $min }}
+{{- fail (printf "%s.pdb.minAvailable is %s: with %s = %d that keeps all %d pods, so no %s pod could ever be evicted and every node drain blocks" $c $ma $where $min $min $c) }}
+{{- end }}
 {{- else if and (not (hasSuffix "%" $ma)) (ge (int $p.minAvailable) $min) }}
 {{- fail (printf "%s.pdb.minAvailable (%d) is not below the fewest %s pods (%s = %d): no pod could be evicted and every node drain blocks; lower minAvailable, raise %s, or use %s.pdb.maxUnavailable" $c (int $p.minAvailable) $c $where $min $where $c) }}
 {{- end }}
