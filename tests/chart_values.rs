@@ -587,6 +587,13 @@ fn budgets_that_block_drains_and_autoscaling_are_refused() {
         &["server.pdb.maxUnavailable is 0"],
     );
     assert_refused(&[], &["redis.pdb.maxUnavailable=0"], &["redis.pdb.maxUnavailable is 0"]);
+    // minAvailable 50% of 1 pod rounds up to 1: no eviction; of 2 pods: 1, fine.
+    assert_refused(
+        &[],
+        &["worker.pdb.enabled=true", "worker.pdb.minAvailable=50%"],
+        &["worker.pdb.minAvailable is 50%"],
+    );
+    render(&[], &["worker.pdb.enabled=true", "worker.pdb.minAvailable=50%", "worker.autoscaling.minReplicas=2"]);
     render(&[], &["server.pdb.enabled=true", "server.autoscaling.minReplicas=2"]);
     render(&[], &["server.pdb.enabled=true", "server.pdb.maxUnavailable=1"]);
     // HPAs that cannot work.
