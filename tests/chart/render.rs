@@ -1,10 +1,8 @@
 //! Chart unit tests: render helm/kvq with `helm template` and assert on the parsed objects.
 //! Needs helm (`bash scripts/chart-tools.sh` installs it into .tools/bin; or set HELM).
 
-mod support_chart;
-
+use crate::support::chart::*;
 use serde_json::{json, Value};
-use support_chart::*;
 
 fn expected_kinds(file: &str) -> Vec<(&'static str, usize)> {
     // The same core in every file: config + scripts ConfigMaps, 2 Deployments, a ServiceAccount.

@@ -1,12 +1,10 @@
 //! Redis outages: prompt 503s with Retry-After, readiness follows Redis, recovery without a
 //! restart, binaries that start before Redis, and graceful shutdown of the real processes.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_answers_503_promptly_and_everything_recovers_without_restarts() {
@@ -68,7 +66,7 @@ async fn binaries_start_while_redis_is_down_and_become_ready_when_it_comes() {
     assert_eq!(client.get(format!("{server}/readyz")).send().await.unwrap().status(), 503);
     assert_eq!(client.get(format!("{worker}/readyz")).send().await.unwrap().status(), 503);
 
-    let _redis = TestRedis::start_with("127.0.0.1", port, &[]);
+    let _redis = TestRedis::builder().port(port).start();
     wait_status(&client, &format!("{server}/readyz"), 200, Duration::from_secs(10)).await;
     wait_status(&client, &format!("{worker}/readyz"), 200, Duration::from_secs(10)).await;
     let r = eventually(Duration::from_secs(15), "a waited write", || async {
@@ -105,7 +103,7 @@ async fn sigterm_drains_in_flight_requests_and_the_worker_finishes_its_tasks() {
     bins.server.signal("TERM");
     let r = in_flight.await.unwrap().expect("the in-flight request completes during the drain");
     assert_eq!(r.status(), 202, "the wait ran out, the write stays queued");
-    assert_eq!(bins.server.child.wait().unwrap().code(), Some(0));
+    assert_eq!(bins.server.process.wait(), Some(0));
 
     // The worker resumes, applies the queued write, then stops cleanly on SIGTERM.
     bins.worker.signal("CONT");
@@ -154,6 +152,6 @@ async fn stopping_the_server_answers_waiting_writes_at_once_with_202_and_their_t
     assert_eq!(b["status"], "queued");
     let id = b["task_id"].as_str().unwrap();
     assert_eq!(location, format!("/v1/tasks/{id}"));
-    assert_eq!(server.child.wait().unwrap().code(), Some(0));
+    assert_eq!(server.process.wait(), Some(0));
     assert!(signalled.elapsed() < Duration::from_secs(10), "exit took {:?}", signalled.elapsed());
 }

@@ -1,32 +1,16 @@
 //! Hostile input: nothing a client sends may stop the server or make it buffer without bound.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::{handler, Route, Server};
 use serde_json::Value;
-use support::*;
 
 /// The list cursor that once panicked the cursor decoder (a byte slice through a multi-byte
 /// character); with `panic = "abort"` that took the whole process down.
 const CRASHING_CURSOR: &str = "/v1/keys?cursor=%F1%86%B1%B6N%C2%BFb";
-
-async fn assert_problem(r: reqwest::Response, status: u16, needle: &str) -> Value {
-    assert_eq!(r.status().as_u16(), status, "status");
-    let ct = r.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(ct.starts_with("application/json"), "problem content type: {ct}");
-    let b: Value = r.json().await.expect("JSON problem body");
-    for field in ["type", "title", "status", "detail"] {
-        assert!(b.get(field).is_some(), "problem lacks {field}: {b}");
-    }
-    assert_eq!(b["status"], status);
-    let detail = b["detail"].as_str().unwrap();
-    assert!(detail.contains(needle), "detail '{detail}' should mention '{needle}'");
-    b
-}
 
 #[handler]
 fn explode() -> &'static str {
@@ -122,7 +106,7 @@ async fn the_real_server_survives_the_cursor_that_crashed_it() {
         let r = client.get(server.url(CRASHING_CURSOR)).send().await.expect("the server answers");
         assert_problem(r, 400, "cursor").await;
     }
-    assert!(server.child.try_wait().unwrap().is_none(), "the server process exited");
+    assert!(server.process.try_wait().is_none(), "the server process exited");
     assert_eq!(client.get(server.url("/healthz")).send().await.unwrap().status(), 200);
     assert_eq!(server.terminate(), Some(0));
 }

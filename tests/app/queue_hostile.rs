@@ -3,20 +3,18 @@
 //! and their replay through the real `kvq-worker` binary, task records gone before apply,
 //! huge versions, scripts that must fail before enqueueing, and a worker that panics.
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use kvq::connection::Redis;
 use kvq::domain::{Key, Op, TaskStatus, WriteRequest};
 use kvq::store::{Store, StoreError};
 use kvq::worker::Step;
 use serde_json::{json, Value};
-use support::*;
 
 fn write(key: &str, value: &str) -> WriteRequest {
     WriteRequest {

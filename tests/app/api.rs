@@ -1,29 +1,12 @@
 //! The HTTP API of design §2 against a real Redis: every route, status code and error body.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::{json, Value};
-use support::*;
 
 async fn body(r: reqwest::Response) -> Value {
     r.json().await.expect("JSON body")
-}
-
-/// Asserts an RFC 9457-style problem body whose detail mentions `needle`.
-async fn assert_problem(r: reqwest::Response, status: u16, needle: &str) -> Value {
-    assert_eq!(r.status().as_u16(), status, "status");
-    let ct = r.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(ct.starts_with("application/json"), "problem content type: {ct}");
-    let b = body(r).await;
-    for field in ["type", "title", "status", "detail"] {
-        assert!(b.get(field).is_some(), "problem lacks {field}: {b}");
-    }
-    assert_eq!(b["status"], status);
-    let detail = b["detail"].as_str().unwrap();
-    assert!(detail.contains(needle), "detail '{detail}' should mention '{needle}'");
-    b
 }
 
 fn stream_len(redis: &TestRedis) -> u64 {

@@ -1,15 +1,13 @@
 //! Queue semantics of design §3 against a real Redis: order, at-least-once with reclaim,
 //! idempotent redelivery, dead letters, and races between conditional writes.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::support::*;
 use kvq::domain::{Key, Op, TaskStatus, WriteRequest};
 use kvq::store::StreamTask;
 use serde_json::{json, Value};
-use support::*;
 
 fn write(key: &str, value: &str) -> WriteRequest {
     WriteRequest {

@@ -1,0 +1,8 @@
+//! The Helm chart: what it renders (`render`) and the contract between the rendered containers
+//! and the binaries (`contract`). Needs helm (`$HELM` or scripts/chart-tools.sh).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod contract;
+mod render;
