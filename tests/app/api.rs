@@ -1,4 +1,4 @@
-//! The HTTP API of design §2 against a real Redis: every route, status code and error body.
+//! The HTTP API (README "The API") against a real Redis: every route, status code and error body.
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! The API, the queue, outages, pages and the browser: kvq in process or as its binaries against
-//! a real `redis-server` (`cargo test --test app`, or `cargo test --test app api` for a module).
+//! a real `redis-server` (`cargo test --test app`, or `cargo test --test app pages::` for one module).
 
 #[path = "../support/mod.rs"]
 mod support;

@@ -1,4 +1,4 @@
-//! Queue semantics of design §3 against a real Redis: order, at-least-once with reclaim,
+//! Queue semantics (README "Architecture") against a real Redis: order, at-least-once with reclaim,
 //! idempotent redelivery, dead letters, and races between conditional writes.
 
 use std::collections::HashMap;

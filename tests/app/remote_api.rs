@@ -3,7 +3,7 @@
 //! Against a deployment:
 //!
 //! ```text
-//! KVQ_TEST_URL=http://<host>:<port> cargo test --test remote_api
+//! KVQ_TEST_URL=http://<host>:<port> cargo test --test app remote_api
 //! ```
 //!
 //! Without `KVQ_TEST_URL` every test starts its own `redis-server` and an in-process server with
@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use crate::support::{assert_problem, spawn_app, HttpClient, TestApp, TestRedis};
 
-/// Default `limits.max_value_bytes` (design §2).
+/// Default `limits.max_value_bytes` (README "Configuration").
 const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
 
 /// What the tests talk to: a remote deployment, or a local Redis + app started for this test.

@@ -1,4 +1,5 @@
-//! Contract test between the chart and the binaries (issue 3, step 5): the containers the
+//! Contract test between the chart and the binaries (chart README "What the chart and the app
+//! rely on"): the containers the
 //! chart renders for values/dev.yaml are started as real processes, with exactly their env and
 //! their mounted config file, against a real local redis-server that requires the password of
 //! the rendered Secret. Only addresses are rewritten (Redis host, listen ports on loopback).

@@ -387,7 +387,8 @@ fn network_policies_select_the_pods_they_mean() {
     assert!(selector_matches(&from[1]["podSelector"], &test_pod["metadata"]["labels"]));
 }
 
-/// The production values render the Redis Sentinel topology of issue 4.
+/// The production values render the Redis Sentinel topology (chart README "How Redis Sentinel
+/// mode works").
 #[test]
 fn production_renders_the_sentinel_topology() {
     let m = render(&["values/production.yaml"], &[]);

@@ -1,6 +1,6 @@
-//! High-availability fault tests (issue 4): real redis-server and redis-sentinel processes on
+//! High-availability fault tests (README "High availability"): real redis-server and redis-sentinel processes on
 //! loopback, real kvq binaries in sentinel mode with `MIN_REPLICAS_ACK=1`, and kill -9.
-//! Each prints its figures; `cargo test --test ha -- --nocapture` shows them.
+//! Each prints its figures; `cargo test --test faults ha -- --nocapture` shows them.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
