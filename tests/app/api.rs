@@ -9,10 +9,6 @@ async fn body(r: reqwest::Response) -> Value {
     r.json().await.expect("JSON body")
 }
 
-fn stream_len(redis: &TestRedis) -> u64 {
-    redis::cmd("XLEN").arg("kvq:tasks").query(&mut redis.conn()).unwrap()
-}
-
 #[tokio::test]
 async fn put_is_accepted_with_a_task_location_and_applied_by_a_worker() {
     let redis = TestRedis::start();
@@ -207,12 +203,12 @@ async fn idempotency_key_returns_the_same_task_and_enqueues_nothing() {
     let app = spawn_app(&redis, 0).await;
     let h = [("Idempotency-Key", "order-42")];
     let first = body(app.put_json("k", json!({"value": "1"}), "", &h).await).await;
-    let before = stream_len(&redis);
+    let before = redis.xlen("kvq:tasks");
     let r = app.put_json("k", json!({"value": "1"}), "", &h).await;
     assert_eq!(r.status(), 202);
     let second = body(r).await;
     assert_eq!(first["task_id"], second["task_id"]);
-    assert_eq!(stream_len(&redis), before, "the retry must not enqueue");
+    assert_eq!(redis.xlen("kvq:tasks"), before, "the retry must not enqueue");
     let other = body(app.put_json("k", json!({"value": "1"}), "", &[("Idempotency-Key", "order-43")]).await).await;
     assert_ne!(first["task_id"], other["task_id"]);
     assert_problem(
@@ -307,7 +303,7 @@ async fn bad_input_gets_its_status_and_a_problem_naming_the_field_and_writes_not
         let detail = b["detail"].as_str().unwrap_or_default();
         assert!(detail.contains(needle), "{name}: detail '{detail}' should mention '{needle}'");
     }
-    assert_eq!(stream_len(&redis), 0, "no bad request may enqueue anything");
+    assert_eq!(redis.xlen("kvq:tasks"), 0, "no bad request may enqueue anything");
     let keys: Vec<String> = redis::cmd("KEYS").arg("kvq:k:*").query(&mut redis.conn()).unwrap();
     assert!(keys.is_empty(), "nothing written: {keys:?}");
     // The limit is inclusive: exactly max_value_bytes is accepted.
@@ -411,7 +407,7 @@ async fn repeated_query_parameters_are_a_400_naming_the_parameter() {
         let b = assert_problem(r, 400, name).await;
         assert!(b["detail"].as_str().unwrap().contains("more than once"), "{b}");
     }
-    assert_eq!(stream_len(&redis), 0, "nothing enqueued");
+    assert_eq!(redis.xlen("kvq:tasks"), 0, "nothing enqueued");
     // Other parameters still pass through, single ones are fine.
     assert_eq!(app.get("/v1/keys?limit=2&prefix=a&cursor=61").await.status(), 200);
     app.stop().await;
@@ -441,7 +437,7 @@ async fn write_headers_must_be_one_ascii_value_or_the_write_is_a_400() {
         .unwrap();
     let b = assert_problem(r, 400, "If-Match").await;
     assert!(b["detail"].as_str().unwrap().contains("more than once"), "{b}");
-    assert_eq!(stream_len(&redis), 0, "nothing enqueued");
+    assert_eq!(redis.xlen("kvq:tasks"), 0, "nothing enqueued");
     app.stop().await;
 }
 
@@ -454,18 +450,11 @@ async fn duplicate_members_in_a_put_body_are_a_400_naming_the_member() {
         (r#"{"value":"a","ttl_seconds":5,"ttl_seconds":9}"#, "ttl_seconds"),
         (r#"{"value":"a","\u0076alue":"b"}"#, "value"),
     ] {
-        let r = app
-            .client
-            .put(app.url("/v1/keys/dup"))
-            .header("content-type", "application/json")
-            .body(raw)
-            .send()
-            .await
-            .unwrap();
+        let r = app.put_raw("/v1/keys/dup", "application/json", raw).await;
         let b = assert_problem(r, 400, field).await;
         assert!(b["detail"].as_str().unwrap().contains("more than once"), "{b}");
     }
-    assert_eq!(stream_len(&redis), 0, "nothing enqueued");
+    assert_eq!(redis.xlen("kvq:tasks"), 0, "nothing enqueued");
     app.stop().await;
 }
 
@@ -557,7 +546,7 @@ async fn parameter_constraints_are_declared_in_the_spec_and_enforced_alike() {
         assert_eq!(r.status(), 400, "{name}");
         assert_problem(r, 400, needle).await;
     }
-    assert_eq!(stream_len(&redis), 0, "nothing enqueued");
+    assert_eq!(redis.xlen("kvq:tasks"), 0, "nothing enqueued");
     app.stop().await;
 }
 

@@ -10,5 +10,4 @@ mod hostile;
 mod outage;
 mod pages;
 mod queue;
-mod queue_hostile;
 mod remote_api;

@@ -133,9 +133,8 @@ async fn stopping_the_server_answers_waiting_writes_at_once_with_202_and_their_t
         let url = server.url("/v1/keys/parked?wait=30");
         tokio::spawn(async move { client.put(url).json(&serde_json::json!({"value": "v"})).send().await })
     };
-    let mut conn = redis.conn();
     eventually(Duration::from_secs(10), "the write to be enqueued", || {
-        let len: u64 = redis::cmd("XLEN").arg("kvq:tasks").query(&mut conn).unwrap();
+        let len = redis.xlen("kvq:tasks");
         async move { (len == 1).then_some(()) }
     })
     .await;

@@ -81,12 +81,17 @@ impl Target {
         k
     }
 
+    /// The path of a key (percent-encoded) with a query.
+    fn key_path(&self, key: &str, query: &str) -> String {
+        format!("/v1/keys/{}{query}", enc(key))
+    }
+
     fn key_url(&self, key: &str, query: &str) -> String {
-        self.url(&format!("/v1/keys/{}{query}", enc(key)))
+        self.url(&self.key_path(key, query))
     }
 
     async fn get_key(&self, key: &str) -> Response {
-        self.http.get(&format!("/v1/keys/{}", enc(key))).await
+        self.http.get(&self.key_path(key, "")).await
     }
 
     /// PUT of a key (percent-encoded here).
@@ -402,14 +407,7 @@ async fn bad_input_gets_problem_bodies_and_writes_nothing() {
     let r = t.client.put(t.url(&format!("/v1/keys/{ctl}"))).json(&json!({ "value": "x" })).send().await.unwrap();
     assert_problem(r, 400, "key").await;
     // Invalid JSON.
-    let r = t
-        .client
-        .put(t.key_url(&key, "?wait=5"))
-        .header(CONTENT_TYPE, "application/json")
-        .body("{\"value\": ")
-        .send()
-        .await
-        .unwrap();
+    let r = t.put_raw(&t.key_path(&key, "?wait=5"), "application/json", "{\"value\": ").await;
     assert_problem(r, 400, "body").await;
     // Wrong shape: unknown field, null, missing or non-string value.
     assert_problem(t.put(&key, json!({ "valeu": "x" }), "?wait=5", &[]).await, 400, "valeu").await;
@@ -419,14 +417,7 @@ async fn bad_input_gets_problem_bodies_and_writes_nothing() {
     assert_problem(t.put(&key, json!({ "value": true }), "?wait=5", &[]).await, 400, "value").await;
     assert_problem(t.put(&key, json!({}), "?wait=5", &[]).await, 400, "value").await;
     // Wrong content type.
-    let r = t
-        .client
-        .put(t.key_url(&key, "?wait=5"))
-        .header(CONTENT_TYPE, "text/plain")
-        .body("{\"value\":\"x\"}")
-        .send()
-        .await
-        .unwrap();
+    let r = t.put_raw(&t.key_path(&key, "?wait=5"), "text/plain", "{\"value\":\"x\"}").await;
     assert_problem(r, 415, "Content-Type").await;
     // wait out of range, on PUT and DELETE.
     assert_problem(t.put(&key, json!({ "value": "x" }), "?wait=31", &[]).await, 400, "wait").await;

@@ -1,8 +1,7 @@
 //! Contract test between the chart and the binaries (chart README "What the chart and the app
-//! rely on"): the containers the
-//! chart renders for values/dev.yaml are started as real processes, with exactly their env and
-//! their mounted config file, against a real local redis-server that requires the password of
-//! the rendered Secret. Only addresses are rewritten (Redis host, listen ports on loopback).
+//! rely on"): the containers the chart renders for values/dev.yaml are started as real
+//! processes, with exactly their env and their mounted config file, against a real local
+//! redis-server that requires the password of the rendered Secret. Only addresses are rewritten (Redis host, listen ports on loopback).
 //! Every probe path of the rendered manifests is called, then a write (`?wait=5`) and a read.
 //! A setting the chart renders that the app does not read (the app rejects unknown keys), or
 //! a setting the app reads that the chart does not render, fails here.
@@ -146,9 +145,8 @@ async fn dev_containers_run_as_rendered_against_real_redis() {
     app.http(Duration::from_secs(15)).write_read_delete("chart-contract-key").await;
 
     // The data really went to the password-protected Redis under the rendered key prefix.
-    let mut conn =
-        redis::Client::open(format!("redis://:{password}@127.0.0.1:{redis_port}")).unwrap().get_connection().unwrap();
-    let stream_len: u64 = redis::cmd("XLEN").arg("kvq:tasks").query(&mut conn).unwrap();
+    assert_eq!(redis.url(), format!("redis://:{password}@127.0.0.1:{redis_port}"));
+    let stream_len = redis.xlen("kvq:tasks");
     assert!(stream_len >= 2, "tasks went through the kvq:tasks stream (XLEN {stream_len})");
 
     // Both drain and exit on SIGTERM within the rendered grace periods.

@@ -56,6 +56,12 @@ impl HttpClient {
         req.send().await
     }
 
+    /// PUT of a raw body with this content type to `path` (invalid JSON, other media types).
+    pub async fn put_raw(&self, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> Response {
+        let req = self.client.put(self.url(path)).header(CONTENT_TYPE, content_type).body(body);
+        req.send().await.unwrap_or_else(|e| panic!("PUT {path}: {e}"))
+    }
+
     pub async fn delete(&self, key: &str, query: &str) -> Response {
         self.client.delete(self.url(&format!("/v1/keys/{key}{query}"))).send().await.expect("DELETE key")
     }

@@ -134,6 +134,11 @@ impl TestRedis {
         redis::Client::open(self.url()).ok()?.get_connection_with_timeout(Duration::from_millis(500)).ok()
     }
 
+    /// `XLEN` of a stream (0 when it does not exist).
+    pub fn xlen(&self, stream: &str) -> u64 {
+        redis::cmd("XLEN").arg(stream).query(&mut self.conn()).unwrap()
+    }
+
     /// A blocking connection for assertions.
     pub fn conn(&self) -> redis::Connection {
         redis::Client::open(self.url()).unwrap().get_connection().unwrap()
