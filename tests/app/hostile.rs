@@ -41,13 +41,12 @@ async fn a_panic_in_a_handler_answers_500_with_a_problem_and_the_server_keeps_se
         },
         Some(Duration::from_secs(5)),
     ));
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let http = HttpClient::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(10));
     for _ in 0..3 {
-        let r = client.get(format!("{base}/boom")).send().await.expect("a panic must still be answered");
+        let r = http.client.get(http.url("/boom")).send().await.expect("a panic must still be answered");
         let b = assert_problem(r, 500, "internal error").await;
         assert_eq!(b["title"], "Internal Server Error");
-        let r = client.get(format!("{base}/fine")).send().await.unwrap();
+        let r = http.get("/fine").await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.text().await.unwrap(), "fine");
     }
@@ -100,14 +99,14 @@ async fn the_cursor_that_crashed_the_decoder_is_a_400_naming_the_cursor() {
 async fn the_real_server_survives_the_cursor_that_crashed_it() {
     let redis = TestRedis::start();
     let mut server = KvqProcess::server(&[("KVQ__REDIS__URL", redis.url())]);
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    wait_status(&client, &server.url("/readyz"), 200, Duration::from_secs(10)).await;
+    let http = server.http(Duration::from_secs(10));
+    http.wait_status("/readyz", 200, Duration::from_secs(10)).await;
     for _ in 0..2 {
-        let r = client.get(server.url(CRASHING_CURSOR)).send().await.expect("the server answers");
+        let r = http.client.get(http.url(CRASHING_CURSOR)).send().await.expect("the server answers");
         assert_problem(r, 400, "cursor").await;
     }
     assert!(server.process.try_wait().is_none(), "the server process exited");
-    assert_eq!(client.get(server.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(http.get("/healthz").await.status(), 200);
     assert_eq!(server.terminate(), Some(0));
 }
 

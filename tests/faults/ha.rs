@@ -10,20 +10,16 @@ use crate::support::sentinel::{SentinelCluster, TestSentinel};
 use crate::support::*;
 use serde_json::{json, Value};
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap()
-}
-
-async fn queue_depth(c: &reqwest::Client, server: &KvqProcess) -> Option<u64> {
-    let text = c.get(server.url("/metrics")).send().await.ok()?.text().await.ok()?;
+async fn queue_depth(server: &HttpClient) -> Option<u64> {
+    let (_, text) = server.try_get_text("/metrics").await?;
     let up = text.lines().any(|l| l == "kvq_redis_up 1");
     let depth = text.lines().find_map(|l| l.strip_prefix("kvq_queue_depth "))?.trim().parse().ok()?;
     up.then_some(depth)
 }
 
-async fn wait_drained(c: &reqwest::Client, server: &KvqProcess) {
+async fn wait_drained(server: &HttpClient) {
     eventually(Duration::from_secs(60), "the queue to drain", || async {
-        (queue_depth(c, server).await? == 0).then_some(())
+        (queue_depth(server).await? == 0).then_some(())
     })
     .await;
 }
@@ -41,10 +37,9 @@ async fn master_failover_under_load_loses_no_acknowledged_write_and_the_old_mast
     let server = KvqProcess::server(&env);
     let _w1 = KvqProcess::worker("w1", &env);
     let _w2 = KvqProcess::worker("w2", &env);
-    let c = client();
-    wait_status(&c, &server.url("/readyz"), 200, Duration::from_secs(15)).await;
-
     let http = server.http(Duration::from_secs(5));
+    http.wait_status("/readyz", 200, Duration::from_secs(15)).await;
+
     let load = Load::start(&http, "ha", 8);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let old_master = cluster.master_port().expect("a master");
@@ -58,7 +53,7 @@ async fn master_failover_under_load_loses_no_acknowledged_write_and_the_old_mast
     let log = load.stop().await;
     let new_master = cluster.master_port().expect("a new master");
     assert_ne!(new_master, old_master, "the sentinels promoted a replica");
-    wait_drained(&c, &server).await;
+    wait_drained(&http).await;
 
     let (acked, abandoned, window, failures) = (&log.acked, &log.abandoned, log.unavailability(), log.failures);
     let lost = lost_writes(&http, acked).await;
@@ -83,8 +78,7 @@ async fn master_failover_under_load_loses_no_acknowledged_write_and_the_old_mast
     let mut after = BTreeSet::new();
     for i in 0..100 {
         let key = format!("after-{i}");
-        let r =
-            c.put(server.url(&format!("/v1/keys/{key}?wait=5"))).json(&json!({ "value": key })).send().await.unwrap();
+        let r = http.put(&key, &key, "?wait=5").await;
         assert_eq!(r.status(), 200, "write after the old master returned");
         after.insert(key);
     }
@@ -114,21 +108,20 @@ async fn a_worker_killed_with_pending_tasks_has_them_applied_exactly_once_by_ano
     env.push(("KVQ__WORKER__CLAIM_IDLE_MS", "500".into()));
     let server = KvqProcess::server(&env);
     let mut victim = KvqProcess::worker("victim", &env);
-    let c = client();
-    wait_status(&c, &server.url("/readyz"), 200, Duration::from_secs(15)).await;
-    wait_status(&c, &victim.url("/readyz"), 200, Duration::from_secs(15)).await;
+    let http = server.http(Duration::from_secs(5));
+    http.wait_status("/readyz", 200, Duration::from_secs(15)).await;
+    victim.http(Duration::from_secs(5)).wait_status("/readyz", 200, Duration::from_secs(15)).await;
 
     // Enough writes that the victim is busy when it dies.
     let mut tasks = Vec::new();
     let mut sends = tokio::task::JoinSet::new();
     for w in 0..8 {
-        let c = c.clone();
-        let base = server.url("");
+        let http = http.clone();
         sends.spawn(async move {
             let mut ids = Vec::new();
             for i in 0..150 {
                 let key = format!("crash-{w}-{i}");
-                let r = c.put(format!("{base}/v1/keys/{key}")).json(&json!({ "value": key })).send().await.unwrap();
+                let r = http.put(&key, &key, "").await;
                 assert_eq!(r.status(), 202);
                 ids.push((key, r.json::<Value>().await.unwrap()["task_id"].as_str().unwrap().to_string()));
             }
@@ -163,16 +156,16 @@ async fn a_worker_killed_with_pending_tasks_has_them_applied_exactly_once_by_ano
         tasks.extend(r.unwrap());
     }
     let _rescuer = KvqProcess::worker("rescuer", &env);
-    wait_drained(&c, &server).await;
+    wait_drained(&http).await;
 
     let mut applied = 0;
     for (key, id) in &tasks {
-        let t: Value = c.get(server.url(&format!("/v1/tasks/{id}"))).send().await.unwrap().json().await.unwrap();
+        let t: Value = http.get(&format!("/v1/tasks/{id}")).await.json().await.unwrap();
         assert_eq!(t["status"], "applied", "{key}: {t}");
         applied += 1;
     }
     let keys: BTreeSet<String> = tasks.iter().map(|(k, _)| k.clone()).collect();
-    assert!(lost_writes(&server.http(Duration::from_secs(5)), &keys).await.is_empty());
+    assert!(lost_writes(&http, &keys).await.is_empty());
     let versions: u64 = redis::cmd("GET").arg("kvq:ver").query(&mut conn).unwrap();
     println!("HA worker crash: {held} tasks pending on the killed worker; {applied} tasks, {versions} versions issued");
     assert_eq!(versions, tasks.len() as u64, "every write applied exactly once in effect");

@@ -85,6 +85,16 @@ impl HttpClient {
         }
     }
 
+    /// GETs `path` until it answers `status` (used while processes start).
+    pub async fn wait_status(&self, path: &str, status: u16, timeout: Duration) {
+        let url = self.url(path);
+        super::eventually(timeout, &format!("{url} to answer {status}"), || async {
+            let r = self.client.get(&url).send().await.ok()?;
+            (r.status().as_u16() == status).then_some(())
+        })
+        .await
+    }
+
     /// PUT ?wait=5, GET, DELETE ?wait=5, GET 404; panics on a failure.
     pub async fn write_read_delete(&self, key: &str) {
         if let Err(e) = self.try_write_read_delete(key).await {
@@ -146,13 +156,4 @@ pub async fn assert_problem(r: Response, status: u16, field: &str) -> Value {
     let detail = p["detail"].as_str().unwrap_or_else(|| panic!("{what}: detail in {p}"));
     assert!(detail.contains(field), "{what}: detail {detail:?} does not name {field:?}");
     p
-}
-
-/// GETs `url` until it answers `status` (used while processes start).
-pub async fn wait_status(client: &reqwest::Client, url: &str, status: u16, timeout: Duration) {
-    super::eventually(timeout, &format!("{url} to answer {status}"), || async {
-        let r = client.get(url).send().await.ok()?;
-        (r.status().as_u16() == status).then_some(())
-    })
-    .await
 }

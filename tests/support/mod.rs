@@ -14,6 +14,6 @@ pub mod sentinel;
 pub mod webdriver;
 
 pub use self::app::*;
-pub use self::http::{assert_problem, wait_status, HttpClient};
+pub use self::http::{assert_problem, HttpClient};
 pub use self::process::{eventually, free_port, which, ChildProcess};
 pub use self::redis_server::TestRedis;

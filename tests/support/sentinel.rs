@@ -40,7 +40,13 @@ impl TestSentinel {
         .unwrap();
         let mut cmd = Command::new(which("redis-sentinel"));
         cmd.arg(&conf).stdout(Stdio::null()).stderr(Stdio::null());
-        Self { port, dir, _process: ChildProcess::spawn("redis-sentinel", &mut cmd) }
+        let mut process = ChildProcess::spawn("redis-sentinel", &mut cmd);
+        // Listening before it is handed to anyone (a client would see "connection refused").
+        wait_until(Duration::from_secs(10), Duration::from_millis(20), &format!("sentinel on port {port}"), || {
+            process.assert_running();
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Self { port, dir, _process: process }
     }
 
     pub fn addr(&self) -> String {
