@@ -106,12 +106,7 @@ fn rendered_config_matches_the_apps_settings_for_every_values_file() {
             assert_eq!(s.redis.key_prefix, cfg["redis"]["key_prefix"].as_str().unwrap(), "{f}");
             assert_eq!(s.worker.concurrency as u64, cfg["worker"]["concurrency"].as_u64().unwrap(), "{f}");
             if sentinel {
-                let want: Vec<String> = cfg["redis"]["sentinels"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_str().unwrap().to_string())
-                    .collect();
+                let want = strings(&cfg["redis"]["sentinels"]);
                 assert_eq!(s.redis.sentinels, want, "{f}");
                 assert_eq!(s.redis.master_name, cfg["redis"]["master_name"].as_str().unwrap());
                 assert!(s.redis.sentinel_password.is_some(), "{f} {component}: sentinel password reaches the app");

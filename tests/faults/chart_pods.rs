@@ -51,8 +51,7 @@ fn chart_scripts_keep_one_master_and_every_acknowledged_write() {
     assert!(took < Duration::from_secs(30), "preStop took {took:?}");
     // The hooks have returned and the old master still runs: it must already be a replica.
     assert_eq!(cl.role(m).as_deref(), Some("slave"), "old master after its preStop\n{}", cl.logs());
-    let others: Vec<usize> = (0..PODS).filter(|&i| i != m).collect();
-    let new_master = cl.wait_master(&others, false, Duration::from_secs(5), "after preStop");
+    let new_master = cl.wait_master(&ChartPods::all_but(m), false, Duration::from_secs(5), "after preStop");
     eprintln!("preStop handover: {took:?} (master {m} -> {new_master})");
     cl.terminate(m);
     assert_eq!(cl.missing(new_master, &acked), Vec::<String>::new(), "writes lost in the handover");
@@ -67,8 +66,7 @@ fn chart_scripts_keep_one_master_and_every_acknowledged_write() {
     let killed = m2;
     cl.kill(killed);
     let t = Instant::now();
-    let others: Vec<usize> = (0..PODS).filter(|&i| i != killed).collect();
-    let m3 = cl.wait_master(&others, false, Duration::from_secs(40), "failover after kill -9");
+    let m3 = cl.wait_master(&ChartPods::all_but(killed), false, Duration::from_secs(40), "failover after kill -9");
     let failover = t.elapsed();
     eprintln!("failover after kill -9 of the master pod: {failover:?} (master {killed} -> {m3})");
     assert_eq!(cl.missing(m3, &acked), Vec::<String>::new(), "acknowledged writes lost in the failover");

@@ -188,6 +188,11 @@ pub fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
 
 // ---- Running the rendered app containers as local processes (contract tests) ----
 
+/// A JSON array of strings as a Vec.
+pub fn strings(v: &Value) -> Vec<String> {
+    v.as_array().unwrap_or_else(|| panic!("an array: {v}")).iter().map(|s| s.as_str().unwrap().to_string()).collect()
+}
+
 pub fn b64decode(s: &str) -> String {
     let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let (mut bits, mut n, mut out) = (0u32, 0, Vec::new());

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::chart::{b64decode, render, run_app_containers, Manifests, RunningApp};
+use super::chart::{b64decode, render, run_app_containers, strings, Manifests, RunningApp};
 use super::process::{free_port_on_loopbacks, loopback, ChildProcess};
 use super::redis_server::{replication_info, role};
 
@@ -32,14 +32,46 @@ pub struct ChartPods {
     scripts: PathBuf,
     redis_env: Vec<(String, String)>,
     sentinel_env: Vec<(String, String)>,
+    pub endpoints: Endpoints,
+    /// The rendered readiness probe command of the redis container.
+    redis_readiness: Vec<String>,
+    pods: Vec<Pod>,
+}
+
+/// How clients reach the pods: the ports every pod uses, the passwords, the master name.
+#[derive(Clone)]
+pub struct Endpoints {
     pub redis_port: u16,
     pub sentinel_port: u16,
     pub redis_pw: String,
     pub sentinel_pw: String,
     pub master_name: String,
-    /// The rendered readiness probe command of the redis container.
-    redis_readiness: Vec<String>,
-    pods: Vec<Pod>,
+}
+
+impl Endpoints {
+    fn redis_url(&self, host: &str) -> String {
+        format!("redis://:{}@{host}:{}", self.redis_pw, self.redis_port)
+    }
+
+    /// A connection (connect within 500 ms, replies within 5 s).
+    fn conn(url: &str) -> Option<redis::Connection> {
+        let conn = redis::Client::open(url).ok()?.get_connection_with_timeout(Duration::from_millis(500)).ok()?;
+        conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        Some(conn)
+    }
+
+    /// The Redis server at `host`.
+    fn redis(&self, host: &str) -> Option<redis::Connection> {
+        Self::conn(&self.redis_url(host))
+    }
+
+    /// The address pod `i`'s sentinel names as master.
+    fn sentinel_master(&self, i: usize) -> Option<String> {
+        let mut c = Self::conn(&format!("redis://:{}@{}:{}", self.sentinel_pw, addr(i), self.sentinel_port))?;
+        let v: Option<(String, u16)> =
+            redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(&self.master_name).query(&mut c).ok()?;
+        v.map(|(h, _)| h)
+    }
 }
 
 /// The running containers of one pod (killed on drop).
@@ -107,12 +139,7 @@ impl ChartPods {
             }
         };
         let redis_env = rendered_env(&redis_c, &map_path);
-        let redis_readiness: Vec<String> = redis_c["readinessProbe"]["exec"]["command"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().to_string())
-            .collect();
+        let redis_readiness = strings(&redis_c["readinessProbe"]["exec"]["command"]);
         assert_eq!(redis_readiness[0], "sh");
         let sentinel_env = rendered_env(&sentinel_c, &map_path);
         let master_name = redis_env.iter().find(|(k, _)| k == "MASTER_NAME").unwrap().1.clone();
@@ -126,11 +153,13 @@ impl ChartPods {
             scripts,
             redis_env,
             sentinel_env,
-            redis_port,
-            sentinel_port,
-            redis_pw: pw["redis-password"].clone(),
-            sentinel_pw: pw["sentinel-password"].clone(),
-            master_name,
+            endpoints: Endpoints {
+                redis_port,
+                sentinel_port,
+                redis_pw: pw["redis-password"].clone(),
+                sentinel_pw: pw["sentinel-password"].clone(),
+                master_name,
+            },
             redis_readiness,
             pods: (0..PODS).map(|_| Pod { redis: None, sentinel: None }).collect(),
         }
@@ -149,8 +178,8 @@ impl ChartPods {
                 let v = match k.as_str() {
                     "DATA_DIR" => pd.join("data").to_str().unwrap().to_string(),
                     "CONF_DIR" => pd.join("run").to_str().unwrap().to_string(),
-                    "REDIS_PORT" => self.redis_port.to_string(),
-                    "SENTINEL_PORT" => self.sentinel_port.to_string(),
+                    "REDIS_PORT" => self.endpoints.redis_port.to_string(),
+                    "SENTINEL_PORT" => self.endpoints.sentinel_port.to_string(),
                     _ => v.clone(),
                 };
                 (k.clone(), v)
@@ -213,25 +242,13 @@ impl ChartPods {
         }
     }
 
-    fn conn(&self, host: &str, port: u16, pw: &str) -> Option<redis::Connection> {
-        let c = redis::Client::open(format!("redis://:{pw}@{host}:{port}")).ok()?;
-        c.get_connection_with_timeout(Duration::from_millis(500)).ok()
-    }
-
-    fn redis_url(&self, i: usize) -> String {
-        format!("redis://:{}@{}:{}", self.redis_pw, addr(i), self.redis_port)
-    }
-
     pub fn role(&self, i: usize) -> Option<String> {
-        role(&self.redis_url(i))
+        role(&self.endpoints.redis_url(&addr(i)))
     }
 
     /// What pod i's sentinel names as master.
     fn sentinel_master(&self, i: usize) -> Option<String> {
-        let mut c = self.conn(&addr(i), self.sentinel_port, &self.sentinel_pw)?;
-        let v: Option<(String, u16)> =
-            redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(&self.master_name).query(&mut c).ok()?;
-        v.map(|(h, _)| h)
+        self.endpoints.sentinel_master(i)
     }
 
     /// Waits until exactly one pod is master with PODS-1 online replicas, every sentinel names
@@ -285,7 +302,7 @@ impl ChartPods {
     }
 
     fn good_replicas(&self, master: usize) -> usize {
-        replication_info(&self.redis_url(master))
+        replication_info(&self.endpoints.redis_url(&addr(master)))
             .lines()
             .filter(|l| l.starts_with("slave") && l.contains("state=online"))
             .count()
@@ -306,7 +323,7 @@ impl ChartPods {
     /// Writes keys prefix:from..to to the master, each acknowledged by 1 replica (WAIT 1),
     /// as kvq does with min_replicas_ack=1; returns the acknowledged keys.
     pub fn write(&self, master: usize, prefix: &str, n: usize) -> Vec<String> {
-        let mut c = self.conn(&addr(master), self.redis_port, &self.redis_pw).expect("master connection");
+        let mut c = self.endpoints.redis(&addr(master)).expect("master connection");
         let mut acked = Vec::new();
         for k in 0..n {
             let key = format!("{prefix}:{k}");
@@ -323,8 +340,13 @@ impl ChartPods {
     }
 
     pub fn missing(&self, master: usize, keys: &[String]) -> Vec<String> {
-        let mut c = self.conn(&addr(master), self.redis_port, &self.redis_pw).expect("master connection");
+        let mut c = self.endpoints.redis(&addr(master)).expect("master connection");
         keys.iter().filter(|k| !redis::cmd("EXISTS").arg(*k).query::<bool>(&mut c).unwrap_or(false)).cloned().collect()
+    }
+
+    /// Every pod but `i`.
+    pub fn all_but(i: usize) -> Vec<usize> {
+        (0..PODS).filter(|&p| p != i).collect()
     }
 
     /// The rollout of one pod: its preStop hooks, SIGTERM, started again; then waits for one
@@ -355,38 +377,16 @@ impl ChartPods {
 /// A sentinel-aware client: asks the sentinels for the master, writes, WAIT 1; on any error
 /// it re-resolves. Returns the acknowledged keys and the count of unacknowledged attempts.
 pub struct Writer {
-    redis_port: u16,
-    sentinel_port: u16,
-    redis_pw: String,
-    sentinel_pw: String,
-    master_name: String,
+    endpoints: Endpoints,
 }
 
 impl Writer {
     pub fn of(c: &ChartPods) -> Self {
-        Writer {
-            redis_port: c.redis_port,
-            sentinel_port: c.sentinel_port,
-            redis_pw: c.redis_pw.clone(),
-            sentinel_pw: c.sentinel_pw.clone(),
-            master_name: c.master_name.clone(),
-        }
-    }
-
-    fn connect(&self, host: &str, port: u16, pw: &str) -> Option<redis::Connection> {
-        let c = redis::Client::open(format!("redis://:{pw}@{host}:{port}")).ok()?;
-        let conn = c.get_connection_with_timeout(Duration::from_millis(500)).ok()?;
-        conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        Some(conn)
+        Writer { endpoints: c.endpoints.clone() }
     }
 
     fn master(&self) -> Option<String> {
-        (0..PODS).find_map(|i| {
-            let mut c = self.connect(&addr(i), self.sentinel_port, &self.sentinel_pw)?;
-            let v: Option<(String, u16)> =
-                redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(&self.master_name).query(&mut c).ok()?;
-            v.map(|(h, _)| h)
-        })
+        (0..PODS).find_map(|i| self.endpoints.sentinel_master(i))
     }
 
     pub fn run(&self, stop: &std::sync::atomic::AtomicBool) -> (Vec<String>, usize) {
@@ -395,7 +395,7 @@ impl Writer {
         let deadline = Instant::now() + Duration::from_secs(180);
         while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline && n < 200_000 {
             if conn.is_none() {
-                conn = self.master().and_then(|m| self.connect(&m, self.redis_port, &self.redis_pw));
+                conn = self.master().and_then(|m| self.endpoints.redis(&m));
                 if conn.is_none() {
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
@@ -444,7 +444,7 @@ pub async fn production_set_with_app() -> (ChartPods, RunningApp, tempfile::Temp
         cl
     });
     let dir = tempfile::tempdir().unwrap();
-    let mut app = run_app_containers(&m, dir.path(), point_at_simulated_sentinels(cl.sentinel_port));
+    let mut app = run_app_containers(&m, dir.path(), point_at_simulated_sentinels(cl.endpoints.sentinel_port));
     app.probes_pass(Duration::from_secs(30)).await;
     (cl, app, dir)
 }
