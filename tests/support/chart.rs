@@ -163,12 +163,6 @@ impl PodRef<'_> {
         }
         v
     }
-    pub fn container(&self, name: &str) -> &Value {
-        self.containers()
-            .into_iter()
-            .find(|c| c["name"] == name)
-            .unwrap_or_else(|| panic!("{} has no container {name}", self.name()))
-    }
     pub fn labels(&self) -> &Value {
         &self.metadata["labels"]
     }

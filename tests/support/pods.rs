@@ -28,6 +28,8 @@ pub fn addr(i: usize) -> String {
 
 /// The simulated Redis pods of a rendered release.
 pub struct ChartPods {
+    // Fields drop in order: the pods' processes are killed before their directories go.
+    pods: Vec<Pod>,
     dir: tempfile::TempDir,
     scripts: PathBuf,
     redis_env: Vec<(String, String)>,
@@ -35,7 +37,6 @@ pub struct ChartPods {
     pub endpoints: Endpoints,
     /// The rendered readiness probe command of the redis container.
     redis_readiness: Vec<String>,
-    pods: Vec<Pod>,
 }
 
 /// How clients reach the pods: the ports every pod uses, the passwords, the master name.

@@ -27,10 +27,6 @@ impl ChildProcess {
         self
     }
 
-    pub fn id(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Sends a signal by name (`TERM`, `STOP`, `CONT`, ...).
     pub fn signal(&self, sig: &str) {
         let _ = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status();

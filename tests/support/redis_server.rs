@@ -66,11 +66,12 @@ impl RedisBuilder {
 /// A real Redis server owned by a test, killed on drop. Append-only with fsync on every write,
 /// so `kill` + `restart` keeps every acknowledged write.
 pub struct TestRedis {
+    // Fields drop in order: the process is killed before its directory is removed.
+    process: Option<ChildProcess>,
     pub host: String,
     pub port: u16,
     pub password: Option<String>,
     pub dir: tempfile::TempDir,
-    process: Option<ChildProcess>,
     extra_args: Vec<String>,
 }
 
@@ -124,10 +125,6 @@ impl TestRedis {
     /// Kills the server (SIGKILL): an outage, or a crashed master.
     pub fn kill(&mut self) {
         self.process.take();
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.process.as_ref().map(ChildProcess::id)
     }
 
     fn try_conn(&self) -> Option<redis::Connection> {

@@ -11,8 +11,9 @@ pub const MASTER_NAME: &str = "mymaster";
 
 pub struct TestSentinel {
     pub port: u16,
-    dir: tempfile::TempDir,
+    // Fields drop in order: the process is killed before its directory is removed.
     _process: ChildProcess,
+    _dir: tempfile::TempDir,
 }
 
 impl TestSentinel {
@@ -46,7 +47,7 @@ impl TestSentinel {
             process.assert_running();
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        Self { port, dir, _process: process }
+        Self { port, _process: process, _dir: dir }
     }
 
     pub fn addr(&self) -> String {
@@ -64,10 +65,6 @@ impl TestSentinel {
         let addr: Option<(String, String)> =
             redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(MASTER_NAME).query(&mut c).ok()?;
         addr.and_then(|(_, p)| p.parse().ok())
-    }
-
-    pub fn config_dir(&self) -> &std::path::Path {
-        self.dir.path()
     }
 }
 
