@@ -19,8 +19,6 @@
 //! Needs helm (scripts/chart-tools.sh), redis-server and redis-sentinel, redis-cli, and the
 //! loopback addresses 127.0.0.2-3 (Linux routes all of 127/8 to lo).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::chart::render;
@@ -37,9 +35,7 @@ fn chart_scripts_keep_one_master_and_every_acknowledged_write() {
     let mut acked: Vec<String> = Vec::new();
 
     // 1. Fresh install: all pods start at once; nobody knows a master; ordinal 0 bootstraps.
-    for i in 0..PODS {
-        cl.start(i);
-    }
+    cl.start_all();
     let m = cl.wait_one_master(Duration::from_secs(30), "bootstrap");
     assert_eq!(m, 0, "the bootstrap rule makes ordinal 0 master");
     acked.extend(cl.write(m, "boot", 200));
@@ -78,12 +74,8 @@ fn chart_scripts_keep_one_master_and_every_acknowledged_write() {
     assert_eq!(cl.missing(m4, &acked), Vec::<String>::new(), "writes lost when the old master returned");
 
     // 4. All pods killed and started at once (e.g. a node pool restart).
-    for i in 0..PODS {
-        cl.kill(i);
-    }
-    for i in 0..PODS {
-        cl.start(i);
-    }
+    cl.kill_all();
+    cl.start_all();
     let t = Instant::now();
     let m5 = cl.wait_one_master(Duration::from_secs(60), "all pods restarted at once");
     eprintln!("all pods restarted at once: one master after {:?} (pod {m5})", t.elapsed());
@@ -94,18 +86,12 @@ fn chart_scripts_keep_one_master_and_every_acknowledged_write() {
 
     // 5. Rolling restart under write load, replicas first and the master last (as a
     //    StatefulSet rollout goes from the highest ordinal down, whoever is master).
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let w = Writer::of(&cl);
-        let stop = stop.clone();
-        std::thread::spawn(move || w.run(&stop))
-    };
+    let writer = Writer::spawn(&cl);
     std::thread::sleep(Duration::from_millis(500));
     let t = Instant::now();
     cl.rolling_restart();
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::SeqCst);
-    let (load_acked, failed) = writer.join().unwrap();
+    let (load_acked, failed) = writer.stop();
     let m6 = cl.wait_one_master(Duration::from_secs(10), "after the rolling restart");
     eprintln!(
         "rolling restart of {PODS} pods under load: {:?}; writes acknowledged {}, not acknowledged {failed}",

@@ -10,6 +10,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -218,6 +220,20 @@ impl ChartPods {
         self.pods[i] = Pod { redis: Some(redis), sentinel: Some(sentinel) };
     }
 
+    /// Starts every pod at once (a fresh install, or a node pool coming back).
+    pub fn start_all(&mut self) {
+        for i in 0..PODS {
+            self.start(i);
+        }
+    }
+
+    /// kill -9 of every pod.
+    pub fn kill_all(&mut self) {
+        for i in 0..PODS {
+            self.kill(i);
+        }
+    }
+
     /// kill -9 of both containers (node crash, OOM kill).
     pub fn kill(&mut self, i: usize) {
         self.pods[i] = Pod { redis: None, sentinel: None };
@@ -381,20 +397,38 @@ pub struct Writer {
     endpoints: Endpoints,
 }
 
+/// A `Writer` running on its own thread.
+pub struct WriterThread {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(Vec<String>, usize)>,
+}
+
+impl WriterThread {
+    /// Stops the writer: the acknowledged keys and the count of unacknowledged attempts.
+    pub fn stop(self) -> (Vec<String>, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
+}
+
 impl Writer {
-    pub fn of(c: &ChartPods) -> Self {
-        Writer { endpoints: c.endpoints.clone() }
+    /// Starts writing to the pods' master on a thread of its own.
+    pub fn spawn(c: &ChartPods) -> WriterThread {
+        let w = Writer { endpoints: c.endpoints.clone() };
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        WriterThread { stop, thread: std::thread::spawn(move || w.run(&flag)) }
     }
 
     fn master(&self) -> Option<String> {
         (0..PODS).find_map(|i| self.endpoints.sentinel_master(i))
     }
 
-    pub fn run(&self, stop: &std::sync::atomic::AtomicBool) -> (Vec<String>, usize) {
+    fn run(&self, stop: &AtomicBool) -> (Vec<String>, usize) {
         let (mut acked, mut failed, mut n) = (Vec::new(), 0usize, 0usize);
         let mut conn: Option<redis::Connection> = None;
         let deadline = Instant::now() + Duration::from_secs(180);
-        while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline && n < 200_000 {
+        while !stop.load(Ordering::SeqCst) && Instant::now() < deadline && n < 200_000 {
             if conn.is_none() {
                 conn = self.master().and_then(|m| self.endpoints.redis(&m));
                 if conn.is_none() {
@@ -438,9 +472,7 @@ pub async fn production_set_with_app() -> (ChartPods, RunningApp, tempfile::Temp
     let m = render(&["values/production.yaml"], &[]);
     let cl = tokio::task::block_in_place(|| {
         let mut cl = ChartPods::new(&m);
-        for i in 0..PODS {
-            cl.start(i);
-        }
+        cl.start_all();
         cl.wait_one_master(Duration::from_secs(30), "bootstrap");
         cl
     });
