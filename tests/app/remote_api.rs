@@ -20,6 +20,7 @@ use reqwest::header::{CONTENT_TYPE, ETAG, IF_NONE_MATCH, LOCATION};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 
+use crate::support::http::delete_from_drop;
 use crate::support::{assert_problem, spawn_app, HttpClient, TestApp, TestRedis};
 
 /// Default `limits.max_value_bytes` (README "Configuration").
@@ -145,16 +146,7 @@ impl Drop for Target {
             return;
         }
         let urls: Vec<String> = keys.iter().map(|k| self.key_url(k, "?wait=10")).collect();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                let c = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
-                for u in urls {
-                    let _ = c.delete(u).send().await;
-                }
-            });
-        })
-        .join();
+        delete_from_drop(urls, Duration::from_secs(15));
     }
 }
 

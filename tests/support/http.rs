@@ -141,6 +141,21 @@ impl HttpClient {
     }
 }
 
+/// DELETEs each URL, ignoring failures, from any context (`Drop`, inside or outside a runtime):
+/// on a thread of its own with its own runtime.
+pub fn delete_from_drop(urls: Vec<String>, timeout: Duration) {
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let c = reqwest::Client::builder().timeout(timeout).build().unwrap();
+            for u in urls {
+                let _ = c.delete(u).send().await;
+            }
+        });
+    })
+    .join();
+}
+
 /// Checks a problem body: the status, a JSON content type, non-empty `type` and `title`,
 /// `status` repeated in the body, and a `detail` naming `field` (exact case). Returns the body.
 pub async fn assert_problem(r: Response, status: u16, field: &str) -> Value {

@@ -1,9 +1,9 @@
 //! A real `redis-server` owned by a test, started through a builder.
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::process::{free_port, wait_until, which, ChildProcess};
+use super::process::{free_port, which, ChildProcess};
 
 /// How to start a `TestRedis`: `TestRedis::builder().password("pw").replica_of(&master).start()`.
 #[derive(Default)]
@@ -58,6 +58,15 @@ impl RedisBuilder {
             process: None,
             extra_args,
         };
+        // A free port can be taken by another test between its release and redis binding it:
+        // then redis exits, and a port of our own choosing is chosen again.
+        for _ in 0..5 {
+            match r.try_start() {
+                Ok(()) => return r,
+                Err(_) if self.port.is_none() => r.port = free_port(),
+                Err(e) => panic!("{e}"),
+            }
+        }
         r.restart();
         r
     }
@@ -99,6 +108,13 @@ impl TestRedis {
 
     /// Starts the server again on the same port and data directory (AOF keeps the data).
     pub fn restart(&mut self) {
+        if let Err(e) = self.try_start() {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts redis-server and waits for its PING; Err (with its log) when it exits instead.
+    fn try_start(&mut self) -> Result<(), String> {
         assert!(self.process.is_none(), "already running");
         let log = self.dir.path().join("redis.log");
         let mut cmd = Command::new(which("redis-server"));
@@ -110,16 +126,22 @@ impl TestRedis {
             .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        self.process = Some(ChildProcess::spawn("redis-server", &mut cmd).with_log(log));
-        self.wait_ready();
-    }
-
-    fn wait_ready(&mut self) {
-        let addr = self.addr();
-        wait_until(Duration::from_secs(10), Duration::from_millis(20), &format!("redis-server on {addr}"), || {
-            self.process.as_mut().unwrap().assert_running();
-            self.try_conn().is_some_and(|mut c| redis::cmd("PING").query::<String>(&mut c).is_ok())
-        });
+        let mut process = ChildProcess::spawn("redis-server", &mut cmd).with_log(log.clone());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let answers = self.try_conn().is_some_and(|mut c| redis::cmd("PING").query::<String>(&mut c).is_ok());
+            // Checked after the PING: what answered is ours only while ours runs.
+            if let Some(status) = process.try_wait() {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                return Err(format!("redis-server on {} exited with {status}:\n{log}", self.addr()));
+            }
+            if answers {
+                self.process = Some(process);
+                return Ok(());
+            }
+            assert!(Instant::now() < deadline, "redis-server on {} did not start", self.addr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Kills the server (SIGKILL): an outage, or a crashed master.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::http::delete_from_drop;
 use super::process::{free_port, ChildProcess};
 
 /// Bound on every wait in this test.
@@ -208,17 +209,8 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         if let Some(id) = self.session.take() {
-            // Closes Chromium; runs on its own thread so it works inside or outside a runtime.
-            let url = format!("{}/session/{id}", self.url);
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                rt.block_on(async {
-                    let c = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-                    let _ = c.delete(url).send().await;
-                });
-            })
-            .join();
+            // Closes Chromium; the driver process is killed after this (field drop).
+            delete_from_drop(vec![format!("{}/session/{id}", self.url)], Duration::from_secs(10));
         }
-        self.driver.kill();
     }
 }
