@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::chart::render;
 use crate::support::load::{assert_no_lost_writes_within, Load};
-use crate::support::pods::{eventually_writes, production_set_with_app, ChartPods, Writer, PODS};
+use crate::support::pods::{production_set_with_app, ChartPods, Writer, PODS};
 use crate::support::which;
 
 #[test]
@@ -108,19 +108,20 @@ fn chart_scripts_keep_one_master_and_every_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn production_app_containers_follow_the_chart_sentinel_set() {
     let (mut cl, mut app, _dir) = production_set_with_app().await;
-    app.http(Duration::from_secs(15)).write_read_delete("sentinel-contract-1").await;
+    let http = app.http(Duration::from_secs(15));
+    http.write_read_delete("sentinel-contract-1").await;
 
     // The master pod stops gracefully (rollout): the app follows the handover.
     let master = tokio::task::block_in_place(|| {
         let m0 = cl.wait_one_master(Duration::from_secs(10), "before handover");
         cl.restart_pod(m0, Duration::from_secs(40), "after handover")
     });
-    eventually_writes(&app, "sentinel-contract-2", Duration::from_secs(30)).await;
+    http.eventually_write_read_delete("sentinel-contract-2", Duration::from_secs(30)).await;
 
     // kill -9 of the master pod: the app recovers by itself once the sentinels fail over.
     let t = Instant::now();
     tokio::task::block_in_place(|| cl.kill(master));
-    eventually_writes(&app, "sentinel-contract-3", Duration::from_secs(40)).await;
+    http.eventually_write_read_delete("sentinel-contract-3", Duration::from_secs(40)).await;
     eprintln!("app writing again {:?} after kill -9 of the master pod", t.elapsed());
     app.probes_pass(Duration::from_secs(30)).await;
 }

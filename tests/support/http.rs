@@ -102,6 +102,18 @@ impl HttpClient {
         }
     }
 
+    /// Retries `try_write_read_delete` until it passes within `timeout` (a failover is going on).
+    pub async fn eventually_write_read_delete(&self, key: &str, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match self.try_write_read_delete(key).await {
+                Ok(()) => return,
+                Err(e) => assert!(std::time::Instant::now() < deadline, "no successful write within {timeout:?}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// PUT ?wait=5 (applied), GET (the value), DELETE ?wait=5, GET 404.
     pub async fn try_write_read_delete(&self, key: &str) -> Result<(), String> {
         let value = format!("written through the rendered chart to {key}");

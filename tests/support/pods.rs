@@ -454,18 +454,6 @@ impl Writer {
     }
 }
 
-/// Retries write_read_delete until it passes within `timeout` (a failover is going on).
-pub async fn eventually_writes(app: &RunningApp, key: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match app.http(Duration::from_secs(15)).try_write_read_delete(key).await {
-            Ok(()) => return,
-            Err(e) => assert!(Instant::now() < deadline, "no successful write within {timeout:?}: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 /// The production render's 3 Redis pods, bootstrapped, and its kvq containers against them with
 /// their probes passing. One render for both: the app must use the passwords the pods got.
 pub async fn production_set_with_app() -> (ChartPods, RunningApp, tempfile::TempDir) {
