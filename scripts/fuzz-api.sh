@@ -80,7 +80,7 @@ done
 # (c) Every check, every phase, a fixed seed and a bounded number of examples. Two checks are left
 # out because writes are queued: 202 Accepted means "will be applied" (RFC 9110), not "applied",
 # so a GET right after a 202 DELETE may still find the key (use_after_free), and one right after
-# a 202 PUT may not find it yet (ensure_resource_availability). tests/api.rs checks ?wait instead.
+# a 202 PUT may not find it yet (ensure_resource_availability). tests/app/api.rs checks ?wait instead.
 # scripts/schemathesis.toml widens the accepted statuses where the spec says why; scripts/
 # fuzz_hooks.py keeps the one rule between two parameters that OpenAPI cannot declare.
 log "schemathesis $("$venv/bin/st" --version | awk '{print $NF}') against $base/openapi.json, seed $seed, $examples examples per operation"

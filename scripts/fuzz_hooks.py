@@ -11,7 +11,7 @@ IF_MATCH = re.compile(r'(W/)?"[0-9]{1,19}"|[0-9]{1,19}')
 @schemathesis.hook
 def before_call(context, case, **kwargs):
     # A write takes one condition: If-Match and If-None-Match together are a 400, a rule between
-    # two parameters that OpenAPI cannot declare (tests/api.rs checks that 400). When a generated
+    # two parameters that OpenAPI cannot declare (tests/app/api.rs checks that 400). When a generated
     # case has both, drop one that is valid, so the case stays as valid or invalid as it was.
     headers = case.headers
     if not headers or "If-Match" not in headers or "If-None-Match" not in headers:

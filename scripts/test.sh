@@ -32,7 +32,7 @@ bash scripts/verify-chart.sh --no-cargo
 step "API fuzzing against its own OpenAPI spec (Schemathesis, real redis/server/worker)"
 bash scripts/fuzz-api.sh
 
-step "cargo test (unit, API, queue, outage, pages, browser, chart, HA fault tests)"
+step "cargo test (unit; app: API, queue, outage, pages, browser; chart: render, contract; faults: HA, chart pods)"
 cargo test --all-targets --no-fail-fast -- --test-threads="${KVQ_TEST_THREADS:-4}"
 
 step "benchmark suite: unit tests, then a smoke run of every phase on the debug binaries cargo test built"

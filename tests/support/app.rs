@@ -1,6 +1,8 @@
-//! kvq apps for tests: in-process (spawn_app) and as real processes (spawn_binaries).
+//! kvq for tests: in process (`spawn_app`, `TestApp`, `TestWorker`, `step_worker`) and as the
+//! real binaries (`KvqProcess`, `Binaries`).
 
-use std::process::{Child, Command, Stdio};
+use std::ops::Deref;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use kvq::config::Settings;
@@ -10,16 +12,40 @@ use kvq::server::ServerApp;
 use kvq::store::Store;
 use kvq::worker::app::WorkerApp;
 use kvq::worker::Worker;
-use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::{eventually, free_port, init_test_log, test_settings, TestRedis};
+use super::http::HttpClient;
+use super::process::{eventually, free_port, ChildProcess};
+use super::redis_server::TestRedis;
 
-/// An in-process server (and optionally workers) against a test Redis.
+/// Logs to stderr when `TEST_LOG` is set.
+pub fn init_test_log() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        kvq::telemetry::init(kvq::config::LogFormat::Pretty);
+    }
+}
+
+/// Settings for an app talking to `redis_url`, listening on free loopback ports.
+pub fn test_settings(redis_url: &str, extra: &[(&str, &str)]) -> Settings {
+    let mut env: Vec<(String, String)> = vec![
+        ("KVQ__REDIS__URL".into(), redis_url.into()),
+        ("KVQ__SERVER__BIND".into(), "127.0.0.1:0".into()),
+        ("KVQ__WORKER__BIND".into(), "127.0.0.1:0".into()),
+        ("KVQ__WORKER__CLAIM_IDLE_MS".into(), "300".into()),
+        ("KVQ__LOG__FORMAT".into(), "pretty".into()),
+    ];
+    for (k, v) in extra {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.to_string(), v.to_string()));
+    }
+    Settings::load_from(env).expect("test settings")
+}
+
+/// An in-process server (and optionally workers) against a test Redis. Derefs to its
+/// `HttpClient` (`app.put(..)`, `app.base`, `app.client`).
 pub struct TestApp {
-    pub base: String,
-    pub client: reqwest::Client,
+    pub http: HttpClient,
     pub settings: Settings,
     pub store: Store,
     server_stop: Option<oneshot::Sender<()>>,
@@ -89,8 +115,7 @@ pub async fn spawn_app_settings(settings: Settings, workers: usize) -> TestApp {
     }
     let store = Store::new(Redis::new(settings.redis.clone()), settings.tasks.retention_seconds);
     TestApp {
-        base,
-        client: reqwest::Client::builder().timeout(Duration::from_secs(40)).build().unwrap(),
+        http: HttpClient::new(&base, Duration::from_secs(40)),
         settings,
         store,
         server_stop: Some(tx),
@@ -99,42 +124,14 @@ pub async fn spawn_app_settings(settings: Settings, workers: usize) -> TestApp {
     }
 }
 
+impl Deref for TestApp {
+    type Target = HttpClient;
+    fn deref(&self) -> &HttpClient {
+        &self.http
+    }
+}
+
 impl TestApp {
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
-    pub async fn put(&self, key: &str, value: &str, query: &str) -> reqwest::Response {
-        self.put_json(key, json!({ "value": value }), query, &[]).await
-    }
-
-    pub async fn put_json(&self, key: &str, body: Value, query: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-        let mut req = self.client.put(self.url(&format!("/v1/keys/{key}{query}"))).json(&body);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        req.send().await.expect("request")
-    }
-
-    pub async fn delete(&self, key: &str, query: &str) -> reqwest::Response {
-        self.client.delete(self.url(&format!("/v1/keys/{key}{query}"))).send().await.expect("request")
-    }
-
-    pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).send().await.expect("request")
-    }
-
-    /// The stored value of `key`, or None on 404.
-    pub async fn value_of(&self, key: &str) -> Option<String> {
-        let r = self.get(&format!("/v1/keys/{key}")).await;
-        if r.status() == 404 {
-            return None;
-        }
-        assert_eq!(r.status(), 200);
-        let v: Value = r.json().await.unwrap();
-        Some(v["value"].as_str().unwrap().to_string())
-    }
-
     /// Waits until no task is queued or pending.
     pub async fn drain(&self, timeout: Duration) {
         eventually(timeout, "the queue to drain", || async {
@@ -155,7 +152,7 @@ impl TestApp {
 
 /// A real `kvq-server` or `kvq-worker` process, killed on drop.
 pub struct KvqProcess {
-    pub child: Child,
+    pub process: ChildProcess,
     /// The port it serves HTTP on (API for the server, health/metrics for the worker).
     pub port: u16,
 }
@@ -185,34 +182,31 @@ impl KvqProcess {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Self { child: cmd.spawn().expect("spawn binary"), port }
+        let name = bin.rsplit('/').next().unwrap_or(bin);
+        Self { process: ChildProcess::spawn(name, &mut cmd), port }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// A client for its HTTP port.
+    pub fn http(&self, timeout: Duration) -> HttpClient {
+        HttpClient::new(&self.url(""), timeout)
+    }
+
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status();
+        self.process.signal(sig);
     }
 
     /// SIGTERM, then the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
-        self.signal("TERM");
-        self.child.wait().unwrap().code()
+        self.process.terminate()
     }
 
     /// SIGKILL: a crash.
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for KvqProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 }
 
@@ -233,15 +227,6 @@ impl Binaries {
     pub fn terminate(&mut self) -> (Option<i32>, Option<i32>) {
         self.server.signal("TERM");
         self.worker.signal("TERM");
-        (self.server.child.wait().unwrap().code(), self.worker.child.wait().unwrap().code())
+        (self.server.process.wait(), self.worker.process.wait())
     }
-}
-
-/// GETs `url` until it answers `status` (used while processes start).
-pub async fn wait_status(client: &reqwest::Client, url: &str, status: u16, timeout: Duration) {
-    eventually(timeout, &format!("{url} to answer {status}"), || async {
-        let r = client.get(url).send().await.ok()?;
-        (r.status().as_u16() == status).then_some(())
-    })
-    .await
 }

@@ -1,17 +1,19 @@
 //! A real Redis + Sentinel topology on loopback: 3 redis-server (1 master, 2 replicas) and
 //! 3 redis-sentinel, with fast failover settings.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use super::{free_port, which, TestRedis};
+use super::process::{free_port, wait_until, which, ChildProcess};
+use super::redis_server::{replication_info, role, TestRedis};
 
 pub const MASTER_NAME: &str = "mymaster";
 
 pub struct TestSentinel {
     pub port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
+    // Fields drop in order: the process is killed before its directory is removed.
+    _process: ChildProcess,
+    _dir: tempfile::TempDir,
 }
 
 impl TestSentinel {
@@ -37,13 +39,15 @@ impl TestSentinel {
             ),
         )
         .unwrap();
-        let child = Command::new(which("redis-sentinel"))
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-sentinel");
-        Self { port, dir, child: Some(child) }
+        let mut cmd = Command::new(which("redis-sentinel"));
+        cmd.arg(&conf).stdout(Stdio::null()).stderr(Stdio::null());
+        let mut process = ChildProcess::spawn("redis-sentinel", &mut cmd);
+        // Listening before it is handed to anyone (a client would see "connection refused").
+        wait_until(Duration::from_secs(10), Duration::from_millis(20), &format!("sentinel on port {port}"), || {
+            process.assert_running();
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Self { port, _process: process, _dir: dir }
     }
 
     pub fn addr(&self) -> String {
@@ -62,19 +66,6 @@ impl TestSentinel {
             redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(MASTER_NAME).query(&mut c).ok()?;
         addr.and_then(|(_, p)| p.parse().ok())
     }
-
-    pub fn config_dir(&self) -> &std::path::Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for TestSentinel {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 pub struct SentinelCluster {
@@ -84,28 +75,12 @@ pub struct SentinelCluster {
 
 impl SentinelCluster {
     pub fn start() -> Self {
-        let master = TestRedis::start_with(
-            "127.0.0.1",
-            free_port(),
-            &["--min-replicas-to-write", "1", "--min-replicas-max-lag", "10"],
-        );
-        let master_port = master.port.to_string();
+        const DURABLE: [&str; 4] = ["--min-replicas-to-write", "1", "--min-replicas-max-lag", "10"];
+        let master = TestRedis::builder().args(&DURABLE).start();
+        let replicas: Vec<TestRedis> =
+            (0..2).map(|_| TestRedis::builder().replica_of(&master).args(&DURABLE).start()).collect();
         let mut nodes = vec![master];
-        for _ in 0..2 {
-            nodes.push(TestRedis::start_with(
-                "127.0.0.1",
-                free_port(),
-                &[
-                    "--replicaof",
-                    "127.0.0.1",
-                    &master_port,
-                    "--min-replicas-to-write",
-                    "1",
-                    "--min-replicas-max-lag",
-                    "10",
-                ],
-            ));
-        }
+        nodes.extend(replicas);
         let cluster = Self { sentinels: (0..3).map(|_| TestSentinel::start(nodes[0].port)).collect(), nodes };
         cluster.wait_until(Duration::from_secs(15), "replicas in sync and sentinels agreeing", |c| {
             c.connected_replicas(c.nodes[0].port) == 2
@@ -143,23 +118,15 @@ impl SentinelCluster {
     }
 
     pub fn role(&self, port: u16) -> Option<String> {
-        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-            .ok()?
-            .get_connection_with_timeout(Duration::from_millis(500))
-            .ok()?;
-        let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut c).ok()?;
-        match role.first() {
-            Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
-            Some(redis::Value::SimpleString(s)) => Some(s.clone()),
-            _ => None,
-        }
+        role(&format!("redis://127.0.0.1:{port}"))
     }
 
     fn connected_replicas(&self, port: u16) -> usize {
-        let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}")) else { return 0 };
-        let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(500)) else { return 0 };
-        let info: String = redis::cmd("INFO").arg("replication").query(&mut c).unwrap_or_default();
-        info.lines().find_map(|l| l.strip_prefix("connected_slaves:")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+        replication_info(&format!("redis://127.0.0.1:{port}"))
+            .lines()
+            .find_map(|l| l.strip_prefix("connected_slaves:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     fn known_sentinels(&self, s: &TestSentinel) -> usize {
@@ -170,10 +137,6 @@ impl SentinelCluster {
     }
 
     pub fn wait_until(&self, timeout: Duration, what: &str, check: impl Fn(&Self) -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !check(self) {
-            assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(timeout, Duration::from_millis(50), what, || check(self));
     }
 }

@@ -3,7 +3,7 @@
 //! Against a deployment:
 //!
 //! ```text
-//! KVQ_TEST_URL=http://<host>:<port> cargo test --test remote_api
+//! KVQ_TEST_URL=http://<host>:<port> cargo test --test app remote_api
 //! ```
 //!
 //! Without `KVQ_TEST_URL` every test starts its own `redis-server` and an in-process server with
@@ -13,8 +13,6 @@
 //! Optional: `KVQ_TEST_MAX_VALUE_BYTES=<n>` tells the suite the deployment's
 //! `limits.max_value_bytes`; without it the value-too-large check runs only locally (default 1 MiB).
 
-mod support;
-
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -22,15 +20,15 @@ use reqwest::header::{CONTENT_TYPE, ETAG, IF_NONE_MATCH, LOCATION};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 
-use support::{spawn_app, TestApp, TestRedis};
+use crate::support::http::delete_from_drop;
+use crate::support::{assert_problem, spawn_app, HttpClient, TestApp, TestRedis};
 
-/// Default `limits.max_value_bytes` (design §2).
+/// Default `limits.max_value_bytes` (README "Configuration").
 const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
 
 /// What the tests talk to: a remote deployment, or a local Redis + app started for this test.
 struct Target {
-    base: String,
-    client: reqwest::Client,
+    http: HttpClient,
     prefix: String,
     /// Keys this test wrote; deleted by `cleanup` (or by `Drop` when a test panics).
     created: Mutex<Vec<String>>,
@@ -54,8 +52,7 @@ impl Target {
                     v.parse().unwrap_or_else(|_| panic!("KVQ_TEST_MAX_VALUE_BYTES={v} is not a number of bytes"))
                 });
                 Self {
-                    base: url.trim().trim_end_matches('/').to_string(),
-                    client,
+                    http: HttpClient::with_client(url.trim(), client),
                     prefix,
                     created: Mutex::new(Vec::new()),
                     max_value_bytes: max,
@@ -67,8 +64,7 @@ impl Target {
                 let redis = TestRedis::start();
                 let app = spawn_app(&redis, 2).await;
                 Self {
-                    base: app.base.clone(),
-                    client,
+                    http: HttpClient::with_client(&app.base, client),
                     prefix,
                     created: Mutex::new(Vec::new()),
                     max_value_bytes: Some(DEFAULT_MAX_VALUE_BYTES),
@@ -79,10 +75,6 @@ impl Target {
         }
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
     /// A unique key for this run; remembered for cleanup.
     fn key(&self, name: &str) -> String {
         let k = format!("{}{name}", self.prefix);
@@ -90,28 +82,27 @@ impl Target {
         k
     }
 
-    fn key_url(&self, key: &str, query: &str) -> String {
-        self.url(&format!("/v1/keys/{}{query}", enc(key)))
+    /// The path of a key (percent-encoded) with a query.
+    fn key_path(&self, key: &str, query: &str) -> String {
+        format!("/v1/keys/{}{query}", enc(key))
     }
 
-    async fn get(&self, path: &str) -> Response {
-        self.client.get(self.url(path)).send().await.unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    fn key_url(&self, key: &str, query: &str) -> String {
+        self.url(&self.key_path(key, query))
     }
 
     async fn get_key(&self, key: &str) -> Response {
-        self.client.get(self.key_url(key, "")).send().await.expect("GET key")
+        self.http.get(&self.key_path(key, "")).await
     }
 
+    /// PUT of a key (percent-encoded here).
     async fn put(&self, key: &str, body: Value, query: &str, headers: &[(&str, &str)]) -> Response {
-        let mut req = self.client.put(self.key_url(key, query)).json(&body);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        req.send().await.expect("PUT key")
+        self.http.put_json(&enc(key), body, query, headers).await
     }
 
+    /// DELETE of a key (percent-encoded here).
     async fn delete(&self, key: &str, query: &str) -> Response {
-        self.client.delete(self.key_url(key, query)).send().await.expect("DELETE key")
+        self.http.delete(&enc(key), query).await
     }
 
     /// PUT ?wait=10 that must be applied; returns the task.
@@ -140,6 +131,13 @@ impl Target {
     }
 }
 
+impl std::ops::Deref for Target {
+    type Target = HttpClient;
+    fn deref(&self) -> &HttpClient {
+        &self.http
+    }
+}
+
 impl Drop for Target {
     /// A failed test still removes its keys from a remote deployment (locally Redis goes away).
     fn drop(&mut self) {
@@ -148,38 +146,13 @@ impl Drop for Target {
             return;
         }
         let urls: Vec<String> = keys.iter().map(|k| self.key_url(k, "?wait=10")).collect();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                let c = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
-                for u in urls {
-                    let _ = c.delete(u).send().await;
-                }
-            });
-        })
-        .join();
+        delete_from_drop(urls, Duration::from_secs(15));
     }
 }
 
 /// Percent-encodes a key for a URL path (everything but unreserved characters).
 fn enc(s: &str) -> String {
     kvq::server::pages::percent_encode(s)
-}
-
-/// Checks a JSON problem body: status, `type,title,status,detail`, and that `detail` names `field`.
-async fn assert_problem(r: Response, status: u16, field: &str) -> Value {
-    let what = format!("{} {}", r.status(), r.url());
-    assert_eq!(r.status().as_u16(), status, "{what}");
-    let ct = r.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let text = r.text().await.unwrap();
-    assert!(ct.contains("json"), "{what}: problem content type is {ct:?}; body {text}");
-    let p: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: body is not JSON ({e}): {text}"));
-    assert!(p["type"].as_str().is_some_and(|t| !t.is_empty()), "{what}: type in {p}");
-    assert!(p["title"].as_str().is_some_and(|t| !t.is_empty()), "{what}: title in {p}");
-    assert_eq!(p["status"], status, "{what}: status in {p}");
-    let detail = p["detail"].as_str().unwrap_or_else(|| panic!("{what}: detail in {p}"));
-    assert!(detail.to_lowercase().contains(&field.to_lowercase()), "{what}: detail {detail:?} does not name {field:?}");
-    p
 }
 
 fn header(r: &Response, name: impl reqwest::header::AsHeaderName) -> Option<String> {
@@ -426,14 +399,7 @@ async fn bad_input_gets_problem_bodies_and_writes_nothing() {
     let r = t.client.put(t.url(&format!("/v1/keys/{ctl}"))).json(&json!({ "value": "x" })).send().await.unwrap();
     assert_problem(r, 400, "key").await;
     // Invalid JSON.
-    let r = t
-        .client
-        .put(t.key_url(&key, "?wait=5"))
-        .header(CONTENT_TYPE, "application/json")
-        .body("{\"value\": ")
-        .send()
-        .await
-        .unwrap();
+    let r = t.put_raw(&t.key_path(&key, "?wait=5"), "application/json", "{\"value\": ").await;
     assert_problem(r, 400, "body").await;
     // Wrong shape: unknown field, null, missing or non-string value.
     assert_problem(t.put(&key, json!({ "valeu": "x" }), "?wait=5", &[]).await, 400, "valeu").await;
@@ -443,15 +409,8 @@ async fn bad_input_gets_problem_bodies_and_writes_nothing() {
     assert_problem(t.put(&key, json!({ "value": true }), "?wait=5", &[]).await, 400, "value").await;
     assert_problem(t.put(&key, json!({}), "?wait=5", &[]).await, 400, "value").await;
     // Wrong content type.
-    let r = t
-        .client
-        .put(t.key_url(&key, "?wait=5"))
-        .header(CONTENT_TYPE, "text/plain")
-        .body("{\"value\":\"x\"}")
-        .send()
-        .await
-        .unwrap();
-    assert_problem(r, 415, "content-type").await;
+    let r = t.put_raw(&t.key_path(&key, "?wait=5"), "text/plain", "{\"value\":\"x\"}").await;
+    assert_problem(r, 415, "Content-Type").await;
     // wait out of range, on PUT and DELETE.
     assert_problem(t.put(&key, json!({ "value": "x" }), "?wait=31", &[]).await, 400, "wait").await;
     assert_problem(t.delete(&key, "?wait=31").await, 400, "wait").await;

@@ -3,33 +3,19 @@
 //! and their replay through the real `kvq-worker` binary, task records gone before apply,
 //! huge versions, scripts that must fail before enqueueing, and a worker that panics.
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::write;
+use crate::support::*;
 use kvq::connection::Redis;
-use kvq::domain::{Key, Op, TaskStatus, WriteRequest};
+use kvq::domain::{TaskStatus, WriteRequest};
 use kvq::store::{Store, StoreError};
 use kvq::worker::Step;
 use serde_json::{json, Value};
-use support::*;
-
-fn write(key: &str, value: &str) -> WriteRequest {
-    WriteRequest {
-        op: Op::Set,
-        key: Key::parse(key).unwrap(),
-        value: Some(value.into()),
-        ttl_seconds: None,
-        if_match: None,
-        if_none_match: false,
-        idempotency_key: None,
-        notify: false,
-    }
-}
 
 /// `XADD kvq:tasks * fields...`, as anyone with access to Redis could.
 fn xadd(redis: &TestRedis, fields: &[(&str, &[u8])]) -> String {
@@ -54,10 +40,6 @@ fn dead_letters(redis: &TestRedis) -> Vec<(String, HashMap<String, String>)> {
             (id, fields)
         })
         .collect()
-}
-
-fn xlen(redis: &TestRedis, key: &str) -> u64 {
-    redis::cmd("XLEN").arg(key).query(&mut redis.conn()).unwrap()
 }
 
 const TASK_ID: &[u8] = b"0123456789abcdef0123456789abcdef";
@@ -122,7 +104,7 @@ async fn malformed_stream_entries_are_dead_lettered_and_the_stream_is_trimmed_pa
         redis::cmd("XRANGE").arg("kvq:tasks").arg("-").arg("+").arg("COUNT").arg(1).query(&mut redis.conn()).unwrap();
     let first_left = first.first().map(|(id, _)| id.clone());
     assert!(!first_left.as_ref().is_some_and(|id| malformed_ids.contains(id)), "stream still starts at {first_left:?}");
-    assert!(xlen(&redis, "kvq:tasks") < 200, "trimmed past the malformed entries");
+    assert!(redis.xlen("kvq:tasks") < 200, "trimmed past the malformed entries");
 
     let metrics = app.client.get(format!("http://127.0.0.1:{}/metrics", app.workers[0].port)).send().await.unwrap();
     let text = metrics.text().await.unwrap();
@@ -149,7 +131,7 @@ async fn reclaim_gets_past_hundreds_of_malformed_entries_to_an_abandoned_task() 
     app.drain(Duration::from_secs(30)).await;
     assert_eq!(app.value_of("behind-the-junk").await.as_deref(), Some("applied"));
     assert_eq!(app.store.get_task(&id).await.unwrap().unwrap().status, TaskStatus::Applied);
-    assert_eq!(xlen(&redis, "kvq:dlq"), 400);
+    assert_eq!(redis.xlen("kvq:dlq"), 400);
     rescuer.stop().await;
     app.stop().await;
 }
@@ -277,7 +259,7 @@ async fn an_idempotency_key_reused_for_a_different_request_answers_422_and_enque
         assert_eq!(p["status"], 422);
         assert!(p["detail"].as_str().unwrap().contains("Idempotency-Key"), "{p}");
     }
-    assert_eq!(xlen(&redis, "kvq:tasks"), 1, "nothing enqueued for the mismatches");
+    assert_eq!(redis.xlen("kvq:tasks"), 1, "nothing enqueued for the mismatches");
 
     // The same request again, with or without ?wait, is the same task.
     for query in ["", "?wait=1"] {
@@ -286,11 +268,11 @@ async fn an_idempotency_key_reused_for_a_different_request_answers_422_and_enque
         let again: Value = again.json().await.unwrap();
         assert_eq!(again["task_id"], task_id.as_str());
     }
-    assert_eq!(xlen(&redis, "kvq:tasks"), 1);
+    assert_eq!(redis.xlen("kvq:tasks"), 1);
     // A new token is a new request.
     let del = app.client.delete(app.url("/v1/keys/idemA")).header("Idempotency-Key", "tok-2").send().await.unwrap();
     assert_eq!(del.status(), 202);
-    assert_eq!(xlen(&redis, "kvq:tasks"), 2);
+    assert_eq!(redis.xlen("kvq:tasks"), 2);
     app.stop().await;
 }
 
@@ -356,7 +338,7 @@ async fn dead_letters_keep_the_whole_task_and_replay_through_the_worker_binary()
     let err = text(&bogus.stderr);
     assert!(err.contains("not found 1-1") && err.contains("not found nonsense"), "{err}");
     assert!(err.contains(&format!("skipped {junk_dl}: cannot be replayed")), "{err}");
-    assert_eq!(xlen(&redis, "kvq:dlq"), 2);
+    assert_eq!(redis.xlen("kvq:dlq"), 2);
     let usage = worker_cli(&redis, &["dead-letters", "replay"]);
     assert_eq!(usage.status.code(), Some(2));
     assert!(text(&usage.stderr).contains("usage: kvq-worker"));
@@ -497,7 +479,7 @@ async fn an_enqueue_that_cannot_complete_adds_nothing_to_the_stream() {
     assert!(records.is_empty(), "{records:?}");
     // and a normal enqueue still works
     app.store.enqueue(&write("k", "v")).await.unwrap();
-    assert_eq!(xlen(&redis, "kvq:tasks"), 1);
+    assert_eq!(redis.xlen("kvq:tasks"), 1);
     app.stop().await;
 }
 

@@ -1,8 +1,6 @@
 //! HTML pages rendered from templates/: snapshots with volatile parts redacted.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 /// Replaces what changes from run to run (ids, versions, times, crate version).
 fn redact(html: &str, pairs: &[(&str, &str)]) -> String {

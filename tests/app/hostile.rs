@@ -1,32 +1,16 @@
 //! Hostile input: nothing a client sends may stop the server or make it buffer without bound.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::{handler, Route, Server};
 use serde_json::Value;
-use support::*;
 
 /// The list cursor that once panicked the cursor decoder (a byte slice through a multi-byte
 /// character); with `panic = "abort"` that took the whole process down.
 const CRASHING_CURSOR: &str = "/v1/keys?cursor=%F1%86%B1%B6N%C2%BFb";
-
-async fn assert_problem(r: reqwest::Response, status: u16, needle: &str) -> Value {
-    assert_eq!(r.status().as_u16(), status, "status");
-    let ct = r.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(ct.starts_with("application/json"), "problem content type: {ct}");
-    let b: Value = r.json().await.expect("JSON problem body");
-    for field in ["type", "title", "status", "detail"] {
-        assert!(b.get(field).is_some(), "problem lacks {field}: {b}");
-    }
-    assert_eq!(b["status"], status);
-    let detail = b["detail"].as_str().unwrap();
-    assert!(detail.contains(needle), "detail '{detail}' should mention '{needle}'");
-    b
-}
 
 #[handler]
 fn explode() -> &'static str {
@@ -57,13 +41,12 @@ async fn a_panic_in_a_handler_answers_500_with_a_problem_and_the_server_keeps_se
         },
         Some(Duration::from_secs(5)),
     ));
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let http = HttpClient::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(10));
     for _ in 0..3 {
-        let r = client.get(format!("{base}/boom")).send().await.expect("a panic must still be answered");
+        let r = http.client.get(http.url("/boom")).send().await.expect("a panic must still be answered");
         let b = assert_problem(r, 500, "internal error").await;
         assert_eq!(b["title"], "Internal Server Error");
-        let r = client.get(format!("{base}/fine")).send().await.unwrap();
+        let r = http.get("/fine").await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.text().await.unwrap(), "fine");
     }
@@ -116,14 +99,14 @@ async fn the_cursor_that_crashed_the_decoder_is_a_400_naming_the_cursor() {
 async fn the_real_server_survives_the_cursor_that_crashed_it() {
     let redis = TestRedis::start();
     let mut server = KvqProcess::server(&[("KVQ__REDIS__URL", redis.url())]);
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    wait_status(&client, &server.url("/readyz"), 200, Duration::from_secs(10)).await;
+    let http = server.http(Duration::from_secs(10));
+    http.wait_status("/readyz", 200, Duration::from_secs(10)).await;
     for _ in 0..2 {
-        let r = client.get(server.url(CRASHING_CURSOR)).send().await.expect("the server answers");
+        let r = http.client.get(http.url(CRASHING_CURSOR)).send().await.expect("the server answers");
         assert_problem(r, 400, "cursor").await;
     }
-    assert!(server.child.try_wait().unwrap().is_none(), "the server process exited");
-    assert_eq!(client.get(server.url("/healthz")).send().await.unwrap().status(), 200);
+    assert!(server.process.try_wait().is_none(), "the server process exited");
+    assert_eq!(http.get("/healthz").await.status(), 200);
     assert_eq!(server.terminate(), Some(0));
 }
 

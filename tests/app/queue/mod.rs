@@ -1,17 +1,15 @@
-//! Queue semantics of design §3 against a real Redis: order, at-least-once with reclaim,
+//! Queue semantics (README "Architecture") against a real Redis: order, at-least-once with reclaim,
 //! idempotent redelivery, dead letters, and races between conditional writes.
-
-mod support;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::support::*;
 use kvq::domain::{Key, Op, TaskStatus, WriteRequest};
 use kvq::store::StreamTask;
 use serde_json::{json, Value};
-use support::*;
 
-fn write(key: &str, value: &str) -> WriteRequest {
+pub(crate) fn write(key: &str, value: &str) -> WriteRequest {
     WriteRequest {
         op: Op::Set,
         key: Key::parse(key).unwrap(),
@@ -265,7 +263,7 @@ async fn acknowledged_entries_are_trimmed_from_the_stream() {
     app.store.enqueue(&write("pending", "x")).await.unwrap();
     read_as(&app, "holder", 10).await; // delivered, not acknowledged
     app.store.trim_acknowledged().await.unwrap();
-    let len: u64 = redis::cmd("XLEN").arg("kvq:tasks").query(&mut redis.conn()).unwrap();
+    let len = redis.xlen("kvq:tasks");
     assert!(len < 500, "acknowledged entries trimmed, got {len}");
     assert_eq!(app.store.queue_stats().await.unwrap().pending, 1, "the pending entry survives");
     app.stop().await;
@@ -311,3 +309,5 @@ async fn a_failing_task_in_a_batch_does_not_hold_back_the_others() {
     assert_eq!(stats.pending, 1, "only the failed task stays pending");
     app.stop().await;
 }
+
+mod hostile;

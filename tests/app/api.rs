@@ -1,33 +1,12 @@
-//! The HTTP API of design §2 against a real Redis: every route, status code and error body.
-
-mod support;
+//! The HTTP API (README "The API") against a real Redis: every route, status code and error body.
 
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::{json, Value};
-use support::*;
 
 async fn body(r: reqwest::Response) -> Value {
     r.json().await.expect("JSON body")
-}
-
-/// Asserts an RFC 9457-style problem body whose detail mentions `needle`.
-async fn assert_problem(r: reqwest::Response, status: u16, needle: &str) -> Value {
-    assert_eq!(r.status().as_u16(), status, "status");
-    let ct = r.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(ct.starts_with("application/json"), "problem content type: {ct}");
-    let b = body(r).await;
-    for field in ["type", "title", "status", "detail"] {
-        assert!(b.get(field).is_some(), "problem lacks {field}: {b}");
-    }
-    assert_eq!(b["status"], status);
-    let detail = b["detail"].as_str().unwrap();
-    assert!(detail.contains(needle), "detail '{detail}' should mention '{needle}'");
-    b
-}
-
-fn stream_len(redis: &TestRedis) -> u64 {
-    redis::cmd("XLEN").arg("kvq:tasks").query(&mut redis.conn()).unwrap()
 }
 
 #[tokio::test]
@@ -224,12 +203,12 @@ async fn idempotency_key_returns_the_same_task_and_enqueues_nothing() {
     let app = spawn_app(&redis, 0).await;
     let h = [("Idempotency-Key", "order-42")];
     let first = body(app.put_json("k", json!({"value": "1"}), "", &h).await).await;
-    let before = stream_len(&redis);
+    let before = redis.xlen("kvq:tasks");
     let r = app.put_json("k", json!({"value": "1"}), "", &h).await;
     assert_eq!(r.status(), 202);
     let second = body(r).await;
     assert_eq!(first["task_id"], second["task_id"]);
-    assert_eq!(stream_len(&redis), before, "the retry must not enqueue");
+    assert_eq!(redis.xlen("kvq:tasks"), before, "the retry must not enqueue");
     let other = body(app.put_json("k", json!({"value": "1"}), "", &[("Idempotency-Key", "order-43")]).await).await;
     assert_ne!(first["task_id"], other["task_id"]);
     assert_problem(
@@ -324,7 +303,7 @@ async fn bad_input_gets_its_status_and_a_problem_naming_the_field_and_writes_not
         let detail = b["detail"].as_str().unwrap_or_default();
         assert!(detail.contains(needle), "{name}: detail '{detail}' should mention '{needle}'");
     }
-    assert_eq!(stream_len(&redis), 0, "no bad request may enqueue anything");
+    assert_eq!(redis.xlen("kvq:tasks"), 0, "no bad request may enqueue anything");
     let keys: Vec<String> = redis::cmd("KEYS").arg("kvq:k:*").query(&mut redis.conn()).unwrap();
     assert!(keys.is_empty(), "nothing written: {keys:?}");
     // The limit is inclusive: exactly max_value_bytes is accepted.
@@ -428,7 +407,7 @@ async fn repeated_query_parameters_are_a_400_naming_the_parameter() {
         let b = assert_problem(r, 400, name).await;
         assert!(b["detail"].as_str().unwrap().contains("more than once"), "{b}");
     }
-    assert_eq!(stream_len(&redis), 0, "nothing enqueued");
+    assert_eq!(redis.xlen("kvq:tasks"), 0, "nothing enqueued");
     // Other parameters still pass through, single ones are fine.
     assert_eq!(app.get("/v1/keys?limit=2&prefix=a&cursor=61").await.status(), 200);
     app.stop().await;
@@ -458,7 +437,7 @@ async fn write_headers_must_be_one_ascii_value_or_the_write_is_a_400() {
         .unwrap();
     let b = assert_problem(r, 400, "If-Match").await;
     assert!(b["detail"].as_str().unwrap().contains("more than once"), "{b}");
-    assert_eq!(stream_len(&redis), 0, "nothing enqueued");
+    assert_eq!(redis.xlen("kvq:tasks"), 0, "nothing enqueued");
     app.stop().await;
 }
 
@@ -471,18 +450,11 @@ async fn duplicate_members_in_a_put_body_are_a_400_naming_the_member() {
         (r#"{"value":"a","ttl_seconds":5,"ttl_seconds":9}"#, "ttl_seconds"),
         (r#"{"value":"a","\u0076alue":"b"}"#, "value"),
     ] {
-        let r = app
-            .client
-            .put(app.url("/v1/keys/dup"))
-            .header("content-type", "application/json")
-            .body(raw)
-            .send()
-            .await
-            .unwrap();
+        let r = app.put_raw("/v1/keys/dup", "application/json", raw).await;
         let b = assert_problem(r, 400, field).await;
         assert!(b["detail"].as_str().unwrap().contains("more than once"), "{b}");
     }
-    assert_eq!(stream_len(&redis), 0, "nothing enqueued");
+    assert_eq!(redis.xlen("kvq:tasks"), 0, "nothing enqueued");
     app.stop().await;
 }
 
@@ -574,7 +546,7 @@ async fn parameter_constraints_are_declared_in_the_spec_and_enforced_alike() {
         assert_eq!(r.status(), 400, "{name}");
         assert_problem(r, 400, needle).await;
     }
-    assert_eq!(stream_len(&redis), 0, "nothing enqueued");
+    assert_eq!(redis.xlen("kvq:tasks"), 0, "nothing enqueued");
     app.stop().await;
 }
 

@@ -1,20 +1,17 @@
-//! Real-browser test: headless Chromium driven by chromedriver over the W3C WebDriver protocol
-//! (a small client on reqwest). Loads `/docs` and `/` with nothing but loopback traffic.
-//!
-//! Needs the Debian packages `chromium` and `chromium-driver`; without them the test fails.
-
-mod support;
+//! A small W3C WebDriver client on reqwest: a chromedriver process and one headless Chromium
+//! session. Needs the Debian packages `chromium` and `chromium-driver`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use support::{free_port, spawn_app, TestRedis};
+use super::http::delete_from_drop;
+use super::process::{free_port, ChildProcess};
 
 /// Bound on every wait in this test.
-const WAIT: Duration = Duration::from_secs(20);
+pub const WAIT: Duration = Duration::from_secs(20);
 /// Debian's Chromium; `KVQ_CHROME` names another Chrome/Chromium binary (e.g. on CI runners).
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -22,7 +19,7 @@ fn chrome_binary() -> String {
     std::env::var("KVQ_CHROME").unwrap_or_else(|_| CHROMIUM.to_string())
 }
 /// The W3C name of an element reference in JSON.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+pub const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 fn find_program(name: &str, fallback: &str) -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH")
@@ -33,8 +30,8 @@ fn find_program(name: &str, fallback: &str) -> Option<PathBuf> {
 
 /// A chromedriver process and one browser session; the session is deleted and the process
 /// killed on drop.
-struct Browser {
-    driver: Child,
+pub struct Browser {
+    driver: ChildProcess,
     url: String,
     session: Option<String>,
     client: reqwest::Client,
@@ -42,7 +39,7 @@ struct Browser {
 }
 
 impl Browser {
-    async fn start() -> Self {
+    pub async fn start() -> Self {
         let driver_bin = std::env::var_os("KVQ_CHROMEDRIVER").map(PathBuf::from).or_else(|| find_program("chromedriver", "/usr/bin/chromedriver")).unwrap_or_else(|| {
             panic!("chromedriver is not installed: install the Debian packages `chromium` and `chromium-driver` (apt-get install -y chromium chromium-driver)")
         });
@@ -52,14 +49,13 @@ impl Browser {
             "{chrome} is not installed: install the Debian packages `chromium` and `chromium-driver` (apt-get install -y chromium chromium-driver) or set KVQ_CHROME"
         );
         let port = free_port();
-        let driver = Command::new(&driver_bin)
-            .arg(format!("--port={port}"))
+        let mut cmd = Command::new(&driver_bin);
+        cmd.arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", driver_bin.display()));
+            .stderr(Stdio::null());
+        let driver = ChildProcess::spawn(&driver_bin.display().to_string(), &mut cmd);
         let profile = tempfile::tempdir().unwrap();
         let mut b = Self {
             driver,
@@ -76,7 +72,7 @@ impl Browser {
     async fn wait_driver_ready(&mut self) {
         let deadline = Instant::now() + WAIT;
         loop {
-            if let Ok(Some(status)) = self.driver.try_wait() {
+            if let Some(status) = self.driver.try_wait() {
                 panic!("chromedriver exited at start with {status}");
             }
             if let Ok(r) = self.client.get(format!("{}/status", self.url)).send().await {
@@ -135,21 +131,21 @@ impl Browser {
         format!("/session/{}", self.session.as_deref().expect("session"))
     }
 
-    async fn goto(&self, url: &str) {
+    pub async fn goto(&self, url: &str) {
         self.call(reqwest::Method::POST, &format!("{}/url", self.sid()), Some(json!({ "url": url }))).await;
     }
 
-    async fn current_url(&self) -> String {
+    pub async fn current_url(&self) -> String {
         self.call(reqwest::Method::GET, &format!("{}/url", self.sid()), None).await.as_str().unwrap().to_string()
     }
 
-    async fn execute(&self, script: &str) -> Value {
+    pub async fn execute(&self, script: &str) -> Value {
         let body = json!({ "script": script, "args": [] });
         self.call(reqwest::Method::POST, &format!("{}/execute/sync", self.sid()), Some(body)).await
     }
 
     /// Runs `script` until it returns something other than null/false, within `WAIT`.
-    async fn wait_for(&self, what: &str, script: &str) -> Value {
+    pub async fn wait_for(&self, what: &str, script: &str) -> Value {
         let deadline = Instant::now() + WAIT;
         loop {
             let v = self.execute(script).await;
@@ -161,23 +157,23 @@ impl Browser {
         }
     }
 
-    async fn find(&self, css: &str) -> String {
+    pub async fn find(&self, css: &str) -> String {
         let body = json!({ "using": "css selector", "value": css });
         let v = self.call(reqwest::Method::POST, &format!("{}/element", self.sid()), Some(body)).await;
         v[ELEMENT].as_str().unwrap_or_else(|| panic!("no element for {css}: {v}")).to_string()
     }
 
-    async fn type_into(&self, element: &str, text: &str) {
+    pub async fn type_into(&self, element: &str, text: &str) {
         let body = json!({ "text": text });
         self.call(reqwest::Method::POST, &format!("{}/element/{element}/value", self.sid()), Some(body)).await;
     }
 
-    async fn click(&self, element: &str) {
+    pub async fn click(&self, element: &str) {
         self.call(reqwest::Method::POST, &format!("{}/element/{element}/click", self.sid()), None).await;
     }
 
     /// Every URL the current page loaded: the document and its resources.
-    async fn loaded_urls(&self) -> Vec<String> {
+    pub async fn loaded_urls(&self) -> Vec<String> {
         let v = self
             .execute(
                 "return [location.href].concat(performance.getEntriesByType('navigation').map(e => e.name), \
@@ -188,7 +184,7 @@ impl Browser {
     }
 
     /// Every URL the current DOM refers to (src, href, action, inline style urls).
-    async fn referenced_urls(&self) -> Vec<String> {
+    pub async fn referenced_urls(&self) -> Vec<String> {
         let v = self
             .execute(
                 "const out = []; \
@@ -202,116 +198,19 @@ impl Browser {
         v.as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_string()).collect()
     }
 
-    async fn quit(&mut self) {
+    pub async fn quit(&mut self) {
         if let Some(id) = self.session.take() {
             let _ = self.client.delete(format!("{}/session/{id}", self.url)).send().await;
         }
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        self.driver.kill();
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
         if let Some(id) = self.session.take() {
-            // Closes Chromium; runs on its own thread so it works inside or outside a runtime.
-            let url = format!("{}/session/{id}", self.url);
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                rt.block_on(async {
-                    let c = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-                    let _ = c.delete(url).send().await;
-                });
-            })
-            .join();
+            // Closes Chromium; the driver process is killed after this (field drop).
+            delete_from_drop(vec![format!("{}/session/{id}", self.url)], Duration::from_secs(10));
         }
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
-}
-
-/// Only the app itself (and inline data) may be loaded: nothing beyond loopback, no CDN.
-fn assert_local(base: &str, page: &str, urls: &[String]) {
-    let prefix = format!("{base}/");
-    for u in urls {
-        let ok = u.starts_with(&prefix) || *u == base || u.starts_with("data:") || u.starts_with("blob:");
-        assert!(ok, "{page} refers to {u}, which is not on {base}: pages must not depend on the network");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn docs_and_home_page_in_a_real_browser() {
-    let redis = TestRedis::start();
-    let app = spawn_app(&redis, 1).await;
-    let key = "browser/ünïcode key";
-    let value = "<b>hello</b> & \"world\"";
-    let r = app.put(&support_path(key), value, "?wait=5").await;
-    assert_eq!(r.status(), 200, "PUT ?wait=5: {}", r.text().await.unwrap());
-    assert_eq!(app.value_of(&support_path(key)).await.as_deref(), Some(value));
-
-    let mut browser = Browser::start().await;
-
-    // (a) Swagger UI renders the operations.
-    browser.goto(&app.url("/docs")).await;
-    let ops = browser
-        .wait_for(
-            "Swagger UI to list the operations",
-            "const ops = Array.from(document.querySelectorAll('.opblock')).map(b => { \
-               const m = b.querySelector('.opblock-summary-method'); \
-               const p = b.querySelector('.opblock-summary-path'); \
-               const path = p ? (p.getAttribute('data-path') || p.textContent) : ''; \
-               return (m ? m.textContent.trim().toUpperCase() : '') + ' ' + path.replace(/\\u200b/g, '').trim(); }); \
-             const want = ['PUT /v1/keys/{key}', 'GET /v1/keys/{key}', 'DELETE /v1/keys/{key}', \
-                           'GET /v1/keys', 'GET /v1/tasks/{id}']; \
-             return want.every(w => ops.includes(w)) ? ops : null;",
-        )
-        .await;
-    assert_eq!(ops.as_array().unwrap().len(), 5, "exactly the five operations: {ops}");
-    let title = browser.execute("return document.querySelector('.info .title')?.textContent || '';").await;
-    assert!(title.as_str().unwrap().contains("kvq"), "Swagger UI shows the API title: {title}");
-    let mut urls = browser.loaded_urls().await;
-    urls.extend(browser.referenced_urls().await);
-    assert_local(&app.base, "/docs", &urls);
-
-    // (b) The home page: status table, then the lookup form shows the stored value.
-    browser.goto(&app.url("/")).await;
-    let status = browser
-        .wait_for(
-            "the status table",
-            "const s = document.querySelector('#redis-status'); const d = document.querySelector('#queue-depth'); \
-             return s && d ? [s.textContent.trim(), d.textContent.trim()] : null;",
-        )
-        .await;
-    assert_eq!(status[0], "reachable and writable", "home status: {status}");
-    assert!(status[1].as_str().unwrap().parse::<u64>().is_ok(), "queue depth is a number: {status}");
-    let mut urls = browser.loaded_urls().await;
-    urls.extend(browser.referenced_urls().await);
-    assert_local(&app.base, "/", &urls);
-
-    let input = browser.find("#lookup #key").await;
-    browser.type_into(&input, key).await;
-    let submit = browser.find("#lookup [type=submit]").await;
-    browser.click(&submit).await;
-    let shown = browser
-        .wait_for(
-            "the key page's #value",
-            "const v = document.querySelector('#value'); return v ? v.textContent : null;",
-        )
-        .await;
-    assert_eq!(shown.as_str(), Some(value), "the key page shows the stored value");
-    let name = browser.execute("return document.querySelector('#key-name')?.textContent;").await;
-    assert_eq!(name.as_str(), Some(key));
-    let here = browser.current_url().await;
-    assert!(here.starts_with(&app.url("/ui/keys")), "the form led to {here}");
-    let mut urls = browser.loaded_urls().await;
-    urls.extend(browser.referenced_urls().await);
-    assert_local(&app.base, "the key page", &urls);
-
-    browser.quit().await;
-    app.stop().await;
-}
-
-/// The key as a URL path segment for the harness's `put`/`value_of`.
-fn support_path(key: &str) -> String {
-    kvq::server::pages::percent_encode(key)
 }

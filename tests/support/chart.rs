@@ -1,7 +1,6 @@
 //! Rendering the Helm chart for tests: `helm template` of helm/kvq with a values file, parsed
 //! into JSON values. helm comes from `$HELM` or `.tools/bin/helm` (installed by
 //! scripts/chart-tools.sh); without it the tests fail with a message saying so.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,6 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
+
+use super::http::HttpClient;
+use super::process::{free_port, ChildProcess};
 
 pub const RELEASE: &str = "kvq";
 pub const NAMESPACE: &str = "kvq";
@@ -50,7 +52,7 @@ pub fn values_files() -> Vec<String> {
 
 /// `helm template` output (stdout) or the error (stderr). The render stands for `helm install`
 /// on a cluster, so `redis.auth.generateWithoutCluster=true` lets the chart generate passwords
-/// that `lookup` would keep (values and `set` can override it; chart_values.rs tests without).
+/// that `lookup` would keep (values and `set` can override it; chart/values.rs tests without).
 pub fn try_render_in(chart: &Path, values: &[&str], set: &[&str]) -> Result<String, String> {
     let mut cmd = Command::new(helm());
     cmd.current_dir(repo_root()).args(["template", RELEASE]).arg(chart).args(["--namespace", NAMESPACE]);
@@ -189,36 +191,9 @@ pub fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
 
 // ---- Running the rendered app containers as local processes (contract tests) ----
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A child process killed when dropped; its stderr goes to `log`.
-pub struct Proc {
-    pub name: String,
-    pub child: std::process::Child,
-    pub log: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    pub fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("{} exited with {status}:\n{}", self.name, std::fs::read_to_string(&self.log).unwrap_or_default());
-        }
-    }
-}
-
-pub fn which(bin: &str) -> PathBuf {
-    let out = Command::new("sh").arg("-c").arg(format!("command -v {bin}")).output().unwrap();
-    assert!(out.status.success(), "`{bin}` is not installed (apt-get install redis-server)");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+/// A JSON array of strings as a Vec.
+pub fn strings(v: &Value) -> Vec<String> {
+    v.as_array().unwrap_or_else(|| panic!("an array: {v}")).iter().map(|s| s.as_str().unwrap().to_string()).collect()
 }
 
 pub fn b64decode(s: &str) -> String {
@@ -279,7 +254,7 @@ pub fn container_env(m: &Manifests, c: &Value, config: (&str, &Path)) -> Vec<(St
 
 /// The rendered server and worker containers running as the real binaries.
 pub struct RunningApp {
-    pub procs: Vec<Proc>,
+    pub procs: Vec<ChildProcess>,
     /// (what, path, local port) of every HTTP probe, plus /metrics of both.
     pub probes: Vec<(String, String, u16)>,
     pub server_port: u16,
@@ -318,15 +293,13 @@ pub fn run_app_containers(
         assert!(image.contains(&format!("kvq-{component}")), "{component} runs the kvq-{component} image: {image}");
         let env = container_env(m, c, (&config_path_in_pod(pod, c), &config_path));
         let log = dir.join(format!("{component}.log"));
-        let child = Command::new(exe)
-            .env_clear()
+        let mut cmd = Command::new(exe);
+        cmd.env_clear()
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("HOSTNAME", format!("{RELEASE}-{component}-contract-0")) // set by Kubernetes
             .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {exe}: {e}"));
-        procs.push(Proc { name: format!("kvq-{component}"), child, log });
+            .stderr(std::fs::File::create(&log).unwrap());
+        procs.push(ChildProcess::spawn(&format!("kvq-{component}"), &mut cmd).with_log(log));
 
         let ports = c["ports"].as_array().unwrap();
         let local_of = |cp: u64, what: &str| {
@@ -355,24 +328,22 @@ pub fn run_app_containers(
     RunningApp { procs, probes, server_port: port_map[0].1 }
 }
 
-async fn get(client: &reqwest::Client, url: &str) -> Option<(u16, String)> {
-    let r = client.get(url).send().await.ok()?;
-    let status = r.status().as_u16();
-    Some((status, r.text().await.unwrap_or_default()))
-}
-
 impl RunningApp {
+    /// A client for the server's API port.
+    pub fn http(&self, timeout: Duration) -> HttpClient {
+        HttpClient::new(&format!("http://127.0.0.1:{}", self.server_port), timeout)
+    }
+
     /// Calls every probe path until it answers 200 (within `timeout`).
     pub async fn probes_pass(&mut self, timeout: Duration) {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
         for (what, path, port) in self.probes.clone() {
-            let url = format!("http://127.0.0.1:{port}{path}");
+            let http = HttpClient::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(10));
             let deadline = std::time::Instant::now() + timeout;
             loop {
                 for p in self.procs.iter_mut() {
                     p.assert_running();
                 }
-                match get(&client, &url).await {
+                match http.try_get_text(&path).await {
                     Some((200, body)) => {
                         if path == "/metrics" {
                             assert!(body.contains("# TYPE"), "{what}: Prometheus text expected, got {body:.200}");
@@ -381,52 +352,12 @@ impl RunningApp {
                     }
                     other => assert!(
                         std::time::Instant::now() < deadline,
-                        "{what}: GET {url} never answered 200 (last: {other:?})"
+                        "{what}: GET {} never answered 200 (last: {other:?})",
+                        http.url(&path)
                     ),
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-    }
-
-    /// PUT ?wait=5, GET, DELETE ?wait=5, GET 404 through the server; panics on a failure.
-    pub async fn write_read_delete(&self, key: &str) {
-        if let Err(e) = self.try_write_read_delete(key).await {
-            panic!("{e}");
-        }
-    }
-
-    /// PUT ?wait=5, GET, DELETE ?wait=5, GET 404 through the server.
-    pub async fn try_write_read_delete(&self, key: &str) -> Result<(), String> {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
-        let base = format!("http://127.0.0.1:{}", self.server_port);
-        let value = format!("written through the rendered chart to {key}");
-        let r = client
-            .put(format!("{base}/v1/keys/{key}?wait=5"))
-            .header("content-type", "application/json")
-            .body(serde_json::json!({ "value": value }).to_string())
-            .send()
-            .await
-            .map_err(|e| format!("PUT: {e}"))?;
-        let status = r.status().as_u16();
-        let body: Value = r.json().await.map_err(|e| format!("PUT body: {e}"))?;
-        if status != 200 || body["status"] != "applied" {
-            return Err(format!("PUT ?wait=5 answered {status} {body}"));
-        }
-        let (status, text) = get(&client, &format!("{base}/v1/keys/{key}")).await.ok_or("GET failed")?;
-        let got: Value = serde_json::from_str(&text).unwrap_or_default();
-        if status != 200 || got["value"] != value.as_str() || got["key"] != key {
-            return Err(format!("GET answered {status} {text}"));
-        }
-        let r =
-            client.delete(format!("{base}/v1/keys/{key}?wait=5")).send().await.map_err(|e| format!("DELETE: {e}"))?;
-        if r.status().as_u16() != 200 {
-            return Err(format!("DELETE ?wait=5 answered {}", r.status()));
-        }
-        let (status, _) = get(&client, &format!("{base}/v1/keys/{key}")).await.ok_or("GET failed")?;
-        if status != 404 {
-            return Err(format!("GET after DELETE answered {status}"));
-        }
-        Ok(())
     }
 }

@@ -1,98 +1,25 @@
-//! High-availability fault tests (issue 4): real redis-server and redis-sentinel processes on
+//! High-availability fault tests (README "High availability"): real redis-server and redis-sentinel processes on
 //! loopback, real kvq binaries in sentinel mode with `MIN_REPLICAS_ACK=1`, and kill -9.
-//! Each prints its figures; `cargo test --test ha -- --nocapture` shows them.
-
-mod support;
+//! Each prints its figures; `cargo test --test faults ha -- --nocapture` shows them.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::load::{lost_writes, Load};
+use crate::support::sentinel::{SentinelCluster, TestSentinel};
+use crate::support::*;
 use serde_json::{json, Value};
-use support::sentinel::{SentinelCluster, TestSentinel};
-use support::*;
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap()
-}
-
-/// What a load run saw.
-#[derive(Default)]
-struct LoadLog {
-    acked: BTreeSet<String>,
-    /// Keys whose every attempt failed (never acknowledged: allowed to be missing).
-    abandoned: BTreeSet<String>,
-    first_failure: Option<Instant>,
-    first_success_after_failure: Option<Instant>,
-    failures: u64,
-}
-
-/// Writes unique keys until `stop`, retrying each with its Idempotency-Key until acknowledged.
-async fn write_until(base: String, writer: usize, stop: Arc<Mutex<bool>>, log: Arc<Mutex<LoadLog>>) {
-    let c = client();
-    let mut i = 0;
-    while !*stop.lock().unwrap() {
-        let key = format!("ha-{writer}-{i}");
-        i += 1;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let r = c
-                .put(format!("{base}/v1/keys/{key}"))
-                .header("Idempotency-Key", &key)
-                .json(&json!({ "value": key }))
-                .send()
-                .await;
-            let ok = matches!(&r, Ok(r) if r.status() == 202);
-            let give_up = {
-                let mut l = log.lock().unwrap();
-                if ok {
-                    if l.first_failure.is_some() && l.first_success_after_failure.is_none() {
-                        l.first_success_after_failure = Some(Instant::now());
-                    }
-                    l.acked.insert(key.clone());
-                    true
-                } else {
-                    l.failures += 1;
-                    l.first_failure.get_or_insert_with(Instant::now);
-                    if Instant::now() > deadline {
-                        l.abandoned.insert(key.clone());
-                        true
-                    } else {
-                        false
-                    }
-                }
-            };
-            if give_up {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-async fn queue_depth(c: &reqwest::Client, server: &KvqProcess) -> Option<u64> {
-    let text = c.get(server.url("/metrics")).send().await.ok()?.text().await.ok()?;
+async fn queue_depth(server: &HttpClient) -> Option<u64> {
+    let (_, text) = server.try_get_text("/metrics").await?;
     let up = text.lines().any(|l| l == "kvq_redis_up 1");
     let depth = text.lines().find_map(|l| l.strip_prefix("kvq_queue_depth "))?.trim().parse().ok()?;
     up.then_some(depth)
 }
 
-/// Reads every key back through the API; returns those whose value is missing or wrong.
-async fn lost_keys(c: &reqwest::Client, server: &KvqProcess, keys: &BTreeSet<String>) -> Vec<String> {
-    let mut lost = Vec::new();
-    for key in keys {
-        let r = c.get(server.url(&format!("/v1/keys/{key}"))).send().await.unwrap();
-        let ok = r.status() == 200 && r.json::<Value>().await.unwrap()["value"] == key.as_str();
-        if !ok {
-            lost.push(key.clone());
-        }
-    }
-    lost
-}
-
-async fn wait_drained(c: &reqwest::Client, server: &KvqProcess) {
+async fn wait_drained(server: &HttpClient) {
     eventually(Duration::from_secs(60), "the queue to drain", || async {
-        (queue_depth(c, server).await? == 0).then_some(())
+        (queue_depth(server).await? == 0).then_some(())
     })
     .await;
 }
@@ -110,40 +37,26 @@ async fn master_failover_under_load_loses_no_acknowledged_write_and_the_old_mast
     let server = KvqProcess::server(&env);
     let _w1 = KvqProcess::worker("w1", &env);
     let _w2 = KvqProcess::worker("w2", &env);
-    let c = client();
-    wait_status(&c, &server.url("/readyz"), 200, Duration::from_secs(15)).await;
+    let http = server.http(Duration::from_secs(5));
+    http.wait_status("/readyz", 200, Duration::from_secs(15)).await;
 
-    let stop = Arc::new(Mutex::new(false));
-    let log = Arc::new(Mutex::new(LoadLog::default()));
-    let writers: Vec<_> =
-        (0..8).map(|w| tokio::spawn(write_until(server.url(""), w, stop.clone(), log.clone()))).collect();
+    let load = Load::start(&http, "ha", 8);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let old_master = cluster.master_port().expect("a master");
-    let acked_before_kill = log.lock().unwrap().acked.len();
+    let acked_before_kill = load.log().acked.len();
     cluster.node(old_master).kill();
     // Keep writing until writes have been succeeding again for a while.
     eventually(Duration::from_secs(40), "writes to resume after the failover", || async {
-        let l = log.lock().unwrap();
-        l.first_success_after_failure.filter(|t| t.elapsed() > Duration::from_secs(2)).map(|_| ())
+        load.log().first_success_after_failure.filter(|t| t.elapsed() > Duration::from_secs(2)).map(|_| ())
     })
     .await;
-    *stop.lock().unwrap() = true;
-    for w in writers {
-        w.await.unwrap();
-    }
+    let log = load.stop().await;
     let new_master = cluster.master_port().expect("a new master");
     assert_ne!(new_master, old_master, "the sentinels promoted a replica");
-    wait_drained(&c, &server).await;
+    wait_drained(&http).await;
 
-    let (acked, abandoned, window, failures) = {
-        let l = log.lock().unwrap();
-        let window = match (l.first_failure, l.first_success_after_failure) {
-            (Some(f), Some(s)) => s.duration_since(f),
-            _ => Duration::ZERO,
-        };
-        (l.acked.clone(), l.abandoned.clone(), window, l.failures)
-    };
-    let lost = lost_keys(&c, &server, &acked).await;
+    let (acked, abandoned, window, failures) = (&log.acked, &log.abandoned, log.unavailability(), log.failures);
+    let lost = lost_writes(&http, acked).await;
     println!(
         "HA failover: acknowledged={} (before kill {acked_before_kill}) applied={} lost={} abandoned={} \
          failed attempts={failures} unavailability window={} ms (first failed to first successful request)",
@@ -165,15 +78,14 @@ async fn master_failover_under_load_loses_no_acknowledged_write_and_the_old_mast
     let mut after = BTreeSet::new();
     for i in 0..100 {
         let key = format!("after-{i}");
-        let r =
-            c.put(server.url(&format!("/v1/keys/{key}?wait=5"))).json(&json!({ "value": key })).send().await.unwrap();
+        let r = http.put(&key, &key, "?wait=5").await;
         assert_eq!(r.status(), 200, "write after the old master returned");
         after.insert(key);
     }
     assert_eq!(cluster.master_port(), Some(new_master), "no second master appeared");
     let mut all = acked.clone();
     all.extend(after.iter().cloned());
-    let lost = lost_keys(&c, &server, &all).await;
+    let lost = lost_writes(&http, &all).await;
     assert!(lost.is_empty(), "lost after the old master returned: {lost:?}");
     // And the returned node replicates the new master's data.
     let replica_url = format!("redis://127.0.0.1:{old_master}");
@@ -196,21 +108,20 @@ async fn a_worker_killed_with_pending_tasks_has_them_applied_exactly_once_by_ano
     env.push(("KVQ__WORKER__CLAIM_IDLE_MS", "500".into()));
     let server = KvqProcess::server(&env);
     let mut victim = KvqProcess::worker("victim", &env);
-    let c = client();
-    wait_status(&c, &server.url("/readyz"), 200, Duration::from_secs(15)).await;
-    wait_status(&c, &victim.url("/readyz"), 200, Duration::from_secs(15)).await;
+    let http = server.http(Duration::from_secs(5));
+    http.wait_status("/readyz", 200, Duration::from_secs(15)).await;
+    victim.http(Duration::from_secs(5)).wait_status("/readyz", 200, Duration::from_secs(15)).await;
 
     // Enough writes that the victim is busy when it dies.
     let mut tasks = Vec::new();
     let mut sends = tokio::task::JoinSet::new();
     for w in 0..8 {
-        let c = c.clone();
-        let base = server.url("");
+        let http = http.clone();
         sends.spawn(async move {
             let mut ids = Vec::new();
             for i in 0..150 {
                 let key = format!("crash-{w}-{i}");
-                let r = c.put(format!("{base}/v1/keys/{key}")).json(&json!({ "value": key })).send().await.unwrap();
+                let r = http.put(&key, &key, "").await;
                 assert_eq!(r.status(), 202);
                 ids.push((key, r.json::<Value>().await.unwrap()["task_id"].as_str().unwrap().to_string()));
             }
@@ -245,16 +156,16 @@ async fn a_worker_killed_with_pending_tasks_has_them_applied_exactly_once_by_ano
         tasks.extend(r.unwrap());
     }
     let _rescuer = KvqProcess::worker("rescuer", &env);
-    wait_drained(&c, &server).await;
+    wait_drained(&http).await;
 
     let mut applied = 0;
     for (key, id) in &tasks {
-        let t: Value = c.get(server.url(&format!("/v1/tasks/{id}"))).send().await.unwrap().json().await.unwrap();
+        let t: Value = http.get(&format!("/v1/tasks/{id}")).await.json().await.unwrap();
         assert_eq!(t["status"], "applied", "{key}: {t}");
         applied += 1;
     }
     let keys: BTreeSet<String> = tasks.iter().map(|(k, _)| k.clone()).collect();
-    assert!(lost_keys(&c, &server, &keys).await.is_empty());
+    assert!(lost_writes(&http, &keys).await.is_empty());
     let versions: u64 = redis::cmd("GET").arg("kvq:ver").query(&mut conn).unwrap();
     println!("HA worker crash: {held} tasks pending on the killed worker; {applied} tasks, {versions} versions issued");
     assert_eq!(versions, tasks.len() as u64, "every write applied exactly once in effect");
@@ -272,8 +183,7 @@ async fn without_a_replica_writes_answer_503_and_an_idempotent_retry_is_safe() {
     let b: Value = r.json().await.unwrap();
     assert!(b["detail"].as_str().unwrap().contains("Idempotency-Key"), "{b}");
 
-    let _replica =
-        TestRedis::start_with("127.0.0.1", free_port(), &["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    let _replica = TestRedis::builder().replica_of(&master).start();
     let r = eventually(Duration::from_secs(15), "a confirmed write once a replica is in sync", || async {
         let r = app.put_json("durable", json!({"value": "v"}), "?wait=5", &[("Idempotency-Key", "durable-1")]).await;
         (r.status() == 200).then_some(r)
@@ -306,8 +216,7 @@ async fn a_stale_first_sentinel_does_not_keep_kvq_from_the_master_another_one_kn
     let cluster = SentinelCluster::start();
     // A sentinel of its own pair outside the set, monitoring a replica under the same name.
     let other = TestRedis::start();
-    let replica =
-        TestRedis::start_with("127.0.0.1", free_port(), &["--replicaof", "127.0.0.1", &other.port.to_string()]);
+    let replica = TestRedis::builder().replica_of(&other).start();
     let stale = TestSentinel::start(replica.port);
     cluster.wait_until(Duration::from_secs(10), "the stale sentinel to answer", |_| {
         stale.master_port() == Some(replica.port)

@@ -2,18 +2,16 @@
 //! that would block operations, settings that make every write fail, renders without a
 //! cluster. Each renders helm/kvq with `helm template` (helm from `$HELM` or .tools/bin).
 
-mod support_chart;
-
 use std::process::Command;
 
+use crate::support::chart::*;
 use serde_json::Value;
-use support_chart::*;
 
 /// The longest release name Helm accepts (53 characters).
 const LONG_RELEASE: &str = "a-release-name-that-is-exactly-fifty-three-chars-long";
 
 /// `helm template <release>` of the chart with these values files and `--set`s, standing for
-/// `helm install` (generated passwords allowed, as support_chart's renders do).
+/// `helm install` (generated passwords allowed, as the support renders do).
 fn try_render_as(release: &str, values: &[&str], set: &[&str]) -> Result<Manifests, String> {
     let mut all = vec!["redis.auth.generateWithoutCluster=true"];
     all.extend_from_slice(set);

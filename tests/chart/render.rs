@@ -1,10 +1,8 @@
 //! Chart unit tests: render helm/kvq with `helm template` and assert on the parsed objects.
 //! Needs helm (`bash scripts/chart-tools.sh` installs it into .tools/bin; or set HELM).
 
-mod support_chart;
-
+use crate::support::chart::*;
 use serde_json::{json, Value};
-use support_chart::*;
 
 fn expected_kinds(file: &str) -> Vec<(&'static str, usize)> {
     // The same core in every file: config + scripts ConfigMaps, 2 Deployments, a ServiceAccount.
@@ -389,7 +387,8 @@ fn network_policies_select_the_pods_they_mean() {
     assert!(selector_matches(&from[1]["podSelector"], &test_pod["metadata"]["labels"]));
 }
 
-/// The production values render the Redis Sentinel topology of issue 4.
+/// The production values render the Redis Sentinel topology (chart README "How Redis Sentinel
+/// mode works").
 #[test]
 fn production_renders_the_sentinel_topology() {
     let m = render(&["values/production.yaml"], &[]);

@@ -1,50 +1,19 @@
-//! Contract test between the chart and the binaries (issue 3, step 5): the containers the
-//! chart renders for values/dev.yaml are started as real processes, with exactly their env and
-//! their mounted config file, against a real local redis-server that requires the password of
-//! the rendered Secret. Only addresses are rewritten (Redis host, listen ports on loopback).
+//! Contract test between the chart and the binaries (chart README "What the chart and the app
+//! rely on"): the containers the chart renders for values/dev.yaml are started as real
+//! processes, with exactly their env and their mounted config file, against a real local
+//! redis-server that requires the password of the rendered Secret. Only addresses are rewritten (Redis host, listen ports on loopback).
 //! Every probe path of the rendered manifests is called, then a write (`?wait=5`) and a read.
 //! A setting the chart renders that the app does not read (the app rejects unknown keys), or
 //! a setting the app reads that the chart does not render, fails here.
 //!
 //! Needs helm (scripts/chart-tools.sh) and redis-server (apt package redis-server).
 
-mod support_chart;
-
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::chart::*;
+use crate::support::TestRedis;
 use serde_json::Value;
-use support_chart::*;
-
-/// A redis-server on a free loopback port requiring `password`, like the chart's standalone Redis.
-fn start_redis(dir: &Path, password: &str) -> (Proc, u16) {
-    let port = free_port();
-    let log = dir.join("redis.log");
-    let child = Command::new(which("redis-server"))
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--dir", dir.to_str().unwrap()])
-        .args(["--appendonly", "yes", "--save", "", "--requirepass", password, "--logfile", log.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn redis-server");
-    let mut p = Proc { name: "redis-server".into(), child, log };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let url = format!("redis://127.0.0.1:{port}");
-    loop {
-        p.assert_running();
-        let ok = redis::Client::open(url.as_str())
-            .and_then(|c| c.get_connection())
-            .and_then(|mut c| redis::cmd("AUTH").arg(password).query::<String>(&mut c));
-        if ok.is_ok() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (p, port)
-}
 
 /// Leaf key paths of a YAML/JSON tree ("redis.url").
 fn key_paths(v: &Value, prefix: &str, out: &mut BTreeSet<String>) {
@@ -137,12 +106,7 @@ fn rendered_config_matches_the_apps_settings_for_every_values_file() {
             assert_eq!(s.redis.key_prefix, cfg["redis"]["key_prefix"].as_str().unwrap(), "{f}");
             assert_eq!(s.worker.concurrency as u64, cfg["worker"]["concurrency"].as_u64().unwrap(), "{f}");
             if sentinel {
-                let want: Vec<String> = cfg["redis"]["sentinels"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_str().unwrap().to_string())
-                    .collect();
+                let want = strings(&cfg["redis"]["sentinels"]);
                 assert_eq!(s.redis.sentinels, want, "{f}");
                 assert_eq!(s.redis.master_name, cfg["redis"]["master_name"].as_str().unwrap());
                 assert!(s.redis.sentinel_password.is_some(), "{f} {component}: sentinel password reaches the app");
@@ -162,7 +126,9 @@ async fn dev_containers_run_as_rendered_against_real_redis() {
     let dir = tempfile::tempdir().unwrap();
     let secret = m.get("Secret", "kvq-redis-auth");
     let password = b64decode(secret["data"]["redis-password"].as_str().unwrap());
-    let (_redis, redis_port) = start_redis(dir.path(), &password);
+    // Like the chart's standalone Redis: it requires the rendered password.
+    let redis = TestRedis::builder().password(&password).start();
+    let redis_port = redis.port;
 
     let mut app = run_app_containers(&m, dir.path(), |cfg| {
         assert_eq!(cfg["redis"]["url"].as_str(), Some("redis://kvq-redis:6379"), "dev uses the chart's Redis Service");
@@ -171,12 +137,11 @@ async fn dev_containers_run_as_rendered_against_real_redis() {
     m.get("Service", "kvq-redis");
     assert_eq!(app.probes.len(), 8, "3 probes + metrics per container: {:?}", app.probes);
     app.probes_pass(Duration::from_secs(30)).await;
-    app.write_read_delete("chart-contract-key").await;
+    app.http(Duration::from_secs(15)).write_read_delete("chart-contract-key").await;
 
     // The data really went to the password-protected Redis under the rendered key prefix.
-    let mut conn =
-        redis::Client::open(format!("redis://:{password}@127.0.0.1:{redis_port}")).unwrap().get_connection().unwrap();
-    let stream_len: u64 = redis::cmd("XLEN").arg("kvq:tasks").query(&mut conn).unwrap();
+    assert_eq!(redis.url(), format!("redis://:{password}@127.0.0.1:{redis_port}"));
+    let stream_len = redis.xlen("kvq:tasks");
     assert!(stream_len >= 2, "tasks went through the kvq:tasks stream (XLEN {stream_len})");
 
     // Both drain and exit on SIGTERM within the rendered grace periods.
@@ -185,10 +150,10 @@ async fn dev_containers_run_as_rendered_against_real_redis() {
             ["terminationGracePeriodSeconds"]
             .as_u64()
             .unwrap();
-        let _ = Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status();
+        p.signal("TERM");
         let deadline = Instant::now() + Duration::from_secs(grace);
         loop {
-            if let Ok(Some(_)) = p.child.try_wait() {
+            if p.try_wait().is_some() {
                 break;
             }
             assert!(Instant::now() < deadline, "{} did not stop within {grace}s of SIGTERM", p.name);

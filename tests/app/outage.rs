@@ -1,12 +1,10 @@
 //! Redis outages: prompt 503s with Retry-After, readiness follows Redis, recovery without a
 //! restart, binaries that start before Redis, and graceful shutdown of the real processes.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_answers_503_promptly_and_everything_recovers_without_restarts() {
@@ -60,24 +58,18 @@ async fn an_outage_answers_503_promptly_and_everything_recovers_without_restarts
 async fn binaries_start_while_redis_is_down_and_become_ready_when_it_comes() {
     let port = free_port();
     let mut bins = Binaries::spawn(&format!("redis://127.0.0.1:{port}"), &[]);
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-    let server = bins.server.url("");
-    let worker = bins.worker.url("");
-    wait_status(&client, &format!("{server}/healthz"), 200, Duration::from_secs(10)).await;
-    wait_status(&client, &format!("{worker}/healthz"), 200, Duration::from_secs(10)).await;
-    assert_eq!(client.get(format!("{server}/readyz")).send().await.unwrap().status(), 503);
-    assert_eq!(client.get(format!("{worker}/readyz")).send().await.unwrap().status(), 503);
+    let server = bins.server.http(Duration::from_secs(10));
+    let worker = bins.worker.http(Duration::from_secs(10));
+    server.wait_status("/healthz", 200, Duration::from_secs(10)).await;
+    worker.wait_status("/healthz", 200, Duration::from_secs(10)).await;
+    assert_eq!(server.get("/readyz").await.status(), 503);
+    assert_eq!(worker.get("/readyz").await.status(), 503);
 
-    let _redis = TestRedis::start_with("127.0.0.1", port, &[]);
-    wait_status(&client, &format!("{server}/readyz"), 200, Duration::from_secs(10)).await;
-    wait_status(&client, &format!("{worker}/readyz"), 200, Duration::from_secs(10)).await;
+    let _redis = TestRedis::builder().port(port).start();
+    server.wait_status("/readyz", 200, Duration::from_secs(10)).await;
+    worker.wait_status("/readyz", 200, Duration::from_secs(10)).await;
     let r = eventually(Duration::from_secs(15), "a waited write", || async {
-        let r = client
-            .put(format!("{server}/v1/keys/late?wait=3"))
-            .json(&serde_json::json!({"value": "v"}))
-            .send()
-            .await
-            .ok()?;
+        let r = server.try_put_json("late", serde_json::json!({"value": "v"}), "?wait=3", &[]).await.ok()?;
         (r.status() == 200).then_some(r)
     })
     .await;
@@ -89,23 +81,23 @@ async fn binaries_start_while_redis_is_down_and_become_ready_when_it_comes() {
 async fn sigterm_drains_in_flight_requests_and_the_worker_finishes_its_tasks() {
     let redis = TestRedis::start();
     let mut bins = Binaries::spawn(&redis.url(), &[]);
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
-    let server = bins.server.url("");
-    wait_status(&client, &format!("{server}/readyz"), 200, Duration::from_secs(10)).await;
-    wait_status(&client, &bins.worker.url("/readyz"), 200, Duration::from_secs(10)).await;
+    let server = bins.server.http(Duration::from_secs(20));
+    server.wait_status("/readyz", 200, Duration::from_secs(10)).await;
+    bins.worker.http(Duration::from_secs(20)).wait_status("/readyz", 200, Duration::from_secs(10)).await;
 
     // Freeze the worker so a waiting request stays in flight while the server is told to stop.
     bins.worker.signal("STOP");
     let in_flight = {
-        let client = client.clone();
-        let url = format!("{server}/v1/keys/drain?wait=2");
-        tokio::spawn(async move { client.put(url).json(&serde_json::json!({"value": "v"})).send().await })
+        let server = server.clone();
+        tokio::spawn(
+            async move { server.try_put_json("drain", serde_json::json!({"value": "v"}), "?wait=2", &[]).await },
+        )
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     bins.server.signal("TERM");
     let r = in_flight.await.unwrap().expect("the in-flight request completes during the drain");
     assert_eq!(r.status(), 202, "the wait ran out, the write stays queued");
-    assert_eq!(bins.server.child.wait().unwrap().code(), Some(0));
+    assert_eq!(bins.server.process.wait(), Some(0));
 
     // The worker resumes, applies the queued write, then stops cleanly on SIGTERM.
     bins.worker.signal("CONT");
@@ -127,17 +119,17 @@ async fn stopping_the_server_answers_waiting_writes_at_once_with_202_and_their_t
     let redis = TestRedis::start();
     // No worker: the write stays queued, so only the shutdown can end the wait early.
     let mut server = KvqProcess::server(&[("KVQ__REDIS__URL", redis.url())]);
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(40)).build().unwrap();
-    wait_status(&client, &server.url("/readyz"), 200, Duration::from_secs(10)).await;
+    let http = server.http(Duration::from_secs(40));
+    http.wait_status("/readyz", 200, Duration::from_secs(10)).await;
 
     let in_flight = {
-        let client = client.clone();
-        let url = server.url("/v1/keys/parked?wait=30");
-        tokio::spawn(async move { client.put(url).json(&serde_json::json!({"value": "v"})).send().await })
+        let http = http.clone();
+        tokio::spawn(
+            async move { http.try_put_json("parked", serde_json::json!({"value": "v"}), "?wait=30", &[]).await },
+        )
     };
-    let mut conn = redis.conn();
     eventually(Duration::from_secs(10), "the write to be enqueued", || {
-        let len: u64 = redis::cmd("XLEN").arg("kvq:tasks").query(&mut conn).unwrap();
+        let len = redis.xlen("kvq:tasks");
         async move { (len == 1).then_some(()) }
     })
     .await;
@@ -154,6 +146,6 @@ async fn stopping_the_server_answers_waiting_writes_at_once_with_202_and_their_t
     assert_eq!(b["status"], "queued");
     let id = b["task_id"].as_str().unwrap();
     assert_eq!(location, format!("/v1/tasks/{id}"));
-    assert_eq!(server.child.wait().unwrap().code(), Some(0));
+    assert_eq!(server.process.wait(), Some(0));
     assert!(signalled.elapsed() < Duration::from_secs(10), "exit took {:?}", signalled.elapsed());
 }

@@ -1,0 +1,13 @@
+//! The API, the queue, outages, pages and the browser: kvq in process or as its binaries against
+//! a real `redis-server` (`cargo test --test app`, or `cargo test --test app pages::` for one module).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod api;
+mod browser;
+mod hostile;
+mod outage;
+mod pages;
+mod queue;
+mod remote_api;

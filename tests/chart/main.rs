@@ -1,0 +1,10 @@
+//! The Helm chart: what it renders (`render`), what it refuses or survives among hostile but
+//! valid values (`values`), and the contract between the rendered containers and the binaries
+//! (`contract`). Needs helm (`$HELM` or scripts/chart-tools.sh).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod contract;
+mod render;
+mod values;

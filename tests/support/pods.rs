@@ -1,0 +1,492 @@
+//! The chart's own Redis/Sentinel pods, simulated: values/production.yaml is rendered; the
+//! scripts come from the rendered scripts ConfigMap and each container's env from the rendered
+//! StatefulSet (passwords from the rendered Secret). Each "pod" runs `redis-start.sh` and
+//! `sentinel-start.sh` (real redis-server and sentinel) on its own loopback address
+//! 127.0.0.{1,2,3} with the same ports, and keeps its data directory (its PVC) across restarts.
+//! Only what Kubernetes provides is simulated through the scripts' documented env: stable
+//! hostnames (ANNOUNCE_HOST, PEER_HOSTS map them to the loopback addresses),
+//! LOCAL_ADDR/BIND_ADDRESS, the mount paths, and free ports.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::chart::{b64decode, render, run_app_containers, strings, Manifests, RunningApp};
+use super::process::{free_port_on_loopbacks, loopback, ChildProcess};
+use super::redis_server::{replication_info, role};
+
+/// Pods in the rendered StatefulSet.
+pub const PODS: usize = 3;
+
+/// Pod `i`'s address.
+pub fn addr(i: usize) -> String {
+    loopback(i)
+}
+
+/// The simulated Redis pods of a rendered release.
+pub struct ChartPods {
+    // Fields drop in order: the pods' processes are killed before their directories go.
+    pods: Vec<Pod>,
+    dir: tempfile::TempDir,
+    scripts: PathBuf,
+    redis_env: Vec<(String, String)>,
+    sentinel_env: Vec<(String, String)>,
+    pub endpoints: Endpoints,
+    /// The rendered readiness probe command of the redis container.
+    redis_readiness: Vec<String>,
+}
+
+/// How clients reach the pods: the ports every pod uses, the passwords, the master name.
+#[derive(Clone)]
+pub struct Endpoints {
+    pub redis_port: u16,
+    pub sentinel_port: u16,
+    pub redis_pw: String,
+    pub sentinel_pw: String,
+    pub master_name: String,
+}
+
+impl Endpoints {
+    fn redis_url(&self, host: &str) -> String {
+        format!("redis://:{}@{host}:{}", self.redis_pw, self.redis_port)
+    }
+
+    /// A connection (connect within 500 ms, replies within 5 s).
+    fn conn(url: &str) -> Option<redis::Connection> {
+        let conn = redis::Client::open(url).ok()?.get_connection_with_timeout(Duration::from_millis(500)).ok()?;
+        conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        Some(conn)
+    }
+
+    /// The Redis server at `host`.
+    fn redis(&self, host: &str) -> Option<redis::Connection> {
+        Self::conn(&self.redis_url(host))
+    }
+
+    /// The address pod `i`'s sentinel names as master.
+    fn sentinel_master(&self, i: usize) -> Option<String> {
+        let mut c = Self::conn(&format!("redis://:{}@{}:{}", self.sentinel_pw, addr(i), self.sentinel_port))?;
+        let v: Option<(String, u16)> =
+            redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(&self.master_name).query(&mut c).ok()?;
+        v.map(|(h, _)| h)
+    }
+}
+
+/// The running containers of one pod (killed on drop).
+struct Pod {
+    redis: Option<ChildProcess>,
+    sentinel: Option<ChildProcess>,
+}
+
+/// Env of a rendered container, mapped to this simulation (Kubernetes-provided parts replaced).
+fn rendered_env(c: &Value, map_path: &dyn Fn(&str) -> String) -> Vec<(String, String)> {
+    c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            let name = e["name"].as_str().unwrap().to_string();
+            if let Some(v) = e["value"].as_str() {
+                let v = if v.starts_with('/') { map_path(v) } else { v.to_string() };
+                Some((name, v))
+            } else if e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name" {
+                None // POD_NAME: per pod
+            } else {
+                panic!("unexpected env source in the Redis pod: {e}")
+            }
+        })
+        .collect()
+}
+
+impl ChartPods {
+    /// The simulated pods of a rendered release (`m`: values/production.yaml).
+    pub fn new(m: &Manifests) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let scripts = dir.path().join("scripts");
+        std::fs::create_dir_all(&scripts).unwrap();
+        for (name, text) in m.get("ConfigMap", "kvq-redis-scripts")["data"].as_object().unwrap() {
+            std::fs::write(scripts.join(name), text.as_str().unwrap()).unwrap();
+        }
+        let secret = m.get("Secret", "kvq-redis-auth");
+        let auth = dir.path().join("auth");
+        std::fs::create_dir_all(&auth).unwrap();
+        let mut pw = HashMap::new();
+        for (k, v) in secret["data"].as_object().unwrap() {
+            let plain = b64decode(v.as_str().unwrap());
+            std::fs::write(auth.join(k), &plain).unwrap();
+            pw.insert(k.clone(), plain);
+        }
+        let sts = m.get("StatefulSet", "kvq-redis");
+        let pod = &sts["spec"]["template"]["spec"];
+        assert_eq!(sts["spec"]["replicas"], PODS);
+        let container =
+            |n: &str| pod["containers"].as_array().unwrap().iter().find(|c| c["name"] == n).unwrap().clone();
+        let (redis_c, sentinel_c) = (container("redis"), container("sentinel"));
+        assert_eq!(redis_c["command"][1], "/scripts/redis-start.sh");
+        assert_eq!(sentinel_c["command"][1], "/scripts/sentinel-start.sh");
+        // Mount paths of the pod, mapped into this test's directory; /data and /run/redis per pod.
+        let scripts_s = scripts.to_str().unwrap().to_string();
+        let auth_s = auth.to_str().unwrap().to_string();
+        let map_path = move |p: &str| -> String {
+            if let Some(rest) = p.strip_prefix("/scripts/") {
+                format!("{scripts_s}/{rest}")
+            } else if let Some(rest) = p.strip_prefix("/etc/redis-auth/") {
+                format!("{auth_s}/{rest}")
+            } else {
+                p.to_string() // /data, /run/redis: replaced per pod
+            }
+        };
+        let redis_env = rendered_env(&redis_c, &map_path);
+        let redis_readiness = strings(&redis_c["readinessProbe"]["exec"]["command"]);
+        assert_eq!(redis_readiness[0], "sh");
+        let sentinel_env = rendered_env(&sentinel_c, &map_path);
+        let master_name = redis_env.iter().find(|(k, _)| k == "MASTER_NAME").unwrap().1.clone();
+        let redis_port = free_port_on_loopbacks(PODS);
+        let mut sentinel_port = free_port_on_loopbacks(PODS);
+        while sentinel_port == redis_port {
+            sentinel_port = free_port_on_loopbacks(PODS);
+        }
+        ChartPods {
+            dir,
+            scripts,
+            redis_env,
+            sentinel_env,
+            endpoints: Endpoints {
+                redis_port,
+                sentinel_port,
+                redis_pw: pw["redis-password"].clone(),
+                sentinel_pw: pw["sentinel-password"].clone(),
+                master_name,
+            },
+            redis_readiness,
+            pods: (0..PODS).map(|_| Pod { redis: None, sentinel: None }).collect(),
+        }
+    }
+
+    fn pod_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("pod-{i}"))
+    }
+
+    /// The env one container of pod `i` gets: rendered env + what Kubernetes would provide.
+    fn env(&self, i: usize, base: &[(String, String)]) -> Vec<(String, String)> {
+        let pd = self.pod_dir(i);
+        let mut env: Vec<(String, String)> = base
+            .iter()
+            .map(|(k, v)| {
+                let v = match k.as_str() {
+                    "DATA_DIR" => pd.join("data").to_str().unwrap().to_string(),
+                    "CONF_DIR" => pd.join("run").to_str().unwrap().to_string(),
+                    "REDIS_PORT" => self.endpoints.redis_port.to_string(),
+                    "SENTINEL_PORT" => self.endpoints.sentinel_port.to_string(),
+                    _ => v.clone(),
+                };
+                (k.clone(), v)
+            })
+            .collect();
+        let peers: Vec<String> = (0..PODS).map(addr).collect();
+        env.extend([
+            ("POD_NAME".into(), format!("kvq-redis-{i}")),
+            ("ANNOUNCE_HOST".into(), addr(i)),
+            ("PEER_HOSTS".into(), peers.join(" ")),
+            ("LOCAL_ADDR".into(), addr(i)),
+            ("BIND_ADDRESS".into(), addr(i)),
+            ("PATH".into(), std::env::var("PATH").unwrap()),
+        ]);
+        env
+    }
+
+    fn spawn(&self, i: usize, script: &str, base: &[(String, String)], log: &str) -> ChildProcess {
+        let log_path = self.pod_dir(i).join(log);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.arg(self.scripts.join(script))
+            .env_clear()
+            .envs(self.env(i, base))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        ChildProcess::spawn(&format!("pod {i} {script}"), &mut cmd).with_log(log_path)
+    }
+
+    /// Starts pod `i`: both containers at once, as the kubelet does.
+    pub fn start(&mut self, i: usize) {
+        std::fs::create_dir_all(self.pod_dir(i)).unwrap();
+        let redis = self.spawn(i, "redis-start.sh", &self.redis_env, "redis.log");
+        let sentinel = self.spawn(i, "sentinel-start.sh", &self.sentinel_env, "sentinel.log");
+        self.pods[i] = Pod { redis: Some(redis), sentinel: Some(sentinel) };
+    }
+
+    /// Starts every pod at once (a fresh install, or a node pool coming back).
+    pub fn start_all(&mut self) {
+        for i in 0..PODS {
+            self.start(i);
+        }
+    }
+
+    /// kill -9 of every pod.
+    pub fn kill_all(&mut self) {
+        for i in 0..PODS {
+            self.kill(i);
+        }
+    }
+
+    /// kill -9 of both containers (node crash, OOM kill).
+    pub fn kill(&mut self, i: usize) {
+        self.pods[i] = Pod { redis: None, sentinel: None };
+    }
+
+    /// The preStop hooks of both containers, in parallel as the kubelet runs them.
+    pub fn run_prestop(&mut self, i: usize) -> Duration {
+        let t = Instant::now();
+        let mut hooks = [
+            self.spawn(i, "redis-prestop.sh", &self.redis_env, "redis-prestop.log"),
+            self.spawn(i, "sentinel-prestop.sh", &self.sentinel_env, "sentinel-prestop.log"),
+        ];
+        for h in hooks.iter_mut() {
+            assert_eq!(h.wait(), Some(0), "{} failed", h.name);
+        }
+        t.elapsed()
+    }
+
+    /// SIGTERM to both containers (after the hooks), waiting for them to exit.
+    pub fn terminate(&mut self, i: usize) {
+        for mut c in [self.pods[i].redis.take(), self.pods[i].sentinel.take()].into_iter().flatten() {
+            c.terminate();
+        }
+    }
+
+    pub fn role(&self, i: usize) -> Option<String> {
+        role(&self.endpoints.redis_url(&addr(i)))
+    }
+
+    /// What pod i's sentinel names as master.
+    fn sentinel_master(&self, i: usize) -> Option<String> {
+        self.endpoints.sentinel_master(i)
+    }
+
+    /// Waits until exactly one pod is master with PODS-1 online replicas, every sentinel names
+    /// it and every pod passes the rendered readiness probe; returns its index.
+    pub fn wait_one_master(&self, timeout: Duration, what: &str) -> usize {
+        let all: Vec<usize> = (0..PODS).collect();
+        self.wait_master(&all, true, timeout, what)
+    }
+
+    /// Waits until exactly one of `candidates` (the running pods) is master and their
+    /// sentinels name it; with `settled`, also every replica online and every pod ready.
+    /// Two masters at once fail at once.
+    pub fn wait_master(&self, candidates: &[usize], settled: bool, timeout: Duration, what: &str) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let roles: Vec<Option<String>> = (0..PODS).map(|i| self.role(i)).collect();
+            let masters: Vec<usize> =
+                candidates.iter().copied().filter(|&i| roles[i].as_deref() == Some("master")).collect();
+            assert!(masters.len() <= 1, "{what}: two masters at once: {roles:?}");
+            if let [m] = masters[..] {
+                let agree = candidates.iter().all(|&i| self.sentinel_master(i).as_deref() == Some(addr(m).as_str()));
+                if agree && (!settled || (self.good_replicas(m) == PODS - 1 && (0..PODS).all(|i| self.ready(i)))) {
+                    return m;
+                }
+            }
+            if Instant::now() > deadline {
+                let named: Vec<Option<String>> = (0..PODS).map(|i| self.sentinel_master(i)).collect();
+                panic!(
+                    "{what}: no single master among {candidates:?} after {timeout:?}: roles {roles:?}, sentinels {named:?}\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The rendered readiness probe of pod i's redis container passes.
+    fn ready(&self, i: usize) -> bool {
+        Command::new("sh")
+            .args(
+                self.redis_readiness
+                    .iter()
+                    .skip(1)
+                    .map(|a| a.replace("/scripts/", &format!("{}/", self.scripts.display()))),
+            )
+            .env_clear()
+            .envs(self.env(i, &self.redis_env))
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    fn good_replicas(&self, master: usize) -> usize {
+        replication_info(&self.endpoints.redis_url(&addr(master)))
+            .lines()
+            .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+            .count()
+    }
+
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for i in 0..PODS {
+            for f in ["redis.log", "sentinel.log", "redis-prestop.log"] {
+                let text = std::fs::read_to_string(self.pod_dir(i).join(f)).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+                out += &format!("--- pod {i} {f}\n{}\n", lines[lines.len().saturating_sub(40)..].join("\n"));
+            }
+        }
+        out
+    }
+
+    /// Writes keys prefix:from..to to the master, each acknowledged by 1 replica (WAIT 1),
+    /// as kvq does with min_replicas_ack=1; returns the acknowledged keys.
+    pub fn write(&self, master: usize, prefix: &str, n: usize) -> Vec<String> {
+        let mut c = self.endpoints.redis(&addr(master)).expect("master connection");
+        let mut acked = Vec::new();
+        for k in 0..n {
+            let key = format!("{prefix}:{k}");
+            let set: redis::RedisResult<()> = redis::cmd("SET").arg(&key).arg(k).query(&mut c);
+            if set.is_err() {
+                continue;
+            }
+            let replicas: i64 = redis::cmd("WAIT").arg(1).arg(1000).query(&mut c).unwrap_or(0);
+            if replicas >= 1 {
+                acked.push(key);
+            }
+        }
+        acked
+    }
+
+    pub fn missing(&self, master: usize, keys: &[String]) -> Vec<String> {
+        let mut c = self.endpoints.redis(&addr(master)).expect("master connection");
+        keys.iter().filter(|k| !redis::cmd("EXISTS").arg(*k).query::<bool>(&mut c).unwrap_or(false)).cloned().collect()
+    }
+
+    /// Every pod but `i`.
+    pub fn all_but(i: usize) -> Vec<usize> {
+        (0..PODS).filter(|&p| p != i).collect()
+    }
+
+    /// The rollout of one pod: its preStop hooks, SIGTERM, started again; then waits for one
+    /// settled master and returns it.
+    pub fn restart_pod(&mut self, i: usize, timeout: Duration, what: &str) -> usize {
+        self.run_prestop(i);
+        self.terminate(i);
+        self.start(i);
+        self.wait_one_master(timeout, what)
+    }
+
+    /// A StatefulSet rollout: pod by pod from the highest ordinal down, whoever is master.
+    pub fn rolling_restart(&mut self) {
+        for i in (0..PODS).rev() {
+            self.restart_pod(i, Duration::from_secs(40), &format!("rolling restart of pod {i}"));
+        }
+    }
+
+    pub fn wait_role(&self, i: usize, role: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.role(i).as_deref() != Some(role) {
+            assert!(Instant::now() < deadline, "pod {i} did not become {role}: {:?}\n{}", self.role(i), self.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A sentinel-aware client: asks the sentinels for the master, writes, WAIT 1; on any error
+/// it re-resolves. Returns the acknowledged keys and the count of unacknowledged attempts.
+pub struct Writer {
+    endpoints: Endpoints,
+}
+
+/// A `Writer` running on its own thread.
+pub struct WriterThread {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(Vec<String>, usize)>,
+}
+
+impl WriterThread {
+    /// Stops the writer: the acknowledged keys and the count of unacknowledged attempts.
+    pub fn stop(self) -> (Vec<String>, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
+}
+
+impl Writer {
+    /// Starts writing to the pods' master on a thread of its own.
+    pub fn spawn(c: &ChartPods) -> WriterThread {
+        let w = Writer { endpoints: c.endpoints.clone() };
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        WriterThread { stop, thread: std::thread::spawn(move || w.run(&flag)) }
+    }
+
+    fn master(&self) -> Option<String> {
+        (0..PODS).find_map(|i| self.endpoints.sentinel_master(i))
+    }
+
+    fn run(&self, stop: &AtomicBool) -> (Vec<String>, usize) {
+        let (mut acked, mut failed, mut n) = (Vec::new(), 0usize, 0usize);
+        let mut conn: Option<redis::Connection> = None;
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while !stop.load(Ordering::SeqCst) && Instant::now() < deadline && n < 200_000 {
+            if conn.is_none() {
+                conn = self.master().and_then(|m| self.endpoints.redis(&m));
+                if conn.is_none() {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            }
+            let c = conn.as_mut().unwrap();
+            let key = format!("load:{n}");
+            n += 1;
+            let ok = redis::cmd("SET").arg(&key).arg(n).query::<()>(c).is_ok()
+                && redis::cmd("WAIT").arg(1).arg(1000).query::<i64>(c).map(|r| r >= 1).unwrap_or(false);
+            if ok {
+                acked.push(key);
+                std::thread::sleep(Duration::from_millis(1)); // a steady load, not a flood
+            } else {
+                failed += 1;
+                conn = None;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        (acked, failed)
+    }
+}
+
+/// The production render's 3 Redis pods, bootstrapped, and its kvq containers against them with
+/// their probes passing. One render for both: the app must use the passwords the pods got.
+pub async fn production_set_with_app() -> (ChartPods, RunningApp, tempfile::TempDir) {
+    let m = render(&["values/production.yaml"], &[]);
+    let cl = tokio::task::block_in_place(|| {
+        let mut cl = ChartPods::new(&m);
+        cl.start_all();
+        cl.wait_one_master(Duration::from_secs(30), "bootstrap");
+        cl
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = run_app_containers(&m, dir.path(), point_at_simulated_sentinels(cl.endpoints.sentinel_port));
+    app.probes_pass(Duration::from_secs(30)).await;
+    (cl, app, dir)
+}
+
+/// Rewrites the rendered sentinel addresses (`kvq-redis-N.<headless>:26379`) to pod N's
+/// loopback address, checking the rest of the rendered Redis settings on the way.
+fn point_at_simulated_sentinels(sentinel_port: u16) -> impl FnOnce(&mut serde_yaml_ng::Value) {
+    move |cfg| {
+        assert_eq!(cfg["redis"]["mode"].as_str(), Some("sentinel"));
+        assert_eq!(cfg["redis"]["min_replicas_ack"].as_u64(), Some(1));
+        let rewritten: Vec<serde_yaml_ng::Value> = cfg["redis"]["sentinels"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let host = s.as_str().unwrap().split(':').next().unwrap();
+                let ordinal: usize = host.split('.').next().unwrap().rsplit('-').next().unwrap().parse().unwrap();
+                format!("{}:{sentinel_port}", addr(ordinal)).into()
+            })
+            .collect();
+        assert_eq!(rewritten.len(), PODS);
+        cfg["redis"]["sentinels"] = serde_yaml_ng::Value::Sequence(rewritten);
+    }
+}

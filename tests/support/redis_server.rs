@@ -1,0 +1,186 @@
+//! A real `redis-server` owned by a test, started through a builder.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::process::{free_port, which, ChildProcess};
+
+/// How to start a `TestRedis`: `TestRedis::builder().password("pw").replica_of(&master).start()`.
+#[derive(Default)]
+pub struct RedisBuilder {
+    host: Option<String>,
+    port: Option<u16>,
+    password: Option<String>,
+    args: Vec<String>,
+}
+
+impl RedisBuilder {
+    /// The address to bind (default 127.0.0.1).
+    pub fn host(mut self, host: &str) -> Self {
+        self.host = Some(host.to_string());
+        self
+    }
+
+    /// The port (default: a free one).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// `requirepass`: clients must AUTH.
+    pub fn password(mut self, password: &str) -> Self {
+        self.password = Some(password.to_string());
+        self
+    }
+
+    /// Starts as a replica of `master`.
+    pub fn replica_of(self, master: &TestRedis) -> Self {
+        let (host, port) = (master.host.clone(), master.port.to_string());
+        self.args(&["--replicaof", &host, &port])
+    }
+
+    /// Extra `redis-server` arguments (`--min-replicas-to-write 1`).
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|s| s.to_string()));
+        self
+    }
+
+    pub fn start(self) -> TestRedis {
+        let mut extra_args = self.args;
+        if let Some(pw) = &self.password {
+            extra_args.extend(["--requirepass".to_string(), pw.clone()]);
+        }
+        let mut r = TestRedis {
+            host: self.host.unwrap_or_else(|| "127.0.0.1".into()),
+            port: self.port.unwrap_or_else(free_port),
+            password: self.password,
+            dir: tempfile::tempdir().unwrap(),
+            process: None,
+            extra_args,
+        };
+        // A free port can be taken by another test between its release and redis binding it:
+        // then redis exits, and a port of our own choosing is chosen again.
+        for _ in 0..5 {
+            match r.try_start() {
+                Ok(()) => return r,
+                Err(_) if self.port.is_none() => r.port = free_port(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        r.restart();
+        r
+    }
+}
+
+/// A real Redis server owned by a test, killed on drop. Append-only with fsync on every write,
+/// so `kill` + `restart` keeps every acknowledged write.
+pub struct TestRedis {
+    // Fields drop in order: the process is killed before its directory is removed.
+    process: Option<ChildProcess>,
+    pub host: String,
+    pub port: u16,
+    pub password: Option<String>,
+    pub dir: tempfile::TempDir,
+    extra_args: Vec<String>,
+}
+
+impl TestRedis {
+    pub fn builder() -> RedisBuilder {
+        RedisBuilder::default()
+    }
+
+    /// On a free loopback port, no password.
+    pub fn start() -> Self {
+        Self::builder().start()
+    }
+
+    /// The URL with the password, if any.
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(pw) => format!("redis://:{pw}@{}:{}", self.host, self.port),
+            None => format!("redis://{}:{}", self.host, self.port),
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// Starts the server again on the same port and data directory (AOF keeps the data).
+    pub fn restart(&mut self) {
+        if let Err(e) = self.try_start() {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts redis-server and waits for its PING; Err (with its log) when it exits instead.
+    fn try_start(&mut self) -> Result<(), String> {
+        assert!(self.process.is_none(), "already running");
+        let log = self.dir.path().join("redis.log");
+        let mut cmd = Command::new(which("redis-server"));
+        cmd.args(["--bind", &self.host, "--port", &self.port.to_string()])
+            .args(["--dir", self.dir.path().to_str().unwrap()])
+            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args(["--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning"])
+            .args(["--logfile", log.to_str().unwrap()])
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut process = ChildProcess::spawn("redis-server", &mut cmd).with_log(log.clone());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let answers = self.try_conn().is_some_and(|mut c| redis::cmd("PING").query::<String>(&mut c).is_ok());
+            // Checked after the PING: what answered is ours only while ours runs.
+            if let Some(status) = process.try_wait() {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                return Err(format!("redis-server on {} exited with {status}:\n{log}", self.addr()));
+            }
+            if answers {
+                self.process = Some(process);
+                return Ok(());
+            }
+            assert!(Instant::now() < deadline, "redis-server on {} did not start", self.addr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server (SIGKILL): an outage, or a crashed master.
+    pub fn kill(&mut self) {
+        self.process.take();
+    }
+
+    fn try_conn(&self) -> Option<redis::Connection> {
+        redis::Client::open(self.url()).ok()?.get_connection_with_timeout(Duration::from_millis(500)).ok()
+    }
+
+    /// `XLEN` of a stream (0 when it does not exist).
+    pub fn xlen(&self, stream: &str) -> u64 {
+        redis::cmd("XLEN").arg(stream).query(&mut self.conn()).unwrap()
+    }
+
+    /// A blocking connection for assertions.
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+    }
+}
+
+/// `ROLE` of the server at `url` ("master", "slave"), None when it does not answer.
+pub fn role(url: &str) -> Option<String> {
+    let mut c = redis::Client::open(url).ok()?.get_connection_with_timeout(Duration::from_millis(500)).ok()?;
+    let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut c).ok()?;
+    match role.first()? {
+        redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        redis::Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// Lines of `INFO replication` of the server at `url` (empty when it does not answer).
+pub fn replication_info(url: &str) -> String {
+    let Some(mut c) =
+        redis::Client::open(url).ok().and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)).ok())
+    else {
+        return String::new();
+    };
+    redis::cmd("INFO").arg("replication").query(&mut c).unwrap_or_default()
+}
