@@ -142,6 +142,33 @@ pub struct Enqueued {
 /// Longest TTL a stream entry may carry, in ms: the API's ten years.
 pub const MAX_TTL_MS: u64 = 315_360_000 * 1000;
 
+/// The stream entry's field names: the wire format shared by `StreamTask::fields` (encode),
+/// `StreamTask::decode`, the scripts that copy entries (`enqueue.lua`, `replay.lua`,
+/// `dead_letter.lua`) and `apply.lua`, which receives each task's fields as name/value pairs and
+/// reads them by these names.
+pub mod field {
+    pub const TASK_ID: &str = "t";
+    pub const OP: &str = "op";
+    pub const KEY: &str = "k";
+    pub const VALUE: &str = "v";
+    pub const TTL_MS: &str = "ttl";
+    pub const IF_MATCH: &str = "if";
+    pub const IF_NONE_MATCH: &str = "inm";
+    pub const NOTIFY: &str = "w";
+}
+
+/// Every field of a stream entry with its meaning: adding a write option adds a row here.
+pub const FIELDS: [(&str, &str); 8] = [
+    (field::TASK_ID, "task id, 32 hex digits"),
+    (field::OP, "operation: set or delete"),
+    (field::KEY, "the key"),
+    (field::VALUE, "the value (sets only)"),
+    (field::TTL_MS, "TTL in ms, 1 to MAX_TTL_MS (sets only, optional)"),
+    (field::IF_MATCH, "If-Match: the version the key must be at (optional)"),
+    (field::IF_NONE_MATCH, "If-None-Match: 1 when the key must not exist (optional)"),
+    (field::NOTIFY, "1 when a client waits for the outcome (optional)"),
+];
+
 /// A task as read from the stream by a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamTask {
@@ -158,25 +185,28 @@ pub struct StreamTask {
 }
 
 impl StreamTask {
-    /// The stream entry's fields, as enqueue writes them (the stream id is not one of them):
-    /// `t` task id, `op`, `k` key, `v` value (sets), `ttl` ms (sets, optional), `if` If-Match
-    /// version, `inm` = `1` for If-None-Match, `w` = `1` when a client waits for the outcome.
+    /// The stream entry's fields (see `FIELDS`), as enqueue writes them and apply reads them; the
+    /// stream id is not one of them.
     pub fn fields(&self) -> Vec<(&'static str, String)> {
-        let mut f = vec![("t", self.task_id.clone()), ("op", self.op.as_str().to_string()), ("k", self.key.clone())];
+        let mut f = vec![
+            (field::TASK_ID, self.task_id.clone()),
+            (field::OP, self.op.as_str().to_string()),
+            (field::KEY, self.key.clone()),
+        ];
         if self.op == Op::Set {
-            f.push(("v", self.value.clone()));
+            f.push((field::VALUE, self.value.clone()));
             if let Some(ttl) = self.ttl_ms {
-                f.push(("ttl", ttl.to_string()));
+                f.push((field::TTL_MS, ttl.to_string()));
             }
         }
         if let Some(v) = self.if_match {
-            f.push(("if", v.to_string()));
+            f.push((field::IF_MATCH, v.to_string()));
         }
         if self.if_none_match {
-            f.push(("inm", "1".to_string()));
+            f.push((field::IF_NONE_MATCH, "1".to_string()));
         }
         if self.notify {
-            f.push(("w", "1".to_string()));
+            f.push((field::NOTIFY, "1".to_string()));
         }
         f
     }
@@ -198,39 +228,44 @@ impl StreamTask {
         let required = |name: &str, what: &str| -> Result<String, String> {
             text(name)?.ok_or_else(|| format!("field {name} ({what}) is missing"))
         };
-        let task_id = required("t", "task id")?;
+        let task_id = required(field::TASK_ID, "task id")?;
         if !(task_id.len() == 32 && task_id.bytes().all(|b| b.is_ascii_hexdigit())) {
-            return Err(format!("field t: {} is not a task id (32 hex digits)", shorten(&task_id)));
+            return Err(format!("field {}: {} is not a task id (32 hex digits)", field::TASK_ID, shorten(&task_id)));
         }
-        let op_text = required("op", "operation")?;
+        let op_text = required(field::OP, "operation")?;
         let op = Op::parse(&op_text)
-            .ok_or_else(|| format!("field op: unknown operation {} (set or delete)", shorten(&op_text)))?;
-        let key = required("k", "key")?;
-        Key::parse(&key).map_err(|e| format!("field k: {e}"))?;
-        let value = text("v")?;
-        let ttl = text("ttl")?;
+            .ok_or_else(|| format!("field {}: unknown operation {} (set or delete)", field::OP, shorten(&op_text)))?;
+        let key = required(field::KEY, "key")?;
+        Key::parse(&key).map_err(|e| format!("field {}: {e}", field::KEY))?;
+        let value = text(field::VALUE)?;
+        let ttl = text(field::TTL_MS)?;
         let (value, ttl_ms) = match op {
             Op::Set => {
-                let value = value.ok_or("field v (value) is missing from a set")?;
-                let ttl_ms =
-                    match ttl {
-                        None => None,
-                        Some(t) => Some(decimal(&t).filter(|ms| (1..=MAX_TTL_MS).contains(ms)).ok_or_else(|| {
-                            format!("field ttl: {} is not a TTL in ms (1 to {MAX_TTL_MS})", shorten(&t))
-                        })?),
-                    };
+                let value = value.ok_or_else(|| format!("field {} (value) is missing from a set", field::VALUE))?;
+                let ttl_ms = match ttl {
+                    None => None,
+                    Some(t) => Some(decimal(&t).filter(|ms| (1..=MAX_TTL_MS).contains(ms)).ok_or_else(|| {
+                        format!("field {}: {} is not a TTL in ms (1 to {MAX_TTL_MS})", field::TTL_MS, shorten(&t))
+                    })?),
+                };
                 (value, ttl_ms)
             }
             Op::Delete => {
                 if value.is_some() || ttl.is_some() {
-                    return Err("a delete must not carry a value (v) or a TTL (ttl)".into());
+                    return Err(format!(
+                        "a delete must not carry a value ({}) or a TTL ({})",
+                        field::VALUE,
+                        field::TTL_MS
+                    ));
                 }
                 (String::new(), None)
             }
         };
-        let if_match = match text("if")? {
+        let if_match = match text(field::IF_MATCH)? {
             None => None,
-            Some(v) => Some(decimal(&v).ok_or_else(|| format!("field if: {} is not a version", shorten(&v)))?),
+            Some(v) => Some(
+                decimal(&v).ok_or_else(|| format!("field {}: {} is not a version", field::IF_MATCH, shorten(&v)))?,
+            ),
         };
         let flag = |name: &str| -> Result<bool, String> {
             match text(name)?.as_deref() {
@@ -239,9 +274,13 @@ impl StreamTask {
                 Some(other) => Err(format!("field {name}: expected 1, got {}", shorten(other))),
             }
         };
-        let if_none_match = flag("inm")?;
+        let if_none_match = flag(field::IF_NONE_MATCH)?;
         if if_none_match && if_match.is_some() {
-            return Err("fields if and inm: a task has one condition, not both".into());
+            return Err(format!(
+                "fields {} and {}: a task has one condition, not both",
+                field::IF_MATCH,
+                field::IF_NONE_MATCH
+            ));
         }
         Ok(StreamTask {
             stream_id: stream_id.to_string(),
@@ -252,7 +291,7 @@ impl StreamTask {
             ttl_ms,
             if_match,
             if_none_match,
-            notify: flag("w")?,
+            notify: flag(field::NOTIFY)?,
         })
     }
 }
@@ -378,6 +417,11 @@ impl Store {
     pub fn new(redis: Redis, retention_seconds: u64) -> Self {
         let keys = Arc::new(KeySpace::new(&redis.settings().key_prefix));
         Self { redis, keys, retention_seconds }
+    }
+
+    /// The store the settings describe (not connected until first used).
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        Self::new(Redis::new(settings.redis.clone()), settings.tasks.retention_seconds)
     }
 
     /// Runs `op` on the shared connection; classifies errors and drops a dead connection.
@@ -651,7 +695,7 @@ impl Store {
         parse_autoclaim(reply)
     }
 
-    /// Applies tasks, each atomically with its acknowledgement (scripts/apply.lua), in one round
+    /// Applies tasks, each atomically with its acknowledgement (`apply.lua`), in one round
     /// trip. Each outcome is the task's final status, or the error that kept it from applying.
     pub async fn apply(
         &self,
@@ -665,15 +709,11 @@ impl Store {
         }
         cmd.arg(now_ms()).arg(tombstone_ms).arg(GROUP).arg(&self.keys.done_channel).arg(self.retention_seconds);
         for t in tasks {
-            cmd.arg(&t.stream_id)
-                .arg(t.op.as_str())
-                .arg(&t.key)
-                .arg(&t.value)
-                .arg(t.ttl_ms.map(|v| v.to_string()).unwrap_or_default())
-                .arg(t.if_match.map(|v| v.to_string()).unwrap_or_default())
-                .arg(if t.if_none_match { "1" } else { "" })
-                .arg(if t.notify { "1" } else { "" })
-                .arg(&t.task_id);
+            let fields = t.fields();
+            cmd.arg(&t.stream_id).arg(fields.len());
+            for (name, value) in fields {
+                cmd.arg(name).arg(value);
+            }
         }
         let (rows, _): (Vec<(String, String, String)>, u64) =
             self.run(|mut c| async move { eval(&mut c, &APPLY, &cmd).await }).await?;
@@ -1139,6 +1179,118 @@ mod tests {
                 prop_assert_eq!(StreamTask::decode(&task.stream_id, &fields), Ok(task.clone()));
             }
         }
+    }
+
+    /// Each field name, as apply.lua reads it from a task's name/value pairs.
+    #[test]
+    fn apply_script_reads_every_field_by_its_name() {
+        let script = include_str!("scripts/apply.lua");
+        for (name, _) in FIELDS {
+            assert!(script.contains(&format!("f['{name}']")), "apply.lua does not read field {name}");
+        }
+        // The header comment names them too.
+        for (name, _) in FIELDS {
+            assert!(script.lines().any(|l| l.starts_with("--") && l.contains(&format!(" {name} "))), "{name}");
+        }
+        // The scripts that write entries copy the fields they are given; none spells one out.
+        for script in [include_str!("scripts/enqueue.lua"), include_str!("scripts/replay.lua")] {
+            assert!(script.contains("the stream entry's fields") || script.contains("the new stream entry's fields"));
+        }
+    }
+
+    #[test]
+    fn field_names_are_distinct() {
+        let names: std::collections::HashSet<_> = FIELDS.iter().map(|(n, _)| n).collect();
+        assert_eq!(names.len(), FIELDS.len());
+    }
+
+    /// A real redis-server on a free loopback port, killed on drop.
+    struct Server(std::process::Child, u16);
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn redis_server() -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Server(child, port)
+    }
+
+    /// enqueue -> stream entry -> decode -> apply with every option set: each does what it says.
+    #[tokio::test]
+    async fn every_write_option_survives_enqueue_decode_and_apply() {
+        let server = redis_server();
+        let settings = crate::config::Settings::load_from([(
+            "KVQ__REDIS__URL".to_string(),
+            format!("redis://127.0.0.1:{}", server.1),
+        )])
+        .unwrap();
+        let store = Store::from_settings(&settings);
+        store.ensure_group().await.unwrap();
+        let mut conn = store.redis.get().await.unwrap().conn;
+        let mut done =
+            redis::Client::open(format!("redis://127.0.0.1:{}", server.1)).unwrap().get_async_pubsub().await.unwrap();
+        done.subscribe(&store.keys.done_channel).await.unwrap();
+        let write = |op, value: Option<&str>, ttl, if_match, inm, notify| WriteRequest {
+            op,
+            key: Key::parse("k").unwrap(),
+            value: value.map(String::from),
+            ttl_seconds: ttl,
+            if_match,
+            if_none_match: inm,
+            idempotency_key: None,
+            notify,
+        };
+        let mut round_trip = async |w: WriteRequest| {
+            let enqueued = store.enqueue(&w).await.unwrap();
+            let delivered = store.read_new(&mut conn, "c", 10, 0).await.unwrap();
+            assert!(delivered.malformed.is_empty(), "{:?}", delivered.malformed);
+            let [task] = &delivered.tasks[..] else { panic!("{delivered:?}") };
+            assert_eq!(task.task_id, enqueued.task_id);
+            let applied = store.apply(std::slice::from_ref(task), 60_000).await.unwrap().pop().unwrap().unwrap();
+            (task.clone(), applied)
+        };
+
+        // Set with a TTL, If-None-Match and a waiter.
+        let (t, a) = round_trip(write(Op::Set, Some("one"), Some(100), None, true, true)).await;
+        assert_eq!((t.value.as_str(), t.ttl_ms, t.if_none_match, t.notify), ("one", Some(100_000), true, true));
+        assert_eq!(a.status, TaskStatus::Applied);
+        let v = store.get_value("k").await.unwrap().unwrap();
+        assert_eq!(v.value, "one");
+        let expires = v.expires_at.expect("the TTL was applied");
+        assert!(expires > now_ms() + 90_000 && expires <= now_ms() + 100_000, "{expires}");
+        use futures_util::StreamExt;
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(5), done.on_message().next()).await.unwrap();
+        assert_eq!(msg.unwrap().get_payload::<String>().unwrap(), t.task_id, "the waiter is told");
+
+        // If-None-Match on a key that exists: rejected.
+        let (_, a) = round_trip(write(Op::Set, Some("two"), None, None, true, false)).await;
+        assert_eq!(a.status, TaskStatus::Rejected);
+        // If-Match at the wrong version: rejected; at the right one: applied, and no TTL.
+        let (_, a) = round_trip(write(Op::Set, Some("two"), None, Some(v.version + 1), false, false)).await;
+        assert_eq!(a.status, TaskStatus::Rejected);
+        let (t, a) = round_trip(write(Op::Set, Some("two"), None, Some(v.version), false, false)).await;
+        assert_eq!((t.if_match, a.status), (Some(v.version), TaskStatus::Applied));
+        let v2 = store.get_value("k").await.unwrap().unwrap();
+        assert_eq!((v2.value.as_str(), v2.expires_at), ("two", None));
+        // A delete with If-Match.
+        let (t, a) = round_trip(write(Op::Delete, None, None, Some(v2.version), false, false)).await;
+        assert_eq!((t.op, a.status), (Op::Delete, TaskStatus::Applied));
+        assert_eq!(store.get_value("k").await.unwrap(), None);
     }
 
     #[test]
