@@ -17,6 +17,7 @@ use crate::store::Store;
 pub mod api;
 pub mod body_errors;
 pub mod completions;
+pub mod model;
 pub mod observe;
 pub mod pages;
 pub mod panics;
@@ -29,7 +30,7 @@ pub mod state;
 use api::Api;
 use completions::Completions;
 use pages::Pages;
-use problem::{ApiError, ProblemErrors};
+use problem::ProblemErrors;
 use state::AppState;
 
 /// How long in-flight requests may take to finish after a stop signal.
@@ -134,7 +135,7 @@ impl ServerApp {
             .data(self.metrics.clone())
             .data(Arc::new(Pages::new()));
         let app = Route::new()
-            .at("/v1/keys/", empty_key)
+            .at("/v1/keys/", api::empty_key)
             .nest_no_strip(
                 "/v1",
                 api.with(body_errors::BodyErrors { max_body_bytes: body_limit }).with(query::SingleValuedQuery),
@@ -178,13 +179,6 @@ fn swagger_ui(state: AppState) -> impl poem::Endpoint {
         let body: &'static str = html.get_or_init(|| api_service(state.clone()).swagger_ui_html().leak());
         Response::builder().content_type("text/html; charset=utf-8").body(body)
     })
-}
-
-/// `PUT /v1/keys/` and friends: the key is empty, which the router alone would call a 404.
-#[handler]
-fn empty_key() -> Response {
-    let err: poem::Error = ApiError::bad_request("key: key must not be empty").into();
-    err.into_response()
 }
 
 #[handler]

@@ -14,7 +14,8 @@ use crate::domain::Key;
 use crate::store::StoreError;
 use crate::timefmt::rfc3339_ms;
 
-use super::api::{is_task_id, Task};
+use super::model::Task;
+use super::params::is_task_id;
 use super::state::AppState;
 
 const TEMPLATES: &[(&str, &str)] = &[
@@ -130,42 +131,12 @@ pub async fn task_page(state: Data<&AppState>, pages: Data<&Arc<Pages>>, id: Pat
         Ok(Some(t)) => {
             let key_path = percent_encode(&t.key);
             let task: Task = t.into();
-            let mut value = serde_json::to_value(TaskView::from(&task)).expect("plain data");
+            let mut value = serde_json::to_value(&task).expect("plain data");
             value["key_path"] = json!(key_path);
             pages.render(StatusCode::OK, "task", json!({ "task": value }))
         }
         Ok(None) => pages.not_found(&format!("The task '{}' does not exist.", id.0)),
         Err(e) => pages.store_error(e),
-    }
-}
-
-/// Serializable view of a task for the template.
-#[derive(serde::Serialize)]
-struct TaskView<'a> {
-    id: &'a str,
-    op: &'static str,
-    key: &'a str,
-    status: &'static str,
-    attempts: u32,
-    error: Option<&'a str>,
-    version: Option<u64>,
-    enqueued_at: &'a str,
-    finished_at: Option<&'a str>,
-}
-
-impl<'a> From<&'a Task> for TaskView<'a> {
-    fn from(t: &'a Task) -> Self {
-        Self {
-            id: &t.id,
-            op: t.op.as_str(),
-            key: &t.key,
-            status: t.status.as_str(),
-            attempts: t.attempts,
-            error: t.error.as_deref(),
-            version: t.version,
-            enqueued_at: &t.enqueued_at,
-            finished_at: t.finished_at.as_deref(),
-        }
     }
 }
 

@@ -7,9 +7,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Object};
 
-use crate::store::StoreError;
-
-use super::api::Task;
+use super::model::Task;
 
 /// Seconds a client should wait before retrying while Redis is unavailable.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
@@ -85,28 +83,6 @@ impl ApiError {
     }
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::Unavailable(Json(Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail)), RETRY_AFTER_SECONDS)
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::IdempotencyConflict { task_id } => Self::UnprocessableEntity(Json(Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!(
-                    "Idempotency-Key: already used for a different request (task {task_id}); \
-                     use a new key for a new request"
-                ),
-            ))),
-            StoreError::Unavailable(why) => {
-                tracing::warn!(error = %why, "redis unavailable");
-                Self::unavailable("the data store is unavailable; retry later")
-            }
-            other => {
-                tracing::error!(error = %other, "redis error");
-                Self::Failed(Json(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")))
-            }
-        }
     }
 }
 
