@@ -11,6 +11,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::domain::Key;
+pub use crate::http::percent_encode;
+use crate::http::{retry_after, CHECK_TIMEOUT};
 use crate::store::StoreError;
 use crate::timefmt::rfc3339_ms;
 
@@ -60,7 +62,8 @@ impl Pages {
     fn store_error(&self, e: StoreError) -> Response {
         tracing::warn!(error = %e, "page could not read redis");
         let mut r = self.render(StatusCode::SERVICE_UNAVAILABLE, "unavailable", json!({}));
-        r.headers_mut().insert("retry-after", poem::http::HeaderValue::from_static("1"));
+        let (name, value) = retry_after();
+        r.headers_mut().insert(name, value);
         r
     }
 }
@@ -73,7 +76,7 @@ impl Default for Pages {
 
 #[handler]
 pub async fn home(state: Data<&AppState>, pages: Data<&Arc<Pages>>) -> Response {
-    let status = tokio::time::timeout(std::time::Duration::from_millis(1500), state.store.queue_stats()).await;
+    let status = tokio::time::timeout(CHECK_TIMEOUT, state.store.queue_stats()).await;
     let data = match status {
         Ok(Ok(q)) => json!({
             "redis_ok": true,
@@ -145,19 +148,6 @@ fn short_error(e: &StoreError) -> String {
         StoreError::Unavailable(_) => "cannot reach the Redis master".into(),
         _ => "redis error".into(),
     }
-}
-
-/// Percent-encodes everything but unreserved characters, for links to keys.
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// HTML 404 for unknown `/ui/...` paths.

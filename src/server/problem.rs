@@ -9,8 +9,7 @@ use poem_openapi::{ApiResponse, Object};
 
 use super::model::Task;
 
-/// Seconds a client should wait before retrying while Redis is unavailable.
-pub const RETRY_AFTER_SECONDS: u32 = 1;
+pub use crate::http::RETRY_AFTER_SECONDS;
 
 #[derive(Debug, Clone, Object)]
 #[oai(rename = "Problem")]
