@@ -1,4 +1,4 @@
-//! The HTTP API of design §2, declared with poem-openapi so the spec at `/openapi.json` is generated
+//! The HTTP API (README, "The API"), declared with poem-openapi so the spec at `/openapi.json` is generated
 //! from the same types the handlers use.
 
 use std::borrow::Cow;
@@ -143,6 +143,11 @@ pub enum TaskResponse {
     Ok(Json<Task>),
 }
 
+/// Keys per page of `GET /v1/keys` when the request does not say.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// Most keys per page of `GET /v1/keys`.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
 pub struct Api {
     pub state: AppState,
 }
@@ -261,7 +266,7 @@ impl Api {
     ) -> Result<ListResponse, ApiError> {
         let prefix = prefix.0.unwrap_or_default();
         let cursor = cursor.0.and_then(|c| c.0);
-        let limit = limit.0.unwrap_or(100) as usize;
+        let limit = limit.0.unwrap_or(DEFAULT_PAGE_SIZE) as usize;
         let (items, next) = self.state.store.list_keys(&prefix, cursor.as_deref(), limit).await?;
         Ok(ListResponse::Ok(Json(KeyPage {
             items: items.into_iter().map(|(key, version)| KeyItem { key, version }).collect(),
@@ -373,4 +378,36 @@ impl From<StoreError> for ApiError {
 pub fn empty_key() -> poem::Response {
     let err: poem::Error = ApiError::bad_request("key: key must not be empty").into();
     err.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+    use crate::domain::{MAX_KEY_BYTES, MAX_TTL_SECONDS, MAX_WAIT_SECONDS};
+
+    /// poem-openapi validators take literals; the spec must declare the named constants.
+    #[test]
+    fn declared_bounds_are_the_constants() {
+        let settings = crate::config::Settings::load_from(Vec::<(String, String)>::new()).unwrap();
+        let spec: Value = serde_json::from_str(&super::super::openapi_spec(&settings)).unwrap();
+        let param = |path: &str, method: &str, name: &str| -> Value {
+            spec["paths"][path][method]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"))["schema"]
+                .clone()
+        };
+        let num = |v: &Value| v.as_f64().unwrap() as u64;
+        for method in ["put", "delete"] {
+            assert_eq!(num(&param("/v1/keys/{key}", method, "wait")["maximum"]), MAX_WAIT_SECONDS);
+        }
+        assert_eq!(num(&param("/v1/keys", "get", "prefix")["maxLength"]), MAX_KEY_BYTES as u64);
+        assert_eq!(num(&param("/v1/keys", "get", "limit")["maximum"]), u64::from(MAX_PAGE_SIZE));
+        let ttl = &spec["components"]["schemas"]["PutBody"]["properties"]["ttl_seconds"];
+        assert_eq!(num(&ttl["maximum"]), MAX_TTL_SECONDS);
+    }
 }

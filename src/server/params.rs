@@ -129,7 +129,9 @@ impl ParseFromParameter for IdempotencyKey {
         if is_idempotency_key(value) {
             Ok(IdempotencyKey(value.to_string()))
         } else {
-            Err(ParseError::custom("1 to 255 printable ASCII characters without spaces"))
+            Err(ParseError::custom(format!(
+                "1 to {MAX_IDEMPOTENCY_KEY_BYTES} printable ASCII characters without spaces"
+            )))
         }
     }
 }
@@ -244,6 +246,11 @@ mod cursor_tests {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_idempotency_key_pattern_states_the_limit() {
+        assert!(IDEMPOTENCY_KEY_PATTERN.ends_with(&format!("{{1,{MAX_IDEMPOTENCY_KEY_BYTES}}}$")));
+    }
+
     use super::*;
     use proptest::prelude::*;
 

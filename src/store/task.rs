@@ -5,10 +5,10 @@ use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::domain::{Key, Op, WriteRequest};
+use crate::domain::{Key, Op, WriteRequest, MAX_TTL_SECONDS};
 
 /// Longest TTL a stream entry may carry, in ms: the API's ten years.
-pub const MAX_TTL_MS: u64 = 315_360_000 * 1000;
+pub const MAX_TTL_MS: u64 = MAX_TTL_SECONDS * 1000;
 
 /// The stream entry's field names: the wire format shared by `StreamTask::fields` (encode),
 /// `StreamTask::decode`, the scripts that copy entries (`enqueue.lua`, `replay.lua`,
@@ -259,7 +259,7 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_ignored() {
-        let t = StreamTask::decode("1-1", &bulk(&[("t", ID), ("op", "del"), ("k", "a"), ("x", "y")])).unwrap();
+        let t = StreamTask::decode("1-1", &bulk(&[("t", ID), ("op", "delete"), ("k", "a"), ("x", "y")])).unwrap();
         assert_eq!((t.op, t.key.as_str(), t.stream_id.as_str()), (Op::Delete, "a", "1-1"));
     }
 
