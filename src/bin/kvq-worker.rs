@@ -1,4 +1,4 @@
-//! kvq-worker: applies queued writes. Configuration as in design §5.
+//! kvq-worker: applies queued writes. Configuration: README, "Configuration".
 //!
 //! Without arguments it runs the worker. `kvq-worker dead-letters list` and
 //! `kvq-worker dead-letters replay (--all | ID...)` inspect and replay the dead-letter stream

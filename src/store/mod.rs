@@ -1,6 +1,6 @@
 //! Every Redis data operation kvq performs, with the key layout in one place.
 //!
-//! Layout under the prefix `P` (design §3):
+//! Layout under the prefix `P` (`redis.key_prefix`):
 //! - `P:tasks`       stream of write tasks, consumed by group `kvq-workers`; fields as
 //!   `StreamTask::fields` writes them
 //! - `P:dlq`         dead-letter stream: `seq` (original stream id), `error`, `attempts`, `at`
