@@ -69,7 +69,7 @@ impl Op {
     }
 }
 
-/// Where a task is in its life (README, "The API").
+/// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 #[cfg_attr(feature = "server", derive(poem_openapi::Enum))]
