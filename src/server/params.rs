@@ -33,9 +33,13 @@ fn string_schema(min: Option<usize>, max: Option<usize>, pattern: &str) -> MetaS
     MetaSchemaRef::Inline(Box::new(schema))
 }
 
-/// Implements poem-openapi's `Type` for a parameter newtype declared as a constrained string.
+/// Implements poem-openapi's `Type` for a parameter newtype declared as a constrained string
+/// (min length, max length, pattern) or with the schema an expression makes.
 macro_rules! string_param {
     ($ty:ty, $min:expr, $max:expr, $pattern:expr) => {
+        string_param!($ty, string_schema($min, $max, $pattern));
+    };
+    ($ty:ty, $schema:expr) => {
         impl Type for $ty {
             const IS_REQUIRED: bool = true;
             type RawValueType = Self;
@@ -45,7 +49,7 @@ macro_rules! string_param {
                 "string".into()
             }
             fn schema_ref() -> MetaSchemaRef {
-                string_schema($min, $max, $pattern)
+                $schema
             }
             fn as_raw_value(&self) -> Option<&Self::RawValueType> {
                 Some(self)
@@ -87,26 +91,11 @@ impl ParseFromParameter for IfMatch {
 #[derive(Debug, Clone, Copy)]
 pub struct IfNoneMatchAny;
 
-impl Type for IfNoneMatchAny {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = Self;
-    type RawElementValueType = Self;
-
-    fn name() -> Cow<'static, str> {
-        "string".into()
-    }
-    fn schema_ref() -> MetaSchemaRef {
-        let mut schema = MetaSchema::new("string");
-        schema.enum_items = vec!["*".into()];
-        MetaSchemaRef::Inline(Box::new(schema))
-    }
-    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
-        Some(self)
-    }
-    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
-        Box::new(std::iter::once(self))
-    }
-}
+string_param!(IfNoneMatchAny, {
+    let mut schema = MetaSchema::new("string");
+    schema.enum_items = vec!["*".into()];
+    MetaSchemaRef::Inline(Box::new(schema))
+});
 
 impl ParseFromParameter for IfNoneMatchAny {
     fn parse_from_parameter(value: &str) -> ParseResult<Self> {

@@ -24,10 +24,12 @@ impl Lua {
     }
 }
 
-pub(super) static ENQUEUE: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("../lua/enqueue.lua")));
+pub(super) static ENQUEUE: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(concat!(include_str!("../lua/queue_task.lua"), include_str!("../lua/enqueue.lua"))));
 pub(super) static APPLY: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("../lua/apply.lua")));
 pub(super) static DEAD_LETTER: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("../lua/dead_letter.lua")));
-pub(super) static REPLAY: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("../lua/replay.lua")));
+pub(super) static REPLAY: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(concat!(include_str!("../lua/queue_task.lua"), include_str!("../lua/replay.lua"))));
 pub(super) static TIDY_INDEX: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("../lua/tidy_index.lua")));
 
 /// Runs a prepared EVALSHA; on NOSCRIPT loads the script and runs it once more.
