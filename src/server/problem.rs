@@ -8,6 +8,7 @@ use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Object};
 
 use super::model::Task;
+use super::routes::{label_of, API_KEY, API_TASK, UI_TASK};
 
 pub use crate::http::RETRY_AFTER_SECONDS;
 
@@ -107,7 +108,7 @@ impl<E: Endpoint> Endpoint for ProblemErrorsEndpoint<E> {
             Ok(r) => r.into_response(),
             Err(err) if err.is::<poem::error::ParsePathError>() => {
                 // The router could not percent-decode the path into UTF-8.
-                let name = if route == "/v1/tasks/{id}" || route == "/ui/tasks/{id}" { "id" } else { "key" };
+                let name = if [API_TASK, UI_TASK].iter().any(|p| route == label_of(p)) { "id" } else { "key" };
                 bad_parameter(name, "not UTF-8 once percent-decoded")
             }
             Err(err) => problem_response(err),
@@ -138,9 +139,10 @@ fn bad_parameter(name: &str, reason: &str) -> Response {
 
 /// The methods a route answers (RFC 9110 asks for them in `Allow` on every 405).
 pub fn allowed_methods(route: &str) -> &'static str {
-    match route {
-        "/v1/keys/{key}" => "GET, HEAD, PUT, DELETE",
-        _ => "GET, HEAD",
+    if route == label_of(API_KEY) {
+        "GET, HEAD, PUT, DELETE"
+    } else {
+        "GET, HEAD"
     }
 }
 

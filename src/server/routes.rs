@@ -61,6 +61,11 @@ fn matches(pattern: &str, path: &str) -> bool {
     }
 }
 
+/// The label of one of the labelled route patterns above (e.g. `API_TASK` -> `/v1/tasks/{id}`).
+pub fn label_of(pattern: &str) -> &'static str {
+    LABELS.iter().find(|(p, _)| *p == pattern).map_or("other", |(_, label)| label)
+}
+
 /// The route label of a path, for metrics and logs (bounded cardinality).
 pub fn route_of(path: &str) -> &'static str {
     LABELS.iter().find(|(pattern, _)| matches(pattern, path)).map_or("other", |(_, label)| label)
@@ -96,6 +101,8 @@ mod tests {
         for (path, label) in cases {
             assert_eq!(route_of(path), label, "{path}");
         }
+        assert_eq!(label_of(API_KEY), "/v1/keys/{key}");
+        assert_eq!(label_of(UI_TASK), "/ui/tasks/{id}");
     }
 
     /// The API declares its paths on its handlers; each must have its label here.
