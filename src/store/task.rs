@@ -376,6 +376,12 @@ mod tests {
         for (name, _) in FIELDS {
             assert!(script.lines().any(|l| l.starts_with("--") && l.contains(&format!(" {name} "))), "{name}");
         }
+        // dead_letter.lua keeps the task id, op and key under their field names when the entry
+        // itself is gone.
+        let dead_letter = include_str!("../lua/dead_letter.lua");
+        for name in [field::TASK_ID, field::OP, field::KEY] {
+            assert!(dead_letter.contains(&format!("{{'{name}', ARGV[")), "dead_letter.lua does not write {name}");
+        }
         // The scripts that write entries copy the fields they are given; none spells one out.
         for script in [include_str!("../lua/enqueue.lua"), include_str!("../lua/replay.lua")] {
             assert!(script.contains("the stream entry's fields") || script.contains("the new stream entry's fields"));
