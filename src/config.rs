@@ -1,4 +1,4 @@
-//! Configuration, layered as in design §5: built-in defaults, then an optional YAML file named by
+//! Configuration (README, "Configuration"), layered: built-in defaults, then an optional YAML file named by
 //! `KVQ_CONFIG`, then `KVQ__SECTION__KEY` environment variables. Validated once at start so a wrong
 //! value stops the process with one line naming the setting.
 

@@ -1,7 +1,7 @@
 //! The one place that knows how to reach the Redis master, standalone or through Sentinel.
 //!
 //! redis-rs resolves a sentinel master once and keeps talking to that address after a failover
-//! (redis-rs issue 1438). So kvq keeps one shared multiplexed connection per process and drops it
+//! and never re-resolves it. So kvq keeps one shared multiplexed connection per process and drops it
 //! on I/O errors, timeouts and `READONLY` replies; the next caller re-resolves the master through
 //! the sentinels. No lock is held across an await on the fast path, and every wait is bounded.
 

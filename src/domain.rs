@@ -2,10 +2,12 @@
 
 use serde::Serialize;
 
-/// Longest key in bytes (design §2).
+/// Longest key in bytes (README, API section).
 pub const MAX_KEY_BYTES: usize = 512;
-/// Longest `?wait=` in seconds (design §2).
+/// Longest `?wait=` in seconds (README, API section).
 pub const MAX_WAIT_SECONDS: u64 = 30;
+/// Longest TTL of a value in seconds: ten years.
+pub const MAX_TTL_SECONDS: u64 = 315_360_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Key(String);
@@ -14,7 +16,7 @@ pub struct Key(String);
 pub enum KeyError {
     #[error("key must not be empty")]
     Empty,
-    #[error("key is {0} bytes; at most 512 are allowed")]
+    #[error("key is {0} bytes; at most {max} are allowed", max = MAX_KEY_BYTES)]
     TooLong(usize),
     #[error("key must not contain control characters")]
     ControlCharacter,
@@ -61,13 +63,13 @@ impl Op {
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "set" => Some(Op::Set),
-            "delete" | "del" => Some(Op::Delete),
+            "delete" => Some(Op::Delete),
             _ => None,
         }
     }
 }
 
-/// Where a task is in its life (design §2).
+/// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 #[cfg_attr(feature = "server", derive(poem_openapi::Enum))]

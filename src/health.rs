@@ -1,17 +1,11 @@
-//! `/healthz`, `/readyz` and `/metrics`, served by both binaries.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! `/healthz` and `/readyz`, served by both binaries (routes in `http::probe_routes`).
 
 use poem::http::StatusCode;
 use poem::web::Data;
-use poem::{handler, IntoResponse, Response};
+use poem::{handler, Response};
 
-use crate::metrics::Metrics;
+use crate::http::{retry_after, CHECK_TIMEOUT};
 use crate::store::Store;
-
-/// Bound on a readiness or metrics query, well under a probe's timeout.
-const CHECK_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// Liveness: the process serves HTTP. It must not depend on Redis, or an outage restarts every pod.
 #[handler]
@@ -32,14 +26,9 @@ pub async fn readyz(store: Data<&Store>) -> Response {
 fn not_ready(why: &str) -> Response {
     let body = serde_json::json!({"status": "not ready", "detail": why}).to_string();
     let mut r = json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
-    r.headers_mut().insert("retry-after", poem::http::HeaderValue::from_static("1"));
+    let (name, value) = retry_after();
+    r.headers_mut().insert(name, value);
     r
-}
-
-#[handler]
-pub async fn metrics(store: Data<&Store>, metrics: Data<&Arc<Metrics>>) -> Response {
-    let stats = tokio::time::timeout(CHECK_TIMEOUT, store.queue_stats()).await.ok().and_then(Result::ok);
-    metrics.render(stats.as_ref()).with_content_type("text/plain; version=0.0.4; charset=utf-8").into_response()
 }
 
 fn json_response(status: StatusCode, body: &str) -> Response {

@@ -4,6 +4,7 @@ pub mod config;
 pub mod connection;
 pub mod domain;
 pub mod health;
+pub mod http;
 pub mod metrics;
 #[cfg(feature = "server")]
 pub mod server;

@@ -7,7 +7,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::store::QueueStats;
+use crate::http::CHECK_TIMEOUT;
+use crate::store::{QueueStats, Store};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -109,4 +110,16 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
         out
     }
+}
+
+/// `/metrics` (both binaries): the registry plus the queue figures, read with a bound so a slow
+/// Redis does not stall the scrape (the figures are left out then).
+#[poem::handler]
+pub async fn serve(
+    store: poem::web::Data<&Store>,
+    metrics: poem::web::Data<&std::sync::Arc<Metrics>>,
+) -> poem::Response {
+    use poem::IntoResponse;
+    let stats = tokio::time::timeout(CHECK_TIMEOUT, store.queue_stats()).await.ok().and_then(Result::ok);
+    metrics.render(stats.as_ref()).with_content_type("text/plain; version=0.0.4; charset=utf-8").into_response()
 }

@@ -1,4 +1,4 @@
-//! kvq-server: the HTTP API. Configuration as in design §5.
+//! kvq-server: the HTTP API. Configuration: README, "Configuration".
 
 use std::process::ExitCode;
 

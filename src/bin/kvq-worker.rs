@@ -1,4 +1,4 @@
-//! kvq-worker: applies queued writes. Configuration as in design §5.
+//! kvq-worker: applies queued writes. Configuration: README, "Configuration".
 //!
 //! Without arguments it runs the worker. `kvq-worker dead-letters list` and
 //! `kvq-worker dead-letters replay (--all | ID...)` inspect and replay the dead-letter stream
@@ -7,7 +7,6 @@
 use std::process::ExitCode;
 
 use kvq::config::Settings;
-use kvq::connection::Redis;
 use kvq::store::Store;
 use kvq::worker::app::WorkerApp;
 use kvq::worker::dead_letters::{self, Command};
@@ -30,7 +29,7 @@ async fn main() -> ExitCode {
         }
     };
     if command != Command::Run {
-        let store = Store::new(Redis::new(settings.redis.clone()), settings.tasks.retention_seconds);
+        let store = Store::from_settings(&settings);
         return ExitCode::from(dead_letters::run(&store, command).await);
     }
     kvq::telemetry::init(settings.log.format);

@@ -1,8 +1,7 @@
-//! The HTTP API of design §2, declared with poem-openapi so the spec at `/openapi.json` is generated
+//! The HTTP API (README, "The API"), declared with poem-openapi so the spec at `/openapi.json` is generated
 //! from the same types the handlers use.
 
 use std::borrow::Cow;
-use std::time::Duration;
 
 use poem::http::StatusCode;
 use poem_openapi::param::{Header, Path, Query};
@@ -11,12 +10,15 @@ use poem_openapi::registry::MetaSchemaRef;
 use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
-use crate::domain::{Key, Op, TaskRecord, TaskStatus, WriteRequest, MAX_WAIT_SECONDS};
+use crate::domain::{Key, Op, TaskStatus, WriteRequest};
+use crate::store::StoreError;
 use crate::timefmt::rfc3339_ms;
 
+pub use super::model::Task;
+pub use super::params::{decode_cursor, encode_cursor, is_task_id};
 use super::params::{if_none_match_hits, CursorParam, IdempotencyKey, IfMatch, IfNoneMatchAny, KeyParam};
 use super::problem::{ApiError, Problem};
-use super::state::AppState;
+use super::state::{AppState, SubmitError, Submitted};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -83,42 +85,6 @@ pub struct TaskAccepted {
     pub status: TaskStatus,
 }
 
-/// A write task and what became of it.
-#[derive(Debug, Clone, Object)]
-pub struct Task {
-    pub id: String,
-    pub op: Op,
-    pub key: String,
-    pub status: TaskStatus,
-    /// How many times a worker tried to apply it.
-    pub attempts: u32,
-    #[oai(skip_serializing_if_is_none)]
-    pub error: Option<String>,
-    /// The key's version after this write (applied tasks only).
-    #[oai(skip_serializing_if_is_none)]
-    pub version: Option<u64>,
-    /// RFC 3339 time the write was accepted.
-    pub enqueued_at: String,
-    #[oai(skip_serializing_if_is_none)]
-    pub finished_at: Option<String>,
-}
-
-impl From<TaskRecord> for Task {
-    fn from(r: TaskRecord) -> Self {
-        Self {
-            id: r.id,
-            op: r.op,
-            key: r.key,
-            status: r.status,
-            attempts: r.attempts,
-            error: r.error,
-            version: r.version,
-            enqueued_at: rfc3339_ms(r.enqueued_at),
-            finished_at: r.finished_at.map(rfc3339_ms),
-        }
-    }
-}
-
 /// A stored key.
 #[derive(Debug, Object)]
 pub struct KeyValue {
@@ -177,6 +143,11 @@ pub enum TaskResponse {
     Ok(Json<Task>),
 }
 
+/// Keys per page of `GET /v1/keys` when the request does not say.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// Most keys per page of `GET /v1/keys`.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
 pub struct Api {
     pub state: AppState,
 }
@@ -207,13 +178,6 @@ impl Api {
         #[oai(name = "Idempotency-Key")]
         idempotency_key: Header<Option<IdempotencyKey>>,
     ) -> Result<WriteResponse, ApiError> {
-        let max = self.state.max_value_bytes;
-        if body.value.0.len() > max {
-            return Err(ApiError::too_large(format!(
-                "value: {} bytes is more than the limit of {max} bytes",
-                body.value.0.len()
-            )));
-        }
         let Json(body) = body;
         let write = write_request(
             Op::Set,
@@ -224,8 +188,8 @@ impl Api {
             if_none_match.0,
             idempotency_key.0,
             wait.0,
-        )?;
-        self.state.submit(write, wait.0.unwrap_or(0)).await
+        );
+        write_response(self.state.submit(write, wait.0.unwrap_or(0)).await)
     }
 
     /// Queue a delete of the key.
@@ -251,8 +215,8 @@ impl Api {
         idempotency_key: Header<Option<IdempotencyKey>>,
     ) -> Result<WriteResponse, ApiError> {
         let write =
-            write_request(Op::Delete, key.0 .0, None, None, if_match.0, if_none_match.0, idempotency_key.0, wait.0)?;
-        self.state.submit(write, wait.0.unwrap_or(0)).await
+            write_request(Op::Delete, key.0 .0, None, None, if_match.0, if_none_match.0, idempotency_key.0, wait.0);
+        write_response(self.state.submit(write, wait.0.unwrap_or(0)).await)
     }
 
     /// Read a key.
@@ -302,7 +266,7 @@ impl Api {
     ) -> Result<ListResponse, ApiError> {
         let prefix = prefix.0.unwrap_or_default();
         let cursor = cursor.0.and_then(|c| c.0);
-        let limit = limit.0.unwrap_or(100) as usize;
+        let limit = limit.0.unwrap_or(DEFAULT_PAGE_SIZE) as usize;
         let (items, next) = self.state.store.list_keys(&prefix, cursor.as_deref(), limit).await?;
         Ok(ListResponse::Ok(Json(KeyPage {
             items: items.into_iter().map(|(key, version)| KeyItem { key, version }).collect(),
@@ -333,11 +297,8 @@ fn write_request(
     if_none_match: Option<IfNoneMatchAny>,
     idempotency_key: Option<IdempotencyKey>,
     wait: Option<u64>,
-) -> Result<WriteRequest, ApiError> {
-    if if_none_match.is_some() && if_match.is_some() {
-        return Err(ApiError::bad_request("If-Match and If-None-Match: use one condition, not both"));
-    }
-    Ok(WriteRequest {
+) -> WriteRequest {
+    WriteRequest {
         op,
         key,
         value,
@@ -346,19 +307,27 @@ fn write_request(
         if_none_match: if_none_match.is_some(),
         idempotency_key: idempotency_key.map(|k| k.0),
         notify: wait.unwrap_or(0) > 0,
-    })
+    }
 }
 
-/// Turns a finished task into the answer to a waiting client.
-pub fn finished_response(task: TaskRecord, location: String) -> Result<WriteResponse, ApiError> {
-    let status = task.status;
+/// The answer to a write: 202 with the task, or with `?wait` the finished task (200, or the
+/// problem its status stands for). Every write outcome becomes HTTP here.
+fn write_response(submitted: Result<Submitted, SubmitError>) -> Result<WriteResponse, ApiError> {
+    let task = match submitted? {
+        Submitted::Accepted { task_id, status } => {
+            let location = task_location(&task_id);
+            return Ok(WriteResponse::Accepted(Json(TaskAccepted { task_id, status }), location));
+        }
+        Submitted::Finished(task) => task,
+    };
+    let location = task_location(&task.id);
     let detail = task.error.clone().unwrap_or_default();
     let with_task = |code: StatusCode, detail: String| {
         let mut p = Problem::new(code, detail);
         p.task = Some(Box::new(task.clone().into()));
         Json(p)
     };
-    match status {
+    match task.status {
         TaskStatus::Applied => Ok(WriteResponse::Applied(Json(task.into()), location)),
         TaskStatus::Superseded => Err(ApiError::Conflict(with_task(StatusCode::CONFLICT, detail))),
         TaskStatus::Rejected => Err(ApiError::PreconditionFailed(with_task(StatusCode::PRECONDITION_FAILED, detail))),
@@ -367,73 +336,78 @@ pub fn finished_response(task: TaskRecord, location: String) -> Result<WriteResp
     }
 }
 
-pub fn wait_duration(seconds: u64) -> Duration {
-    Duration::from_secs(seconds.min(MAX_WAIT_SECONDS))
+fn task_location(task_id: &str) -> String {
+    format!("/v1/tasks/{task_id}")
 }
 
-pub fn is_task_id(id: &str) -> bool {
-    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-pub fn encode_cursor(key: &str) -> String {
-    key.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The key a cursor stands for, or None for anything `encode_cursor` cannot have produced:
-/// lowercase hex of UTF-8 (the pattern the spec declares). Works on bytes: the cursor is client
-/// input and may hold any characters.
-pub fn decode_cursor(c: &str) -> Option<String> {
-    let c = c.as_bytes();
-    if !c.len().is_multiple_of(2) || c.len() > 2 * crate::domain::MAX_KEY_BYTES {
-        return None;
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::ValueTooLarge { .. } => Self::too_large(e.to_string()),
+            SubmitError::ConflictingConditions => Self::bad_request(e.to_string()),
+            SubmitError::NotReplicated(_) => Self::unavailable(e.to_string()),
+            SubmitError::Store(e) => e.into(),
+        }
     }
-    let bytes: Option<Vec<u8>> =
-        c.chunks_exact(2).map(|pair| Some(hex_digit(pair[0])? << 4 | hex_digit(pair[1])?)).collect();
-    String::from_utf8(bytes?).ok()
 }
 
-fn hex_digit(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::IdempotencyConflict { task_id } => Self::UnprocessableEntity(Json(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "Idempotency-Key: already used for a different request (task {task_id}); \
+                     use a new key for a new request"
+                ),
+            ))),
+            StoreError::Unavailable(why) => {
+                tracing::warn!(error = %why, "redis unavailable");
+                Self::unavailable("the data store is unavailable; retry later")
+            }
+            other => {
+                tracing::error!(error = %other, "redis error");
+                Self::Failed(Json(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")))
+            }
+        }
     }
+}
+
+/// `PUT /v1/keys/` and friends: the key is empty, which the router alone would call a 404.
+#[poem::handler]
+pub fn empty_key() -> poem::Response {
+    let err: poem::Error = ApiError::bad_request("key: key must not be empty").into();
+    err.into_response()
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
+    use crate::domain::{MAX_KEY_BYTES, MAX_TTL_SECONDS, MAX_WAIT_SECONDS};
 
+    /// poem-openapi validators take literals; the spec must declare the named constants.
     #[test]
-    fn cursors_round_trip() {
-        for k in ["a", "users/ü/1", ""] {
-            assert_eq!(decode_cursor(&encode_cursor(k)).as_deref(), Some(k));
+    fn declared_bounds_are_the_constants() {
+        let settings = crate::config::Settings::load_from(Vec::<(String, String)>::new()).unwrap();
+        let spec: Value = serde_json::from_str(&super::super::openapi_spec(&settings)).unwrap();
+        let param = |path: &str, method: &str, name: &str| -> Value {
+            spec["paths"][path][method]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"))["schema"]
+                .clone()
+        };
+        let num = |v: &Value| v.as_f64().unwrap() as u64;
+        for method in ["put", "delete"] {
+            assert_eq!(num(&param("/v1/keys/{key}", method, "wait")["maximum"]), MAX_WAIT_SECONDS);
         }
-        assert_eq!(decode_cursor("zz"), None);
-        assert_eq!(decode_cursor("abc"), None);
-        assert_eq!(decode_cursor("+f"), None);
-        assert_eq!(decode_cursor("6A"), None, "cursors are lowercase");
-        // Multi-byte characters where a byte slice would cut one in half.
-        assert_eq!(decode_cursor("\u{f1}\u{86}"), None);
-        assert_eq!(decode_cursor("\u{1c6f6}N\u{bf}b"), None);
-        assert_eq!(decode_cursor("a\u{e9}b"), None);
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, ..Default::default() })]
-
-        #[test]
-        fn decoding_any_cursor_never_panics(c in "\\PC*|.*|[0-9a-fA-F\u{e9}\u{1f600}]{0,12}") {
-            if let Some(key) = decode_cursor(&c) {
-                proptest::prop_assert_eq!(encode_cursor(&key), c);
-            }
-        }
-
-        #[test]
-        fn cursors_round_trip_for_any_key(k in "\\PC{0,512}|.{0,40}") {
-            if k.len() <= crate::domain::MAX_KEY_BYTES {
-                proptest::prop_assert_eq!(decode_cursor(&encode_cursor(&k)), Some(k));
-            }
-        }
+        assert_eq!(num(&param("/v1/keys", "get", "prefix")["maxLength"]), MAX_KEY_BYTES as u64);
+        assert_eq!(num(&param("/v1/keys", "get", "limit")["maximum"]), u64::from(MAX_PAGE_SIZE));
+        let ttl = &spec["components"]["schemas"]["PutBody"]["properties"]["ttl_seconds"];
+        assert_eq!(num(&ttl["maximum"]), MAX_TTL_SECONDS);
     }
 }

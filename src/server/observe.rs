@@ -6,7 +6,10 @@ use std::time::Instant;
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result};
 use tracing::Instrument;
 
+use crate::http::PROBE_PATHS;
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+
+pub use super::routes::route_of;
 
 pub struct Observe(pub Arc<Metrics>);
 
@@ -49,7 +52,7 @@ impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
         self.metrics.http_duration.get_or_create(&RouteLabels { method, route }).observe(elapsed.as_secs_f64());
         span.in_scope(|| {
             let ms = elapsed.as_secs_f64() * 1000.0;
-            if matches!(route, "/healthz" | "/readyz" | "/metrics") {
+            if PROBE_PATHS.contains(&route) {
                 tracing::debug!(status, ms, "served");
             } else if status >= 500 {
                 tracing::warn!(status, ms, "served");
@@ -73,24 +76,5 @@ fn method_label(m: &poem::http::Method) -> &'static str {
         Method::OPTIONS => "OPTIONS",
         Method::PATCH => "PATCH",
         _ => "OTHER",
-    }
-}
-
-/// The route pattern of a path, for metric labels (bounded cardinality).
-pub fn route_of(path: &str) -> &'static str {
-    match path {
-        "/" => "/",
-        "/healthz" => "/healthz",
-        "/readyz" => "/readyz",
-        "/metrics" => "/metrics",
-        "/openapi.json" => "/openapi.json",
-        "/v1/keys" => "/v1/keys",
-        "/ui/keys" => "/ui/keys",
-        p if p.starts_with("/v1/keys/") => "/v1/keys/{key}",
-        p if p.starts_with("/v1/tasks/") => "/v1/tasks/{id}",
-        p if p.starts_with("/ui/keys/") => "/ui/keys/{key}",
-        p if p.starts_with("/ui/tasks/") => "/ui/tasks/{id}",
-        p if p == "/docs" || p.starts_with("/docs/") => "/docs",
-        _ => "other",
     }
 }

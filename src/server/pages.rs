@@ -11,10 +11,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::domain::Key;
+pub use crate::http::percent_encode;
+use crate::http::{retry_after, CHECK_TIMEOUT};
 use crate::store::StoreError;
 use crate::timefmt::rfc3339_ms;
 
-use super::api::{is_task_id, Task};
+use super::model::Task;
+use super::params::is_task_id;
 use super::state::AppState;
 
 const TEMPLATES: &[(&str, &str)] = &[
@@ -59,7 +62,8 @@ impl Pages {
     fn store_error(&self, e: StoreError) -> Response {
         tracing::warn!(error = %e, "page could not read redis");
         let mut r = self.render(StatusCode::SERVICE_UNAVAILABLE, "unavailable", json!({}));
-        r.headers_mut().insert("retry-after", poem::http::HeaderValue::from_static("1"));
+        let (name, value) = retry_after();
+        r.headers_mut().insert(name, value);
         r
     }
 }
@@ -72,7 +76,7 @@ impl Default for Pages {
 
 #[handler]
 pub async fn home(state: Data<&AppState>, pages: Data<&Arc<Pages>>) -> Response {
-    let status = tokio::time::timeout(std::time::Duration::from_millis(1500), state.store.queue_stats()).await;
+    let status = tokio::time::timeout(CHECK_TIMEOUT, state.store.queue_stats()).await;
     let data = match status {
         Ok(Ok(q)) => json!({
             "redis_ok": true,
@@ -130,7 +134,7 @@ pub async fn task_page(state: Data<&AppState>, pages: Data<&Arc<Pages>>, id: Pat
         Ok(Some(t)) => {
             let key_path = percent_encode(&t.key);
             let task: Task = t.into();
-            let mut value = serde_json::to_value(TaskView::from(&task)).expect("plain data");
+            let mut value = serde_json::to_value(&task).expect("plain data");
             value["key_path"] = json!(key_path);
             pages.render(StatusCode::OK, "task", json!({ "task": value }))
         }
@@ -139,54 +143,11 @@ pub async fn task_page(state: Data<&AppState>, pages: Data<&Arc<Pages>>, id: Pat
     }
 }
 
-/// Serializable view of a task for the template.
-#[derive(serde::Serialize)]
-struct TaskView<'a> {
-    id: &'a str,
-    op: &'static str,
-    key: &'a str,
-    status: &'static str,
-    attempts: u32,
-    error: Option<&'a str>,
-    version: Option<u64>,
-    enqueued_at: &'a str,
-    finished_at: Option<&'a str>,
-}
-
-impl<'a> From<&'a Task> for TaskView<'a> {
-    fn from(t: &'a Task) -> Self {
-        Self {
-            id: &t.id,
-            op: t.op.as_str(),
-            key: &t.key,
-            status: t.status.as_str(),
-            attempts: t.attempts,
-            error: t.error.as_deref(),
-            version: t.version,
-            enqueued_at: &t.enqueued_at,
-            finished_at: t.finished_at.as_deref(),
-        }
-    }
-}
-
 fn short_error(e: &StoreError) -> String {
     match e {
         StoreError::Unavailable(_) => "cannot reach the Redis master".into(),
         _ => "redis error".into(),
     }
-}
-
-/// Percent-encodes everything but unreserved characters, for links to keys.
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// HTML 404 for unknown `/ui/...` paths.

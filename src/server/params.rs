@@ -33,9 +33,13 @@ fn string_schema(min: Option<usize>, max: Option<usize>, pattern: &str) -> MetaS
     MetaSchemaRef::Inline(Box::new(schema))
 }
 
-/// Implements poem-openapi's `Type` for a parameter newtype declared as a constrained string.
+/// Implements poem-openapi's `Type` for a parameter newtype declared as a constrained string
+/// (min length, max length, pattern) or with the schema an expression makes.
 macro_rules! string_param {
     ($ty:ty, $min:expr, $max:expr, $pattern:expr) => {
+        string_param!($ty, string_schema($min, $max, $pattern));
+    };
+    ($ty:ty, $schema:expr) => {
         impl Type for $ty {
             const IS_REQUIRED: bool = true;
             type RawValueType = Self;
@@ -45,7 +49,7 @@ macro_rules! string_param {
                 "string".into()
             }
             fn schema_ref() -> MetaSchemaRef {
-                string_schema($min, $max, $pattern)
+                $schema
             }
             fn as_raw_value(&self) -> Option<&Self::RawValueType> {
                 Some(self)
@@ -87,26 +91,11 @@ impl ParseFromParameter for IfMatch {
 #[derive(Debug, Clone, Copy)]
 pub struct IfNoneMatchAny;
 
-impl Type for IfNoneMatchAny {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = Self;
-    type RawElementValueType = Self;
-
-    fn name() -> Cow<'static, str> {
-        "string".into()
-    }
-    fn schema_ref() -> MetaSchemaRef {
-        let mut schema = MetaSchema::new("string");
-        schema.enum_items = vec!["*".into()];
-        MetaSchemaRef::Inline(Box::new(schema))
-    }
-    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
-        Some(self)
-    }
-    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
-        Box::new(std::iter::once(self))
-    }
-}
+string_param!(IfNoneMatchAny, {
+    let mut schema = MetaSchema::new("string");
+    schema.enum_items = vec!["*".into()];
+    MetaSchemaRef::Inline(Box::new(schema))
+});
 
 impl ParseFromParameter for IfNoneMatchAny {
     fn parse_from_parameter(value: &str) -> ParseResult<Self> {
@@ -129,7 +118,9 @@ impl ParseFromParameter for IdempotencyKey {
         if is_idempotency_key(value) {
             Ok(IdempotencyKey(value.to_string()))
         } else {
-            Err(ParseError::custom("1 to 255 printable ASCII characters without spaces"))
+            Err(ParseError::custom(format!(
+                "1 to {MAX_IDEMPOTENCY_KEY_BYTES} printable ASCII characters without spaces"
+            )))
         }
     }
 }
@@ -145,7 +136,7 @@ impl ParseFromParameter for CursorParam {
         if value.is_empty() {
             return Ok(CursorParam(None));
         }
-        super::api::decode_cursor(value)
+        decode_cursor(value)
             .map(|key| CursorParam(Some(key)))
             .ok_or_else(|| ParseError::custom("not a cursor returned by this API"))
     }
@@ -175,8 +166,80 @@ pub fn if_none_match_hits(raw: &str, etag: &str) -> bool {
     raw.split(',').map(str::trim).any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
 }
 
+pub fn is_task_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+pub fn encode_cursor(key: &str) -> String {
+    key.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The key a cursor stands for, or None for anything `encode_cursor` cannot have produced:
+/// lowercase hex of UTF-8 (the pattern the spec declares). Works on bytes: the cursor is client
+/// input and may hold any characters.
+pub fn decode_cursor(c: &str) -> Option<String> {
+    let c = c.as_bytes();
+    if !c.len().is_multiple_of(2) || c.len() > 2 * MAX_KEY_BYTES {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> =
+        c.chunks_exact(2).map(|pair| Some(hex_digit(pair[0])? << 4 | hex_digit(pair[1])?)).collect();
+    String::from_utf8(bytes?).ok()
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod cursor_tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip() {
+        for k in ["a", "users/ü/1", ""] {
+            assert_eq!(decode_cursor(&encode_cursor(k)).as_deref(), Some(k));
+        }
+        assert_eq!(decode_cursor("zz"), None);
+        assert_eq!(decode_cursor("abc"), None);
+        assert_eq!(decode_cursor("+f"), None);
+        assert_eq!(decode_cursor("6A"), None, "cursors are lowercase");
+        // Multi-byte characters where a byte slice would cut one in half.
+        assert_eq!(decode_cursor("\u{f1}\u{86}"), None);
+        assert_eq!(decode_cursor("\u{1c6f6}N\u{bf}b"), None);
+        assert_eq!(decode_cursor("a\u{e9}b"), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, ..Default::default() })]
+
+        #[test]
+        fn decoding_any_cursor_never_panics(c in "\\PC*|.*|[0-9a-fA-F\u{e9}\u{1f600}]{0,12}") {
+            if let Some(key) = decode_cursor(&c) {
+                proptest::prop_assert_eq!(encode_cursor(&key), c);
+            }
+        }
+
+        #[test]
+        fn cursors_round_trip_for_any_key(k in "\\PC{0,512}|.{0,40}") {
+            if k.len() <= crate::domain::MAX_KEY_BYTES {
+                proptest::prop_assert_eq!(decode_cursor(&encode_cursor(&k)), Some(k));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_idempotency_key_pattern_states_the_limit() {
+        assert!(IDEMPOTENCY_KEY_PATTERN.ends_with(&format!("{{1,{MAX_IDEMPOTENCY_KEY_BYTES}}}$")));
+    }
+
     use super::*;
     use proptest::prelude::*;
 
@@ -265,7 +328,7 @@ mod tests {
 
         #[test]
         fn every_issued_cursor_matches_the_declared_pattern(k in "\\PC{1,100}") {
-            prop_assert!(full_match(CURSOR_PATTERN, &super::super::api::encode_cursor(&k)));
+            prop_assert!(full_match(CURSOR_PATTERN, &encode_cursor(&k)));
         }
 
         #[test]

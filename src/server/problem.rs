@@ -7,12 +7,10 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Object};
 
-use crate::store::StoreError;
+use super::model::Task;
+use super::routes::{label_of, API_KEY, API_TASK, UI_TASK};
 
-use super::api::Task;
-
-/// Seconds a client should wait before retrying while Redis is unavailable.
-pub const RETRY_AFTER_SECONDS: u32 = 1;
+pub use crate::http::RETRY_AFTER_SECONDS;
 
 #[derive(Debug, Clone, Object)]
 #[oai(rename = "Problem")]
@@ -88,28 +86,6 @@ impl ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::IdempotencyConflict { task_id } => Self::UnprocessableEntity(Json(Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!(
-                    "Idempotency-Key: already used for a different request (task {task_id}); \
-                     use a new key for a new request"
-                ),
-            ))),
-            StoreError::Unavailable(why) => {
-                tracing::warn!(error = %why, "redis unavailable");
-                Self::unavailable("the data store is unavailable; retry later")
-            }
-            other => {
-                tracing::error!(error = %other, "redis error");
-                Self::Failed(Json(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")))
-            }
-        }
-    }
-}
-
 /// Turns every error that is not already a JSON body (router 404/405, payload parse errors,
 /// missing content type) into a problem object, so clients see one error shape.
 pub struct ProblemErrors;
@@ -132,7 +108,7 @@ impl<E: Endpoint> Endpoint for ProblemErrorsEndpoint<E> {
             Ok(r) => r.into_response(),
             Err(err) if err.is::<poem::error::ParsePathError>() => {
                 // The router could not percent-decode the path into UTF-8.
-                let name = if route == "/v1/tasks/{id}" || route == "/ui/tasks/{id}" { "id" } else { "key" };
+                let name = if [API_TASK, UI_TASK].iter().any(|p| route == label_of(p)) { "id" } else { "key" };
                 bad_parameter(name, "not UTF-8 once percent-decoded")
             }
             Err(err) => problem_response(err),
@@ -163,9 +139,10 @@ fn bad_parameter(name: &str, reason: &str) -> Response {
 
 /// The methods a route answers (RFC 9110 asks for them in `Allow` on every 405).
 pub fn allowed_methods(route: &str) -> &'static str {
-    match route {
-        "/v1/keys/{key}" => "GET, HEAD, PUT, DELETE",
-        _ => "GET, HEAD",
+    if route == label_of(API_KEY) {
+        "GET, HEAD, PUT, DELETE"
+    } else {
+        "GET, HEAD"
     }
 }
 

@@ -1,4 +1,4 @@
-//! Replica acknowledgement for `redis.min_replicas_ack > 0` (design §3), as group commit.
+//! Replica acknowledgement for `redis.min_replicas_ack > 0` (README, "High availability"), as group commit.
 //!
 //! A round is `INCR` + `WAIT n` on a sibling connection to the same master (see
 //! `Store::wait_replicas`): the `INCR` follows every write already answered on the shared

@@ -3,12 +3,11 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
-use poem::{get, EndpointExt, Route, Server};
+use poem::listener::TcpAcceptor;
+use poem::{EndpointExt, Route, Server};
 
 use crate::config::Settings;
-use crate::connection::Redis;
-use crate::health;
+use crate::http;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::worker::Worker;
@@ -24,9 +23,8 @@ pub struct WorkerApp {
 impl WorkerApp {
     /// Binds the health listener (port 0 picks a free port). Does not need Redis to be up.
     pub async fn build(settings: &Settings) -> std::io::Result<Self> {
-        let acceptor = TcpListener::bind(settings.worker.bind).into_acceptor().await?;
-        let port = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().map(|s| s.port())).unwrap_or(0);
-        let store = Store::new(Redis::new(settings.redis.clone()), settings.tasks.retention_seconds);
+        let (acceptor, port) = http::bind(settings.worker.bind).await?;
+        let store = Store::from_settings(settings);
         let metrics = Arc::new(Metrics::new());
         let worker = Worker::new(settings, store.clone(), metrics.clone());
         Ok(Self { acceptor, port, worker, store, metrics })
@@ -42,12 +40,7 @@ impl WorkerApp {
 
     /// Serves health endpoints and consumes tasks until `stop` resolves; then drains.
     pub async fn run_until_stopped(self, stop: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let routes = Route::new()
-            .at("/healthz", get(health::healthz))
-            .at("/readyz", get(health::readyz))
-            .at("/metrics", get(health::metrics))
-            .data(self.store.clone())
-            .data(self.metrics.clone());
+        let routes = http::with_probes(Route::new()).data(self.store.clone()).data(self.metrics.clone());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             stop.await;

@@ -1,4 +1,4 @@
-//! kvq-worker: consumes the task stream and applies writes (design §3).
+//! kvq-worker: consumes the task stream and applies writes (README, "Architecture").
 //!
 //! At-least-once: an entry is acknowledged by the same Lua script that applies it, so a crash
 //! between the two cannot happen; entries left pending by a dead consumer are reclaimed after
@@ -28,7 +28,8 @@ pub mod dead_letters;
 pub const BATCH: usize = 32;
 /// How long one blocking read waits for new entries.
 const BLOCK_MS: usize = 2000;
-/// The blocking connection's reply timeout must exceed the block time (design §3).
+/// The blocking connection's reply timeout must exceed the block time, or an idle blocking read
+/// would time out and drop a healthy connection.
 const BLOCK_RESPONSE_TIMEOUT: Duration = Duration::from_millis(BLOCK_MS as u64 + 3000);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 

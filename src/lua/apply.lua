@@ -10,8 +10,10 @@
 -- KEYS[1] key index (zset), KEYS[2] version counter, KEYS[3] task stream,
 --   then per task i (from 0): KEYS[4+2i] data hash of its key, KEYS[5+2i] its task record
 -- ARGV[1] now ms, ARGV[2] tombstone ms, ARGV[3] consumer group, ARGV[4] notify channel,
--- ARGV[5] retention seconds, then per task 9 fields: stream id, op, key, value, ttl ms ('' none),
---   If-Match ('' none), If-None-Match ('1'/''), notify ('1'/''), task id
+-- ARGV[5] retention seconds, then per task: its stream id, the number n of its fields, and
+--   n name, value pairs: the stream entry's fields as `StreamTask::fields` writes them (the table
+--   `kvq::store::FIELDS`): t task id, op operation, k key, v value, ttl TTL ms, if If-Match version,
+--   inm '1' for If-None-Match, w '1' when a client waits; optional ones may be absent
 -- Returns per task {status, version or '', error or ''}; status 'error' means "not applied".
 
 local now_text = ARGV[1]
@@ -34,7 +36,10 @@ local function not_before(a, b)
   return c >= 0
 end
 
-local function apply_one(data, record, id, op, key, value, ttl, if_match, if_none_match, notify, task_id)
+local function apply_one(data, record, id, f)
+  local op, key, task_id = f['op'], f['k'], f['t']
+  local value, ttl = f['v'] or '', f['ttl'] or ''
+  local if_match, if_none_match, notify = f['if'] or '', f['inm'] or '', f['w'] or ''
   -- Counted first: Redis keeps it even if a later call fails, which is how a poison task
   -- reaches max_attempts.
   redis.call('HINCRBY', record, 'attempts', 1)
@@ -115,12 +120,13 @@ local function apply_one(data, record, id, op, key, value, ttl, if_match, if_non
 end
 
 local results = {}
-local tasks = (#ARGV - 5) / 9
-for i = 0, tasks - 1 do
-  local a = 5 + i * 9
-  local ok, res = pcall(apply_one, KEYS[4 + 2 * i], KEYS[5 + 2 * i],
-    ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5],
-    ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9])
+local a = 6
+for i = 0, (#KEYS - 3) / 2 - 1 do
+  local id, n = ARGV[a], tonumber(ARGV[a + 1])
+  local f = {}
+  for j = 0, n - 1 do f[ARGV[a + 2 + 2 * j]] = ARGV[a + 3 + 2 * j] end
+  a = a + 2 + 2 * n
+  local ok, res = pcall(apply_one, KEYS[4 + 2 * i], KEYS[5 + 2 * i], id, f)
   if ok then
     results[#results + 1] = res
   else

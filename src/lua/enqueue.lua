@@ -8,17 +8,10 @@
 -- Returns {task id, status, duplicate, enqueued_at}: duplicate 0 new task, 1 the same request
 -- under the same idempotency key (nothing enqueued), 2 the idempotency key belongs to a
 -- different request (nothing enqueued; the task id is the other request's).
-local retention = tonumber(ARGV[4])
-if not retention or retention < 1 or retention > 1e12 or retention % 1 ~= 0 then
-  return redis.error_reply('ERR task retention must be a whole number of seconds from 1 to 10^12, got ' .. ARGV[4])
-end
-local function check_type(key, want)
-  local t = redis.call('TYPE', key)['ok']
-  if t ~= 'none' and t ~= want then
-    return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. want)
-  end
-end
-local bad = check_type(KEYS[1], 'stream') or check_type(KEYS[2], 'hash')
+-- Loaded after queue_task.lua (check_retention, check_type, add_task).
+local retention, bad = check_retention(ARGV[4])
+if bad then return bad end
+bad = check_type(KEYS[1], 'stream') or check_type(KEYS[2], 'hash')
 if bad then return bad end
 if KEYS[3] ~= '' then
   bad = check_type(KEYS[3], 'string')
@@ -35,12 +28,7 @@ if KEYS[3] ~= '' then
     return {id, rec[1] or 'queued', 1, rec[2] or ARGV[6]}
   end
 end
-local fields = {}
-for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
-local seq = redis.call('XADD', KEYS[1], '*', unpack(fields))
-redis.call('HSET', KEYS[2], 'op', ARGV[2], 'key', ARGV[3], 'status', 'queued',
-  'attempts', 0, 'enqueued_at', ARGV[6], 'seq', seq)
-redis.call('EXPIRE', KEYS[2], retention)
+add_task(KEYS[1], KEYS[2], 8, ARGV[2], ARGV[3], ARGV[6], retention)
 if KEYS[3] ~= '' then
   redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. ARGV[7], 'EX', retention)
 end

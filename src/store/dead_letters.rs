@@ -1,0 +1,147 @@
+//! The dead-letter stream: moving entries there, reading and replaying them.
+
+use std::collections::HashMap;
+
+use crate::domain::now_ms;
+
+use super::lua::{eval, DEAD_LETTER, REPLAY};
+use super::task::{decimal, Malformed, StreamTask};
+use super::{Store, StoreError, GROUP};
+
+/// A stream entry as XRANGE returns it: id and `[field, value, ...]`.
+type RawEntry = (String, Vec<Vec<u8>>);
+
+/// An entry of the dead-letter stream.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// Its id in the dead-letter stream.
+    pub id: String,
+    /// Fields about the failure: `seq` (the original stream id), `error`, `attempts`, `at`.
+    pub meta: Vec<(String, String)>,
+    /// The original stream entry's fields, names without the `task.` prefix, in order.
+    pub task_fields: Vec<(String, Vec<u8>)>,
+}
+
+impl DeadLetter {
+    pub fn meta(&self, name: &str) -> Option<&str> {
+        self.meta.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The write it holds, or why it cannot be replayed.
+    pub fn task(&self) -> Result<StreamTask, String> {
+        if self.task_fields.is_empty() {
+            return Err("the dead letter holds no task fields (written by an older kvq)".into());
+        }
+        let map: HashMap<String, redis::Value> =
+            self.task_fields.iter().map(|(k, v)| (k.clone(), redis::Value::BulkString(v.clone()))).collect();
+        StreamTask::decode(self.meta("seq").unwrap_or(""), &map)
+    }
+}
+
+impl Store {
+    /// Moves a task to the dead-letter stream (its whole entry), marks it failed and
+    /// acknowledges it.
+    pub async fn dead_letter(&self, t: &StreamTask, error: &str) -> Result<(), StoreError> {
+        let mut cmd = DEAD_LETTER.call(3);
+        cmd.arg(&self.keys.stream)
+            .arg(&self.keys.dead_letter)
+            .arg(self.keys.task(&t.task_id))
+            .arg(&t.stream_id)
+            .arg(GROUP)
+            .arg(error)
+            .arg(now_ms())
+            .arg(if t.notify { self.keys.done_channel.as_str() } else { "" })
+            .arg(&t.task_id)
+            .arg(t.op.as_str())
+            .arg(&t.key)
+            .arg(self.retention_seconds);
+        self.run(|mut c| async move { eval::<String>(&mut c, &DEAD_LETTER, &cmd).await }).await.map(|_| ())
+    }
+
+    /// Moves an entry that is no valid task to the dead-letter stream with its raw fields and
+    /// the reason, and acknowledges it. No task record is touched: the entry names none that
+    /// can be trusted.
+    pub async fn dead_letter_malformed(&self, m: &Malformed) -> Result<(), StoreError> {
+        let mut cmd = DEAD_LETTER.call(3);
+        cmd.arg(&self.keys.stream)
+            .arg(&self.keys.dead_letter)
+            .arg("")
+            .arg(&m.stream_id)
+            .arg(GROUP)
+            .arg(format!("malformed task entry: {}", m.reason))
+            .arg(now_ms())
+            .arg("")
+            .arg("")
+            .arg("")
+            .arg("")
+            .arg(self.retention_seconds);
+        self.run(|mut c| async move { eval::<String>(&mut c, &DEAD_LETTER, &cmd).await }).await.map(|_| ())
+    }
+
+    /// Up to `count` dead letters after `after` (exclusive; None: from the first), oldest first.
+    pub async fn dead_letters(&self, after: Option<&str>, count: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let start = after.map(|id| format!("({id}")).unwrap_or_else(|| "-".into());
+        self.read_dead_letters(start, "+".into(), count).await
+    }
+
+    /// The dead letter with id `id`, if there is one (an id that is no stream id is none).
+    pub async fn dead_letter_by_id(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {
+        let valid = id.split_once('-').is_some_and(|(ms, n)| decimal(ms).is_some() && decimal(n).is_some());
+        if !valid {
+            return Ok(None);
+        }
+        Ok(self.read_dead_letters(id.into(), id.into(), 1).await?.pop())
+    }
+
+    async fn read_dead_letters(&self, start: String, end: String, count: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        let dlq = self.keys.dead_letter.clone();
+        let (page, _): (Vec<RawEntry>, u64) = self
+            .run(|mut c| async move {
+                redis::cmd("XRANGE").arg(&dlq).arg(&start).arg(&end).arg("COUNT").arg(count).query_async(&mut c).await
+            })
+            .await?;
+        let mut out = Vec::with_capacity(page.len());
+        for (id, flat) in page {
+            let mut d = DeadLetter { id, meta: Vec::new(), task_fields: Vec::new() };
+            for pair in flat.chunks(2) {
+                let name = String::from_utf8_lossy(&pair[0]).into_owned();
+                let value = pair.get(1).cloned().unwrap_or_default();
+                match name.strip_prefix("task.") {
+                    Some(field) => d.task_fields.push((field.to_string(), value)),
+                    None => d.meta.push((name, String::from_utf8_lossy(&value).into_owned())),
+                }
+            }
+            out.push(d);
+        }
+        Ok(out)
+    }
+
+    /// Enqueues a dead letter's write again as a new task (accepted now, so it is ordered after
+    /// every write accepted before the replay) and removes the dead letter, atomically.
+    /// Returns the new task id, or None when the dead letter was not there (any more).
+    pub async fn replay_dead_letter(&self, d: &DeadLetter) -> Result<Result<Option<String>, String>, StoreError> {
+        let task = match d.task() {
+            Ok(t) => t,
+            Err(why) => return Ok(Err(why)),
+        };
+        let task_id = uuid::Uuid::new_v4().simple().to_string();
+        // Nobody waits for the replayed write: no completion message.
+        let replayed = StreamTask { task_id: task_id.clone(), notify: false, ..task };
+        let mut cmd = REPLAY.call(3);
+        cmd.arg(&self.keys.dead_letter)
+            .arg(&self.keys.stream)
+            .arg(self.keys.task(&task_id))
+            .arg(&d.id)
+            .arg(&task_id)
+            .arg(replayed.op.as_str())
+            .arg(&replayed.key)
+            .arg(self.retention_seconds)
+            .arg(now_ms());
+        for (name, value) in replayed.fields() {
+            cmd.arg(name).arg(value);
+        }
+        let (seq, _): (Option<String>, u64) =
+            self.run(|mut c| async move { eval(&mut c, &REPLAY, &cmd).await }).await?;
+        Ok(Ok(seq.map(|_| task_id)))
+    }
+}

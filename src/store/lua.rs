@@ -1,0 +1,48 @@
+//! The Lua scripts (`src/lua/`), run with EVALSHA and loaded on demand.
+
+use std::sync::LazyLock;
+
+use redis::{RedisError, Script};
+
+/// A Lua script run with EVALSHA, loaded on demand (a new master after a failover has an empty
+/// script cache and answers NOSCRIPT once).
+pub(super) struct Lua {
+    code: &'static str,
+    sha: String,
+}
+
+impl Lua {
+    fn new(code: &'static str) -> Self {
+        Self { code, sha: Script::new(code).get_hash().to_string() }
+    }
+
+    /// `EVALSHA sha numkeys` — the caller appends keys and arguments.
+    pub(super) fn call(&self, numkeys: usize) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.sha).arg(numkeys);
+        cmd
+    }
+}
+
+pub(super) static ENQUEUE: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(concat!(include_str!("../lua/queue_task.lua"), include_str!("../lua/enqueue.lua"))));
+pub(super) static APPLY: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("../lua/apply.lua")));
+pub(super) static DEAD_LETTER: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("../lua/dead_letter.lua")));
+pub(super) static REPLAY: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(concat!(include_str!("../lua/queue_task.lua"), include_str!("../lua/replay.lua"))));
+pub(super) static TIDY_INDEX: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("../lua/tidy_index.lua")));
+
+/// Runs a prepared EVALSHA; on NOSCRIPT loads the script and runs it once more.
+pub(super) async fn eval<T: redis::FromRedisValue>(
+    c: &mut redis::aio::MultiplexedConnection,
+    lua: &Lua,
+    cmd: &redis::Cmd,
+) -> Result<T, RedisError> {
+    match cmd.query_async(c).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            let _: String = redis::cmd("SCRIPT").arg("LOAD").arg(lua.code).query_async(c).await?;
+            cmd.query_async(c).await
+        }
+        other => other,
+    }
+}

@@ -1,0 +1,433 @@
+//! The task queue: enqueue, delivery to workers (read, reclaim), apply, attempts, trimming and
+//! queue figures.
+
+use std::collections::HashMap;
+
+use redis::streams::{StreamReadOptions, StreamReadReply};
+use redis::AsyncCommands;
+
+use crate::domain::{now_ms, TaskStatus, WriteRequest};
+
+use super::lua::{eval, APPLY, ENQUEUE};
+use super::task::{request_fingerprint, Delivered, StreamTask, MAX_TTL_MS};
+use super::{classify, Store, StoreError, GROUP};
+
+/// Result of an enqueue.
+#[derive(Debug, Clone)]
+pub struct Enqueued {
+    pub task_id: String,
+    pub status: TaskStatus,
+    /// True when an `Idempotency-Key` matched an earlier task and nothing was enqueued.
+    pub duplicate: bool,
+    pub enqueued_at: u64,
+    /// Generation of the connection that carried the write (for `WAIT`).
+    pub generation: u64,
+}
+
+/// Outcome of one apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub status: TaskStatus,
+    pub version: Option<u64>,
+    pub error: Option<String>,
+}
+
+/// Queue figures for `/metrics` and the home page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Entries not yet delivered to any worker.
+    pub lag: u64,
+    /// Entries delivered but not yet acknowledged.
+    pub pending: u64,
+    pub dead_letters: u64,
+}
+
+impl QueueStats {
+    pub fn depth(&self) -> u64 {
+        self.lag + self.pending
+    }
+}
+
+impl Store {
+    /// Enqueues a write. With an `Idempotency-Key` already used for the same request, returns
+    /// that task and enqueues nothing; used for a different request: `IdempotencyConflict`.
+    pub async fn enqueue(&self, w: &WriteRequest) -> Result<Enqueued, StoreError> {
+        let task_id = uuid::Uuid::new_v4().simple().to_string();
+        let ttl_ms = match w.ttl_seconds {
+            None => None,
+            Some(s) => Some(
+                s.checked_mul(1000)
+                    .filter(|ms| (1..=MAX_TTL_MS).contains(ms))
+                    .ok_or_else(|| StoreError::Corrupt(format!("ttl of {s} s is out of range")))?,
+            ),
+        };
+        let task = StreamTask {
+            stream_id: String::new(),
+            task_id: task_id.clone(),
+            op: w.op,
+            key: w.key.as_str().to_string(),
+            value: w.value.clone().unwrap_or_default(),
+            ttl_ms,
+            if_match: w.if_match,
+            if_none_match: w.if_none_match,
+            notify: w.notify,
+        };
+        let mut cmd = ENQUEUE.call(3);
+        cmd.arg(&self.keys.stream)
+            .arg(self.keys.task(&task_id))
+            .arg(w.idempotency_key.as_deref().map(|t| self.keys.idempotency(t)).unwrap_or_default())
+            .arg(&task_id)
+            .arg(w.op.as_str())
+            .arg(w.key.as_str())
+            .arg(self.retention_seconds)
+            .arg(&self.keys.task_prefix)
+            .arg(now_ms())
+            .arg(request_fingerprint(w));
+        for (name, value) in task.fields() {
+            cmd.arg(name).arg(value);
+        }
+        let ((id, status, duplicate, at), generation): ((String, String, u8, u64), u64) =
+            self.run(|mut c| async move { eval(&mut c, &ENQUEUE, &cmd).await }).await?;
+        if duplicate == 2 {
+            return Err(StoreError::IdempotencyConflict { task_id: id });
+        }
+        Ok(Enqueued {
+            task_id: id,
+            status: TaskStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("task status {status}")))?,
+            duplicate: duplicate == 1,
+            enqueued_at: at,
+            generation,
+        })
+    }
+
+    pub async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
+        let (stream, dlq) = (self.keys.stream.clone(), self.keys.dead_letter.clone());
+        let ((len, dead), _): ((u64, u64), u64) =
+            self.run(|mut c| async move { redis::pipe().xlen(&stream).xlen(&dlq).query_async(&mut c).await }).await?;
+        // Until a worker has created the group, everything in the stream is waiting.
+        let mut stats = QueueStats { lag: len, pending: 0, dead_letters: dead };
+        if len == 0 {
+            return Ok(stats);
+        }
+        let stream = self.keys.stream.clone();
+        let (groups, _): (redis::Value, u64) = self
+            .run(|mut c| async move { redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(&mut c).await })
+            .await?;
+        if let redis::Value::Array(groups) = groups {
+            for g in groups {
+                let fields = value_map(&g);
+                if fields.get("name").map(String::as_str) == Some(GROUP) {
+                    stats.pending = fields.get("pending").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    // `lag` is nil when Redis cannot tell (after XDEL); then bound it by the length.
+                    stats.lag =
+                        fields.get("lag").and_then(|v| v.parse().ok()).unwrap_or(len.saturating_sub(stats.pending));
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Reads new tasks for `consumer`, blocking up to `block_ms`, on a dedicated connection.
+    pub async fn read_new(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        consumer: &str,
+        count: usize,
+        block_ms: usize,
+    ) -> Result<Delivered, StoreError> {
+        let opts = StreamReadOptions::default().group(GROUP, consumer).count(count).block(block_ms);
+        let reply: Option<StreamReadReply> =
+            conn.xread_options(&[&self.keys.stream], &[">"], &opts).await.map_err(classify)?;
+        let mut delivered = Delivered::default();
+        for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+            delivered.push(entry.id, Some(&entry.map));
+        }
+        Ok(delivered)
+    }
+
+    /// Takes over entries idle longer than `min_idle_ms` on any consumer (a dead worker's),
+    /// scanning the pending list from `start`. Returns them and the id to start the next scan
+    /// from (`0-0` once the whole list was scanned).
+    pub async fn reclaim(
+        &self,
+        consumer: &str,
+        min_idle_ms: u64,
+        count: usize,
+        start: &str,
+    ) -> Result<(Delivered, String), StoreError> {
+        let mut cmd = redis::cmd("XAUTOCLAIM");
+        cmd.arg(&self.keys.stream).arg(GROUP).arg(consumer).arg(min_idle_ms).arg(start).arg("COUNT").arg(count);
+        let (reply, _): (redis::Value, u64) = self.run(|mut c| async move { cmd.query_async(&mut c).await }).await?;
+        parse_autoclaim(reply)
+    }
+
+    /// Applies tasks, each atomically with its acknowledgement (`apply.lua`), in one round
+    /// trip. Each outcome is the task's final status, or the error that kept it from applying.
+    pub async fn apply(
+        &self,
+        tasks: &[StreamTask],
+        tombstone_ms: u64,
+    ) -> Result<Vec<Result<Applied, String>>, StoreError> {
+        let mut cmd = APPLY.call(3 + 2 * tasks.len());
+        cmd.arg(&self.keys.index).arg(&self.keys.version).arg(&self.keys.stream);
+        for t in tasks {
+            cmd.arg(self.keys.data(&t.key)).arg(self.keys.task(&t.task_id));
+        }
+        cmd.arg(now_ms()).arg(tombstone_ms).arg(GROUP).arg(&self.keys.done_channel).arg(self.retention_seconds);
+        for t in tasks {
+            let fields = t.fields();
+            cmd.arg(&t.stream_id).arg(fields.len());
+            for (name, value) in fields {
+                cmd.arg(name).arg(value);
+            }
+        }
+        let (rows, _): (Vec<(String, String, String)>, u64) =
+            self.run(|mut c| async move { eval(&mut c, &APPLY, &cmd).await }).await?;
+        if rows.len() != tasks.len() {
+            return Err(StoreError::Corrupt(format!("{} outcomes for {} tasks", rows.len(), tasks.len())));
+        }
+        Ok(rows
+            .into_iter()
+            .map(|(status, version, error)| match TaskStatus::parse(&status) {
+                Some(status) => {
+                    Ok(Applied { status, version: version.parse().ok(), error: (!error.is_empty()).then_some(error) })
+                }
+                None => Err(error),
+            })
+            .collect())
+    }
+
+    /// Counts one attempt of a task that did not reach the apply script (the worker failed
+    /// before it); returns the attempts now recorded.
+    pub async fn count_attempt(&self, task_id: &str) -> Result<u32, StoreError> {
+        let task = self.keys.task(task_id);
+        let (n, _): (u32, u64) = self.run(|mut c| async move { c.hincr(&task, "attempts", 1).await }).await?;
+        Ok(n)
+    }
+
+    /// Attempts recorded for a task (incremented by each apply).
+    pub async fn attempts(&self, task_id: &str) -> Result<u32, StoreError> {
+        let task = self.keys.task(task_id);
+        let (n, _): (Option<u32>, u64) = self.run(|mut c| async move { c.hget(&task, "attempts").await }).await?;
+        Ok(n.unwrap_or(0))
+    }
+
+    /// Drops acknowledged entries from the stream head so it does not grow forever.
+    /// Only entries older than every pending and undelivered one are removed.
+    pub async fn trim_acknowledged(&self) -> Result<(), StoreError> {
+        let stream = self.keys.stream.clone();
+        self.run(|mut c| async move {
+            let groups: redis::Value = redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(&mut c).await?;
+            let Some(last_delivered) = (match &groups {
+                redis::Value::Array(gs) => gs
+                    .iter()
+                    .map(value_map)
+                    .find(|f| f.get("name").map(String::as_str) == Some(GROUP))
+                    .and_then(|f| f.get("last-delivered-id").cloned()),
+                _ => None,
+            }) else {
+                return Ok(());
+            };
+            // The oldest pending entry bounds the trim; without one, everything delivered is acked.
+            let pending: redis::Value = redis::cmd("XPENDING").arg(&stream).arg(GROUP).query_async(&mut c).await?;
+            let oldest_pending = match &pending {
+                redis::Value::Array(items) if items.len() >= 2 => match &items[1] {
+                    redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let min_id = match oldest_pending {
+                Some(p) => p,
+                None => next_id(&last_delivered),
+            };
+            let _: u64 =
+                redis::cmd("XTRIM").arg(&stream).arg("MINID").arg("~").arg(&min_id).query_async(&mut c).await?;
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+}
+
+fn next_id(id: &str) -> String {
+    match id.split_once('-') {
+        Some((ms, n)) => format!("{ms}-{}", n.parse::<u64>().unwrap_or(0) + 1),
+        None => id.to_string(),
+    }
+}
+
+/// Reads an XAUTOCLAIM reply `[next start, [[id, [field, value, ...] or nil], ...], [deleted
+/// ids]]` (the third element, Redis 7+, lists pending ids whose entries are gone; Redis already
+/// removed them from the pending list, so they are ignored here).
+fn parse_autoclaim(reply: redis::Value) -> Result<(Delivered, String), StoreError> {
+    let bad = |what: &str| StoreError::Corrupt(format!("XAUTOCLAIM reply: {what}"));
+    let redis::Value::Array(mut items) = reply else { return Err(bad("not an array")) };
+    if items.len() < 2 {
+        return Err(bad("fewer than 2 elements"));
+    }
+    let claimed = items.swap_remove(1);
+    let next = match &items[0] {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::SimpleString(s) => s.clone(),
+        _ => return Err(bad("no cursor")),
+    };
+    let mut delivered = Delivered::default();
+    let redis::Value::Array(entries) = claimed else { return Err(bad("claimed entries are not an array")) };
+    for entry in entries {
+        let redis::Value::Array(parts) = entry else { continue };
+        let mut parts = parts.into_iter();
+        let id = match parts.next() {
+            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(&b).into_owned(),
+            Some(redis::Value::SimpleString(s)) => s,
+            _ => continue,
+        };
+        match parts.next() {
+            Some(redis::Value::Array(flat)) => {
+                let mut map = HashMap::new();
+                let mut flat = flat.into_iter();
+                while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
+                    let name = match k {
+                        redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+                        redis::Value::SimpleString(s) => s,
+                        _ => continue,
+                    };
+                    map.insert(name, v);
+                }
+                delivered.push(id, Some(&map));
+            }
+            _ => delivered.push(id, None),
+        }
+    }
+    Ok((delivered, next))
+}
+
+/// Flattens a RESP map or `[k, v, k, v]` array into strings (integers included).
+fn value_map(v: &redis::Value) -> HashMap<String, String> {
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        redis::Value::SimpleString(s) => Some(s.clone()),
+        redis::Value::Int(i) => Some(i.to_string()),
+        redis::Value::Nil => Some(String::new()),
+        _ => None,
+    };
+    let mut out = HashMap::new();
+    match v {
+        redis::Value::Array(items) => {
+            for pair in items.chunks(2) {
+                if let (Some(k), Some(val)) = (pair.first().and_then(text), pair.get(1).and_then(text)) {
+                    out.insert(k, val);
+                }
+            }
+        }
+        redis::Value::Map(items) => {
+            for (k, val) in items {
+                if let (Some(k), Some(val)) = (text(k), text(val)) {
+                    out.insert(k, val);
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Key, Op};
+
+    /// A real redis-server on a free loopback port, killed on drop.
+    struct Server(std::process::Child, u16);
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn redis_server() -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Server(child, port)
+    }
+
+    /// enqueue -> stream entry -> decode -> apply with every option set: each does what it says.
+    #[tokio::test]
+    async fn every_write_option_survives_enqueue_decode_and_apply() {
+        let server = redis_server();
+        let settings = crate::config::Settings::load_from([(
+            "KVQ__REDIS__URL".to_string(),
+            format!("redis://127.0.0.1:{}", server.1),
+        )])
+        .unwrap();
+        let store = Store::from_settings(&settings);
+        store.ensure_group().await.unwrap();
+        let mut conn = store.redis.get().await.unwrap().conn;
+        let mut done =
+            redis::Client::open(format!("redis://127.0.0.1:{}", server.1)).unwrap().get_async_pubsub().await.unwrap();
+        done.subscribe(&store.keys.done_channel).await.unwrap();
+        let write = |op, value: Option<&str>, ttl, if_match, inm, notify| WriteRequest {
+            op,
+            key: Key::parse("k").unwrap(),
+            value: value.map(String::from),
+            ttl_seconds: ttl,
+            if_match,
+            if_none_match: inm,
+            idempotency_key: None,
+            notify,
+        };
+        let mut round_trip = async |w: WriteRequest| {
+            let enqueued = store.enqueue(&w).await.unwrap();
+            let delivered = store.read_new(&mut conn, "c", 10, 0).await.unwrap();
+            assert!(delivered.malformed.is_empty(), "{:?}", delivered.malformed);
+            let [task] = &delivered.tasks[..] else { panic!("{delivered:?}") };
+            assert_eq!(task.task_id, enqueued.task_id);
+            let applied = store.apply(std::slice::from_ref(task), 60_000).await.unwrap().pop().unwrap().unwrap();
+            (task.clone(), applied)
+        };
+
+        // Set with a TTL, If-None-Match and a waiter.
+        let (t, a) = round_trip(write(Op::Set, Some("one"), Some(100), None, true, true)).await;
+        assert_eq!((t.value.as_str(), t.ttl_ms, t.if_none_match, t.notify), ("one", Some(100_000), true, true));
+        assert_eq!(a.status, TaskStatus::Applied);
+        let v = store.get_value("k").await.unwrap().unwrap();
+        assert_eq!(v.value, "one");
+        let expires = v.expires_at.expect("the TTL was applied");
+        assert!(expires > now_ms() + 90_000 && expires <= now_ms() + 100_000, "{expires}");
+        use futures_util::StreamExt;
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(5), done.on_message().next()).await.unwrap();
+        assert_eq!(msg.unwrap().get_payload::<String>().unwrap(), t.task_id, "the waiter is told");
+
+        // If-None-Match on a key that exists: rejected.
+        let (_, a) = round_trip(write(Op::Set, Some("two"), None, None, true, false)).await;
+        assert_eq!(a.status, TaskStatus::Rejected);
+        // If-Match at the wrong version: rejected; at the right one: applied, and no TTL.
+        let (_, a) = round_trip(write(Op::Set, Some("two"), None, Some(v.version + 1), false, false)).await;
+        assert_eq!(a.status, TaskStatus::Rejected);
+        let (t, a) = round_trip(write(Op::Set, Some("two"), None, Some(v.version), false, false)).await;
+        assert_eq!((t.if_match, a.status), (Some(v.version), TaskStatus::Applied));
+        let v2 = store.get_value("k").await.unwrap().unwrap();
+        assert_eq!((v2.value.as_str(), v2.expires_at), ("two", None));
+        // A delete with If-Match.
+        let (t, a) = round_trip(write(Op::Delete, None, None, Some(v2.version), false, false)).await;
+        assert_eq!((t.op, a.status), (Op::Delete, TaskStatus::Applied));
+        assert_eq!(store.get_value("k").await.unwrap(), None);
+    }
+
+    #[test]
+    fn next_stream_id() {
+        assert_eq!(next_id("17-4"), "17-5");
+    }
+}
