@@ -145,6 +145,17 @@ impl Store {
         Ok(delivered)
     }
 
+    /// Ends the blocking command of another connection of this process (`CLIENT UNBLOCK`): it
+    /// answers at once, with whatever it was handed until then.
+    pub async fn unblock_client(&self, client_id: u64) -> Result<(), StoreError> {
+        self.run(|mut c| async move {
+            let _: u8 = redis::cmd("CLIENT").arg("UNBLOCK").arg(client_id).query_async(&mut c).await?;
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// Takes over entries idle longer than `min_idle_ms` on any consumer (a dead worker's),
     /// scanning the pending list from `start`. Returns them and the id to start the next scan
     /// from (`0-0` once the whole list was scanned).

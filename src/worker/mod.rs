@@ -160,10 +160,22 @@ impl Worker {
             }
             // Read only when a batch can start at once, so no task is held unstarted.
             let Ok(permit) = permits.clone().acquire_owned().await else { return };
-            let c = conn.as_mut().expect("connected above");
-            let read = tokio::select! {
-                r = self.store.read_new(c, &self.consumer, BATCH, BLOCK_MS) => r,
-                _ = stop.changed() => return,
+            let (c, client_id) = conn.as_mut().expect("connected above");
+            let read = {
+                let read = self.store.read_new(c, &self.consumer, BATCH, BLOCK_MS);
+                tokio::pin!(read);
+                tokio::select! {
+                    r = &mut read => r,
+                    _ = stop.changed() => {
+                        // Wake the blocked read instead of abandoning it: entries Redis hands it
+                        // meanwhile are this worker's to finish, or they would sit pending until
+                        // another worker reclaims them `claim_idle_ms` later.
+                        if let Err(e) = self.store.unblock_client(*client_id).await {
+                            tracing::debug!(error = %e, "could not wake the blocked read; it ends with its block time");
+                        }
+                        read.await
+                    }
+                }
             };
             match read {
                 Ok(batch) if batch.is_empty() => {}
@@ -177,10 +189,13 @@ impl Worker {
         }
     }
 
-    /// Opens the blocking connection and makes sure the group exists.
-    async fn prepare(&self) -> Result<redis::aio::MultiplexedConnection, StoreError> {
+    /// Opens the blocking connection (and learns its client id, to wake it on stop) and makes
+    /// sure the group exists.
+    async fn prepare(&self) -> Result<(redis::aio::MultiplexedConnection, u64), StoreError> {
         self.store.ensure_group().await?;
-        Ok(self.store.redis.dedicated(Some(BLOCK_RESPONSE_TIMEOUT)).await?)
+        let mut conn = self.store.redis.dedicated(Some(BLOCK_RESPONSE_TIMEOUT)).await?;
+        let id: u64 = redis::cmd("CLIENT").arg("ID").query_async(&mut conn).await.map_err(crate::store::classify)?;
+        Ok((conn, id))
     }
 
     async fn reclaim_loop(self, mut stop: watch::Receiver<bool>, permits: Arc<Semaphore>) {

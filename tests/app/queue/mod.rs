@@ -311,3 +311,69 @@ async fn a_failing_task_in_a_batch_does_not_hold_back_the_others() {
 }
 
 mod hostile;
+
+/// Entries Redis hands a worker's blocked read while the worker is being stopped are finished by
+/// that worker, not left pending on it for another worker to reclaim much later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_during_its_blocking_read_finishes_what_the_read_was_handed() {
+    let redis = TestRedis::start();
+    // No reclaim during the test: anything left pending stays visible on its consumer.
+    let app = spawn_app_with(&redis, 0, &[("KVQ__WORKER__CLAIM_IDLE_MS", "600000")]).await;
+    let mut conn = redis.conn();
+    for round in 0..12 {
+        let consumer = format!("stopping-{round}");
+        let worker = spawn_worker(&app.settings, &consumer).await;
+        // Until the worker's read is blocked in Redis.
+        eventually(Duration::from_secs(5), "the worker's blocking read", || async {
+            let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut redis.conn()).ok()?;
+            clients.lines().any(|l| l.contains("cmd=xreadgroup") && l.contains("flags=b")).then_some(())
+        })
+        .await;
+        // Redis is kept busy (a script) while the write and the stop signal arrive: when it
+        // resumes it hands the entry to the blocked read and sees the worker's reaction to the
+        // stop in one go, whichever comes first.
+        let busy_conn = redis.conn();
+        let busy = tokio::task::spawn_blocking(move || {
+            let mut busy_conn = busy_conn;
+            let _: () = redis::cmd("EVAL")
+                .arg(
+                    "local t = redis.call('TIME') local start = t[1] * 1000000 + t[2] \
+                      repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > 300000",
+                )
+                .arg(0)
+                .query(&mut busy_conn)
+                .unwrap();
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let store = app.store.clone();
+        let key = format!("at-stop-{round}");
+        let enqueue = tokio::spawn(async move { store.enqueue(&write(&key, "v")).await.unwrap() });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let stopped = std::time::Instant::now();
+        worker.stop().await;
+        busy.await.unwrap();
+        let enqueued = enqueue.await.unwrap();
+        assert!(stopped.elapsed() < Duration::from_millis(1800), "stop took {:?}", stopped.elapsed());
+        let pending: Vec<redis::Value> = redis::cmd("XPENDING")
+            .arg("kvq:tasks")
+            .arg("kvq-workers")
+            .arg("-")
+            .arg("+")
+            .arg(10)
+            .arg(&consumer)
+            .query(&mut conn)
+            .unwrap();
+        assert!(pending.is_empty(), "round {round}: {} entries left pending on the stopped worker", pending.len());
+        let task = app.store.get_task(&enqueued.task_id).await.unwrap().expect("task record");
+        let lag = app.store.queue_stats().await.unwrap().lag;
+        assert!(
+            task.status == TaskStatus::Applied || lag == 1,
+            "round {round}: the task is either applied or still undelivered: {task:?}, lag {lag}"
+        );
+        if lag == 1 {
+            // Not handed to the stopped worker: the next round's worker takes it.
+            continue;
+        }
+    }
+    app.stop().await;
+}
