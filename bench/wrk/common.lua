@@ -14,4 +14,18 @@ function M.done(summary, latency, requests)
     latency:percentile(99), latency:percentile(99.9), latency.max))
 end
 
+-- wrk's setup() and init() hooks: number the threads (each thread's global `tid`) and seed each
+-- thread's random numbers differently, so keys and choices do not repeat across threads.
+function M.numbered_threads()
+  local threads = {}
+  local function setup(thread)
+    thread:set("tid", #threads)
+    table.insert(threads, thread)
+  end
+  local function init(args)
+    math.randomseed(os.time() + (tid or 0) * 7919)
+  end
+  return setup, init
+end
+
 return M

@@ -7,16 +7,8 @@ local common = require("common")
 
 local prefix = os.getenv("BENCH_PREFIX") or "r"
 local nkeys = tonumber(os.getenv("BENCH_KEYS") or "10000")
-local threads = {}
 
-function setup(thread)
-  thread:set("tid", #threads)
-  table.insert(threads, thread)
-end
-
-function init(args)
-  math.randomseed(os.time() + (tid or 0) * 7919)
-end
+setup, init = common.numbered_threads()
 
 function request()
   return wrk.format("GET", "/v1/keys/" .. prefix .. "-" .. math.random(0, 1) .. "-" .. math.random(2, nkeys))

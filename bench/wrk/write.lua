@@ -16,18 +16,10 @@ local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
 
 local body = '{"value":"' .. string.rep("v", size) .. '"}'
 local headers = { ["Content-Type"] = "application/json" }
-local threads = {}
 local counter = 0
 local answered = 0
 
-function setup(thread)
-  thread:set("tid", #threads)
-  table.insert(threads, thread)
-end
-
-function init(args)
-  math.randomseed(os.time() + (tid or 0) * 7919)
-end
+setup, init = common.numbered_threads()
 
 function request()
   counter = counter + 1

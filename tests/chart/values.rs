@@ -13,27 +13,12 @@ const LONG_RELEASE: &str = "a-release-name-that-is-exactly-fifty-three-chars-lon
 /// `helm template <release>` of the chart with these values files and `--set`s, standing for
 /// `helm install` (generated passwords allowed, as the support renders do).
 fn try_render_as(release: &str, values: &[&str], set: &[&str]) -> Result<Manifests, String> {
-    let mut all = vec!["redis.auth.generateWithoutCluster=true"];
-    all.extend_from_slice(set);
-    try_render_plain(release, values, &all)
+    helm_template(release, &chart_dir(), &[GENERATE_WITHOUT_CLUSTER], values, set).map(|y| Manifests(parse_docs(&y)))
 }
 
 /// Plain `helm template <release>`: no cluster, nothing added.
 fn try_render_plain(release: &str, values: &[&str], set: &[&str]) -> Result<Manifests, String> {
-    let mut cmd = Command::new(helm());
-    cmd.current_dir(repo_root()).args(["template", release]).arg(chart_dir()).args(["--namespace", NAMESPACE]);
-    for v in values {
-        cmd.arg("-f").arg(v);
-    }
-    for s in set {
-        cmd.arg("--set").arg(s);
-    }
-    let out = cmd.output().expect("run helm");
-    if out.status.success() {
-        Ok(Manifests(parse_docs(&String::from_utf8(out.stdout).unwrap())))
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    helm_template(release, &chart_dir(), &[], values, set).map(|y| Manifests(parse_docs(&y)))
 }
 
 fn render_as(release: &str, values: &[&str], set: &[&str]) -> Manifests {

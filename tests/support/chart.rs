@@ -50,13 +50,23 @@ pub fn values_files() -> Vec<String> {
     out
 }
 
-/// `helm template` output (stdout) or the error (stderr). The render stands for `helm install`
-/// on a cluster, so `redis.auth.generateWithoutCluster=true` lets the chart generate passwords
-/// that `lookup` would keep (values and `set` can override it; chart/values.rs tests without).
-pub fn try_render_in(chart: &Path, values: &[&str], set: &[&str]) -> Result<String, String> {
+/// Lets the chart generate passwords in a render without a cluster, as `helm install` does.
+pub const GENERATE_WITHOUT_CLUSTER: &str = "redis.auth.generateWithoutCluster=true";
+
+/// `helm template <release>` output (stdout) or the error (stderr). `defaults` are `--set`s given
+/// before the values files (which can override them), `set` those given after.
+pub fn helm_template(
+    release: &str,
+    chart: &Path,
+    defaults: &[&str],
+    values: &[&str],
+    set: &[&str],
+) -> Result<String, String> {
     let mut cmd = Command::new(helm());
-    cmd.current_dir(repo_root()).args(["template", RELEASE]).arg(chart).args(["--namespace", NAMESPACE]);
-    cmd.args(["--set", "redis.auth.generateWithoutCluster=true"]);
+    cmd.current_dir(repo_root()).args(["template", release]).arg(chart).args(["--namespace", NAMESPACE]);
+    for d in defaults {
+        cmd.arg("--set").arg(d);
+    }
     for v in values {
         cmd.arg("-f").arg(v);
     }
@@ -69,6 +79,12 @@ pub fn try_render_in(chart: &Path, values: &[&str], set: &[&str]) -> Result<Stri
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
+}
+
+/// The render that stands for `helm install` on a cluster: the chart may generate passwords
+/// that `lookup` would keep (chart/values.rs also renders without).
+pub fn try_render_in(chart: &Path, values: &[&str], set: &[&str]) -> Result<String, String> {
+    helm_template(RELEASE, chart, &[GENERATE_WITHOUT_CLUSTER], values, set)
 }
 
 /// Parses a multi-document YAML stream (empty documents dropped).
