@@ -8,7 +8,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::http::CHECK_TIMEOUT;
-use crate::store::{QueueStats, Store};
+use crate::store::{MemoryStats, QueueStats, Store};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -40,6 +40,9 @@ pub struct Metrics {
     queue_pending: Gauge,
     dead_letters: Gauge,
     redis_up: Gauge,
+    redis_used_memory: Gauge,
+    redis_maxmemory: Gauge,
+    bookkeeping: Gauge,
 }
 
 impl Default for Metrics {
@@ -79,6 +82,27 @@ impl Metrics {
         registry.register("dead_letters", "Entries in the dead-letter stream", dead_letters.clone());
         let redis_up = Gauge::default();
         registry.register("redis_up", "1 when the last Redis query for metrics succeeded", redis_up.clone());
+        let redis_used_memory = Gauge::default();
+        registry.register_with_unit(
+            "redis_used_memory",
+            "Memory Redis uses (used_memory of INFO memory)",
+            prometheus_client::registry::Unit::Bytes,
+            redis_used_memory.clone(),
+        );
+        let redis_maxmemory = Gauge::default();
+        registry.register_with_unit(
+            "redis_maxmemory",
+            "Redis memory limit (maxmemory; 0 for none): writes past it answer 507",
+            prometheus_client::registry::Unit::Bytes,
+            redis_maxmemory.clone(),
+        );
+        let bookkeeping = Gauge::default();
+        registry.register_with_unit(
+            "bookkeeping",
+            "Memory kvq's bookkeeping takes in Redis (task stream, dead letters)",
+            prometheus_client::registry::Unit::Bytes,
+            bookkeeping.clone(),
+        );
         Self {
             registry,
             http_requests,
@@ -90,11 +114,19 @@ impl Metrics {
             queue_pending,
             dead_letters,
             redis_up,
+            redis_used_memory,
+            redis_maxmemory,
+            bookkeeping,
         }
     }
 
     /// Renders the exposition text, with queue gauges from `stats` (None: Redis unreachable).
-    pub fn render(&self, stats: Option<&QueueStats>) -> String {
+    pub fn render(&self, stats: Option<&QueueStats>, memory: Option<&MemoryStats>) -> String {
+        if let Some(m) = memory {
+            self.redis_used_memory.set(m.used as i64);
+            self.redis_maxmemory.set(m.max as i64);
+            self.bookkeeping.set(m.bookkeeping as i64);
+        }
         match stats {
             Some(s) => {
                 self.queue_depth.set(s.depth() as i64);
@@ -121,5 +153,9 @@ pub async fn serve(
 ) -> poem::Response {
     use poem::IntoResponse;
     let stats = tokio::time::timeout(CHECK_TIMEOUT, store.queue_stats()).await.ok().and_then(Result::ok);
-    metrics.render(stats.as_ref()).with_content_type("text/plain; version=0.0.4; charset=utf-8").into_response()
+    let memory = tokio::time::timeout(CHECK_TIMEOUT, store.memory_stats()).await.ok().and_then(Result::ok);
+    metrics
+        .render(stats.as_ref(), memory.as_ref())
+        .with_content_type("text/plain; version=0.0.4; charset=utf-8")
+        .into_response()
 }

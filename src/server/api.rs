@@ -365,6 +365,13 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(error = %why, "redis unavailable");
                 Self::unavailable("the data store is unavailable; retry later")
             }
+            StoreError::Full(why) => {
+                tracing::warn!(error = %why, "redis is full");
+                Self::storage_full(
+                    "the data store is full: Redis reached its memory limit (maxmemory) and refused the write; \
+                     nothing was enqueued. Retry later, or free space by deleting keys",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "redis error");
                 Self::Failed(Json(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")))

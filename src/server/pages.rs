@@ -146,6 +146,7 @@ pub async fn task_page(state: Data<&AppState>, pages: Data<&Arc<Pages>>, id: Pat
 fn short_error(e: &StoreError) -> String {
     match e {
         StoreError::Unavailable(_) => "cannot reach the Redis master".into(),
+        StoreError::Full(_) => "the Redis master is full (maxmemory)".into(),
         _ => "redis error".into(),
     }
 }

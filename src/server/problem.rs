@@ -69,6 +69,11 @@ pub enum ApiError {
     /// Redis is unreachable or not writable; retry after the given seconds.
     #[oai(status = 503)]
     Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u32),
+    /// Redis reached its memory limit (`maxmemory`) and refused the write; nothing was
+    /// enqueued. Retry after the given seconds, or free space by deleting keys (a delete is
+    /// accepted while the store is full).
+    #[oai(status = 507)]
+    InsufficientStorage(Json<Problem>, #[oai(header = "Retry-After")] u32),
 }
 
 impl ApiError {
@@ -83,6 +88,9 @@ impl ApiError {
     }
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::Unavailable(Json(Problem::new(StatusCode::SERVICE_UNAVAILABLE, detail)), RETRY_AFTER_SECONDS)
+    }
+    pub fn storage_full(detail: impl Into<String>) -> Self {
+        Self::InsufficientStorage(Json(Problem::new(StatusCode::INSUFFICIENT_STORAGE, detail)), RETRY_AFTER_SECONDS)
     }
 }
 

@@ -24,12 +24,36 @@ impl Lua {
     }
 }
 
+/// The first line of a script Redis must run even at `maxmemory` (Redis 7 script flags).
+macro_rules! allow_oom {
+    () => {
+        "#!lua flags=allow-oom\n"
+    };
+}
 pub(super) static ENQUEUE: LazyLock<Lua> =
     LazyLock::new(|| Lua::new(concat!(include_str!("../lua/queue_task.lua"), include_str!("../lua/enqueue.lua"))));
-pub(super) static APPLY: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("../lua/apply.lua")));
-pub(super) static DEAD_LETTER: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("../lua/dead_letter.lua")));
+/// A delete enqueued while Redis is full (`maxmemory`): the same script, flagged `allow-oom` so
+/// Redis runs it, refusing anything but a delete of a key that holds a value (the delete frees
+/// more than its stream entry takes, once applied).
+pub(super) static ENQUEUE_FREEING_DELETE: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(concat!(
+        allow_oom!(),
+        include_str!("../lua/queue_task.lua"),
+        include_str!("../lua/freeing_delete.lua"),
+        include_str!("../lua/enqueue.lua")
+    ))
+});
+/// Applying and dead-lettering run even when Redis is full: they only finish writes that were
+/// already accepted (whose values already sit in the stream), so the queue never gets stuck
+/// behind a full store and the overshoot past `maxmemory` is bounded by the accepted backlog.
+pub(super) static APPLY: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(concat!(allow_oom!(), include_str!("../lua/apply.lua"))));
+pub(super) static DEAD_LETTER: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(concat!(allow_oom!(), include_str!("../lua/dead_letter.lua"))));
 pub(super) static REPLAY: LazyLock<Lua> =
     LazyLock::new(|| Lua::new(concat!(include_str!("../lua/queue_task.lua"), include_str!("../lua/replay.lua"))));
+pub(super) static ENSURE_GROUP: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(concat!(allow_oom!(), include_str!("../lua/ensure_group.lua"))));
 pub(super) static TIDY_INDEX: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("../lua/tidy_index.lua")));
 
 /// Runs a prepared EVALSHA; on NOSCRIPT loads the script and runs it once more.

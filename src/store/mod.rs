@@ -23,14 +23,14 @@ mod task;
 
 use std::sync::Arc;
 
-use redis::{AsyncCommands, RedisError};
+use redis::RedisError;
 
 use crate::connection::{is_unavailable, ConnectError, Redis};
 use crate::domain::now_ms;
 
 pub use dead_letters::DeadLetter;
 pub use keys::KeySpace;
-pub use queue::{Applied, Enqueued, QueueStats};
+pub use queue::{Applied, Enqueued, MemoryStats, QueueStats};
 pub use task::{field, request_fingerprint, Delivered, Malformed, StreamTask, FIELDS, MAX_TTL_MS};
 
 pub const GROUP: &str = "kvq-workers";
@@ -40,6 +40,11 @@ pub enum StoreError {
     /// Redis is down, unreachable, loading or read-only: retry later (503).
     #[error("redis unavailable: {0}")]
     Unavailable(String),
+    /// Redis refused a write because it reached `maxmemory` (an `OOM` error reply): the store is
+    /// full. Nothing was written; retrying helps once memory is freed (507 for clients; the
+    /// worker waits and retries, it never counts this as an attempt).
+    #[error("redis is full: {0}")]
+    Full(String),
     /// Redis answered with an error that retrying the same request will not fix.
     #[error("redis error: {0}")]
     Redis(RedisError),
@@ -107,16 +112,9 @@ impl Store {
 
     /// Creates the stream and consumer group if missing (both binaries call it; it is idempotent).
     pub async fn ensure_group(&self) -> Result<(), StoreError> {
-        let stream = self.keys.stream.clone();
-        self.run(|mut c| async move {
-            let created: Result<(), RedisError> = c.xgroup_create_mkstream(&stream, GROUP, "0").await;
-            match created {
-                Err(e) if e.to_string().contains("BUSYGROUP") => Ok(()),
-                other => other,
-            }
-        })
-        .await
-        .map(|_| ())
+        let mut cmd = lua::ENSURE_GROUP.call(1);
+        cmd.arg(&self.keys.stream).arg(GROUP);
+        self.run(|mut c| async move { lua::eval::<u8>(&mut c, &lua::ENSURE_GROUP, &cmd).await }).await.map(|_| ())
     }
 
     /// Waits until `n` replicas hold every write made so far on the current master: an `INCR` on
@@ -141,9 +139,17 @@ impl Store {
 
 /// Sorts a Redis error into "try again later" or "this failed".
 pub fn classify(e: RedisError) -> StoreError {
-    if is_unavailable(&e) {
+    if is_out_of_memory(&e) {
+        StoreError::Full(e.to_string())
+    } else if is_unavailable(&e) {
         StoreError::Unavailable(e.to_string())
     } else {
         StoreError::Redis(e)
     }
+}
+
+/// Redis's refusal of a write at `maxmemory` with `noeviction`: the `OOM` error reply, also when
+/// it comes back from inside a script.
+pub fn is_out_of_memory(e: &RedisError) -> bool {
+    e.code() == Some("OOM") || e.to_string().contains("OOM command not allowed")
 }

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::AsyncCommands;
 
-use crate::domain::{now_ms, TaskStatus, WriteRequest};
+use crate::domain::{now_ms, Op, TaskStatus, WriteRequest};
 
-use super::lua::{eval, APPLY, ENQUEUE};
+use super::lua::{eval, Lua, APPLY, ENQUEUE, ENQUEUE_FREEING_DELETE};
 use super::task::{request_fingerprint, Delivered, StreamTask, MAX_TTL_MS};
 use super::{classify, Store, StoreError, GROUP};
 
@@ -42,6 +42,18 @@ pub struct QueueStats {
     pub dead_letters: u64,
 }
 
+/// Redis memory figures for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// `used_memory` of `INFO memory`.
+    pub used: u64,
+    /// `maxmemory`; 0 when Redis has no limit.
+    pub max: u64,
+    /// Bytes kvq's own bookkeeping takes (`MEMORY USAGE`): the task stream and the dead-letter
+    /// stream.
+    pub bookkeeping: u64,
+}
+
 impl QueueStats {
     pub fn depth(&self) -> u64 {
         self.lag + self.pending
@@ -72,22 +84,37 @@ impl Store {
             if_none_match: w.if_none_match,
             notify: w.notify,
         };
-        let mut cmd = ENQUEUE.call(3);
-        cmd.arg(&self.keys.stream)
-            .arg(self.keys.task(&task_id))
-            .arg(w.idempotency_key.as_deref().map(|t| self.keys.idempotency(t)).unwrap_or_default())
-            .arg(&task_id)
-            .arg(w.op.as_str())
-            .arg(w.key.as_str())
-            .arg(self.retention_seconds)
-            .arg(&self.keys.task_prefix)
-            .arg(now_ms())
-            .arg(request_fingerprint(w));
-        for (name, value) in task.fields() {
-            cmd.arg(name).arg(value);
-        }
-        let ((id, status, duplicate, at), generation): ((String, String, u8, u64), u64) =
-            self.run(|mut c| async move { eval(&mut c, &ENQUEUE, &cmd).await }).await?;
+        let idempotency = w.idempotency_key.as_deref().map(|t| self.keys.idempotency(t)).unwrap_or_default();
+        let (now, fingerprint) = (now_ms(), request_fingerprint(w));
+        let command = |lua: &Lua, data_key: Option<String>| {
+            let mut cmd = lua.call(3 + usize::from(data_key.is_some()));
+            cmd.arg(&self.keys.stream).arg(self.keys.task(&task_id)).arg(&idempotency);
+            if let Some(data) = data_key {
+                cmd.arg(data);
+            }
+            cmd.arg(&task_id)
+                .arg(w.op.as_str())
+                .arg(w.key.as_str())
+                .arg(self.retention_seconds)
+                .arg(&self.keys.task_prefix)
+                .arg(now)
+                .arg(&fingerprint);
+            for (name, value) in task.fields() {
+                cmd.arg(name).arg(value);
+            }
+            cmd
+        };
+        let cmd = command(&ENQUEUE, None);
+        let reply = self.run(|mut c| async move { eval(&mut c, &ENQUEUE, &cmd).await }).await;
+        let ((id, status, duplicate, at), generation): ((String, String, u8, u64), u64) = match reply {
+            // Redis is full: a delete of a key that holds a value still gets through, so
+            // clients can free space.
+            Err(StoreError::Full(_)) if w.op == Op::Delete => {
+                let cmd = command(&ENQUEUE_FREEING_DELETE, Some(self.keys.data(w.key.as_str())));
+                self.run(|mut c| async move { eval(&mut c, &ENQUEUE_FREEING_DELETE, &cmd).await }).await?
+            }
+            other => other?,
+        };
         if duplicate == 2 {
             return Err(StoreError::IdempotencyConflict { task_id: id });
         }
@@ -125,6 +152,34 @@ impl Store {
             }
         }
         Ok(stats)
+    }
+
+    /// Redis memory: used, limit, and what kvq's bookkeeping takes of it.
+    pub async fn memory_stats(&self) -> Result<MemoryStats, StoreError> {
+        let (stream, dlq) = (self.keys.stream.clone(), self.keys.dead_letter.clone());
+        let ((info, stream_bytes, dlq_bytes), _): ((String, Option<u64>, Option<u64>), u64) = self
+            .run(|mut c| async move {
+                redis::pipe()
+                    .cmd("INFO")
+                    .arg("memory")
+                    .cmd("MEMORY")
+                    .arg("USAGE")
+                    .arg(&stream)
+                    .cmd("MEMORY")
+                    .arg("USAGE")
+                    .arg(&dlq)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let field = |name: &str| {
+            info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<u64>().ok()).unwrap_or(0)
+        };
+        Ok(MemoryStats {
+            used: field("used_memory"),
+            max: field("maxmemory"),
+            bookkeeping: stream_bytes.unwrap_or(0) + dlq_bytes.unwrap_or(0),
+        })
     }
 
     /// Reads new tasks for `consumer`, blocking up to `block_ms`, on a dedicated connection.

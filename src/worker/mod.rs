@@ -341,8 +341,9 @@ impl Worker {
         let outcomes = loop {
             match self.store.apply(tasks, self.tombstone_ms).await {
                 Ok(outcomes) => break Some(outcomes),
-                Err(StoreError::Unavailable(e)) => {
-                    tracing::warn!(error = %e, tasks = tasks.len(), "redis unavailable while applying; will retry");
+                // A full Redis is no fault of the tasks: wait, never count an attempt.
+                Err(StoreError::Unavailable(e) | StoreError::Full(e)) => {
+                    tracing::warn!(error = %e, tasks = tasks.len(), "redis unavailable or full while applying; will retry");
                     if give_up(&stop, &mut stopping_deadline) {
                         break None;
                     }

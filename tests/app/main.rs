@@ -11,3 +11,4 @@ mod outage;
 mod pages;
 mod queue;
 mod remote_api;
+mod storage;

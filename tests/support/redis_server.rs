@@ -158,6 +158,40 @@ impl TestRedis {
         redis::cmd("XLEN").arg(stream).query(&mut self.conn()).unwrap()
     }
 
+    /// Fills the server with keys `{prefix}{n}` of 64 KiB (data that is not kvq's) until it
+    /// refuses a write for `maxmemory`, then lowers `maxmemory` 512 KiB below what is used, so it
+    /// stays full however its buffers come and go. Returns the new `maxmemory`.
+    pub fn fill_until_full(&self, prefix: &str) -> u64 {
+        let mut c = self.conn();
+        let value = "x".repeat(65536);
+        for n in 0.. {
+            let r: redis::RedisResult<()> = redis::cmd("SET").arg(format!("{prefix}{n}")).arg(&value).query(&mut c);
+            match r {
+                Ok(()) => {}
+                Err(e) if e.code() == Some("OOM") => break,
+                Err(e) => panic!("filling redis: {e}"),
+            }
+        }
+        let limit = self.used_memory() - 512 * 1024;
+        let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(limit).query(&mut c).unwrap();
+        limit
+    }
+
+    /// Deletes every key `{prefix}*` (what `fill_until_full` wrote).
+    pub fn free(&self, prefix: &str) {
+        let mut c = self.conn();
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query(&mut c).unwrap();
+        for chunk in keys.chunks(500) {
+            let _: u64 = redis::cmd("DEL").arg(chunk).query(&mut c).unwrap();
+        }
+    }
+
+    /// `used_memory` of `INFO memory`.
+    pub fn used_memory(&self) -> u64 {
+        let info: String = redis::cmd("INFO").arg("memory").query(&mut self.conn()).unwrap();
+        info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()).unwrap()
+    }
+
     /// A blocking connection for assertions.
     pub fn conn(&self) -> redis::Connection {
         redis::Client::open(self.url()).unwrap().get_connection().unwrap()

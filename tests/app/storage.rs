@@ -1,0 +1,66 @@
+//! Redis memory: a full store (`maxmemory`, `noeviction`) answers 507 and recovers, the worker
+//! finishes accepted writes while it is full, and kvq's bookkeeping stays bounded.
+
+use std::time::Duration;
+
+use crate::support::*;
+use serde_json::Value;
+
+const MAXMEMORY: u64 = 8 * 1024 * 1024;
+
+fn capped_redis() -> TestRedis {
+    TestRedis::builder().args(&["--maxmemory", &MAXMEMORY.to_string(), "--maxmemory-policy", "noeviction"]).start()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_store_answers_507_keeps_accepted_writes_and_recovers_once_memory_is_freed() {
+    let redis = capped_redis();
+    let mut app = spawn_app(&redis, 0).await;
+    // Accepted before Redis fills up, applied only after: none of them may be lost.
+    for i in 0..20 {
+        assert_eq!(app.put(&format!("backlog-{i}"), &format!("v{i}"), "").await.status(), 202);
+    }
+    let maxmemory = redis.fill_until_full("filler:");
+
+    let r = app.put("new", "1", "").await;
+    assert_eq!(r.headers().get("retry-after").map(|v| v.to_str().unwrap()), Some("1"), "507 has Retry-After");
+    let p = assert_problem(r, 507, "maxmemory").await;
+    assert!(p["detail"].as_str().unwrap().contains("full"), "{p}");
+    // Not even a key that does not exist can be deleted: that would only add bookkeeping.
+    assert_problem(app.delete("never-written", "").await, 507, "full").await;
+
+    // Still ready: a full store is no reason to take pods out of service; the body says it.
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 200);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["store"], "full", "{body}");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert_eq!(metric(&metrics, "kvq_redis_maxmemory_bytes"), maxmemory as f64);
+    let used = metric(&metrics, "kvq_redis_used_memory_bytes");
+    assert!(used > maxmemory as f64, "used memory {used} of {maxmemory}");
+    assert!(metric(&metrics, "kvq_bookkeeping_bytes") > 0.0, "{metrics}");
+
+    // The worker finishes every accepted write although Redis is full.
+    app.workers.push(spawn_worker(&app.settings, "worker-0").await);
+    app.drain(Duration::from_secs(20)).await;
+    for i in 0..20 {
+        assert_eq!(app.value_of(&format!("backlog-{i}")).await, Some(format!("v{i}")), "backlog-{i}");
+    }
+    // A delete of a key that holds a value gets through, so clients can free space.
+    let r = app.delete("backlog-0", "?wait=5").await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    assert_eq!(app.value_of("backlog-0").await, None);
+
+    redis.free("filler:");
+    let r = app.put("new", "1", "?wait=5").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.value_of("new").await.as_deref(), Some("1"));
+    assert_eq!(app.get("/readyz").await.json::<Value>().await.unwrap(), serde_json::json!({"status": "ready"}));
+    app.stop().await;
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
