@@ -31,6 +31,8 @@ const BLOCK_MS: usize = 2000;
 /// The blocking connection's reply timeout must exceed the block time, or an idle blocking read
 /// would time out and drop a healthy connection.
 const BLOCK_RESPONSE_TIMEOUT: Duration = Duration::from_millis(BLOCK_MS as u64 + 3000);
+/// How often a worker trims acknowledged entries from the stream (each trim removes all of them).
+const TRIM_PERIOD: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// What one step of the worker did; tests drive the queue with it instead of sleeping.
@@ -132,6 +134,7 @@ impl Worker {
         let mut tasks = JoinSet::new();
         tasks.spawn(self.clone().read_loop(stop_rx.clone(), permits.clone()));
         tasks.spawn(self.clone().reclaim_loop(stop_rx.clone(), permits.clone()));
+        tasks.spawn(self.clone().trim_loop(stop_rx.clone()));
         stop.await;
         tracing::info!("worker stopping: finishing in-flight tasks");
         let _ = stop_tx.send(true);
@@ -200,7 +203,6 @@ impl Worker {
 
     async fn reclaim_loop(self, mut stop: watch::Receiver<bool>, permits: Arc<Semaphore>) {
         let period = Duration::from_millis((self.claim_idle_ms / 2).clamp(50, 5000));
-        let mut last_trim = std::time::Instant::now();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(period) => {}
@@ -223,11 +225,19 @@ impl Worker {
                 }
                 Err(e) => tracing::debug!(error = %e, "reclaim failed"),
             }
-            if last_trim.elapsed() > Duration::from_secs(5) {
-                last_trim = std::time::Instant::now();
-                if let Err(e) = self.store.trim_acknowledged().await {
-                    tracing::debug!(error = %e, "trimming the stream failed");
-                }
+        }
+    }
+
+    /// Trims acknowledged entries from the stream every `TRIM_PERIOD`, so its length follows the
+    /// backlog (pending plus undelivered) at any write rate.
+    async fn trim_loop(self, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(TRIM_PERIOD) => {}
+                _ = stop.changed() => return,
+            }
+            if let Err(e) = self.store.trim_acknowledged().await {
+                tracing::debug!(error = %e, "trimming the stream failed");
             }
         }
     }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::support::*;
+use kvq::store::GROUP;
 use serde_json::Value;
 
 const MAXMEMORY: u64 = 8 * 1024 * 1024;
@@ -56,6 +57,60 @@ async fn a_full_store_answers_507_keeps_accepted_writes_and_recovers_once_memory
     assert_eq!(r.status(), 200);
     assert_eq!(app.value_of("new").await.as_deref(), Some("1"));
     assert_eq!(app.get("/readyz").await.json::<Value>().await.unwrap(), serde_json::json!({"status": "ready"}));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_is_trimmed_to_near_empty_within_seconds_after_a_200k_backlog_drains() {
+    let redis = TestRedis::start();
+    let mut app = spawn_app(&redis, 0).await;
+    app.store.ensure_group().await.unwrap();
+    app.queue_backlog(200_000, 100).await;
+    assert_eq!(redis.xlen(&app.store.keys.stream), 200_000);
+    app.workers.push(spawn_worker(&app.settings, "worker-0").await);
+    app.drain(Duration::from_secs(300)).await;
+    assert_eq!(app.value_of("key-99").await.as_deref(), Some("v199999"), "the last write won");
+    // Every entry is acknowledged: one trim takes them all (approximate trimming may keep one
+    // radix node, at most 100 entries).
+    eventually(Duration::from_secs(3), "the stream to be trimmed", || async {
+        (redis.xlen(&app.store.keys.stream) <= 100).then_some(())
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trim_removes_every_acknowledged_entry_and_keeps_every_pending_and_undelivered_one() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 0).await;
+    app.store.ensure_group().await.unwrap();
+    app.queue_backlog(200_000, 100).await;
+    let stream = app.store.keys.stream.clone();
+    let mut c = redis.conn();
+    // 150,000 delivered, of which the first 100,000 acknowledged; 50,000 never delivered.
+    let read: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(GROUP)
+        .arg("test")
+        .arg("COUNT")
+        .arg(150_000)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query(&mut c)
+        .unwrap();
+    let ids: Vec<String> = read.keys[0].ids.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids.len(), 150_000);
+    for chunk in ids[..100_000].chunks(10_000) {
+        let _: u64 = redis::cmd("XACK").arg(&stream).arg(GROUP).arg(chunk).query(&mut c).unwrap();
+    }
+
+    app.store.trim_acknowledged().await.unwrap();
+    let left = redis.xlen(&stream);
+    assert!((100_000..=100_100).contains(&left), "{left} entries left; 100,000 are not acknowledged");
+    let oldest_pending: redis::streams::StreamRangeReply =
+        redis::cmd("XRANGE").arg(&stream).arg(&ids[100_000]).arg(&ids[100_000]).query(&mut c).unwrap();
+    assert_eq!(oldest_pending.ids.len(), 1, "the oldest pending entry {} was trimmed", ids[100_000]);
     app.stop().await;
 }
 

@@ -132,6 +132,37 @@ impl Deref for TestApp {
 }
 
 impl TestApp {
+    /// Queues `n` sets of `key-{i % keys}` straight into the task stream (pipelined `XADD`s of
+    /// entries as the server writes them, without task records), as fast as Redis takes them:
+    /// a backlog far bigger than the API could build in a test.
+    pub async fn queue_backlog(&self, n: usize, keys: usize) {
+        let mut c = self.store.redis.dedicated(None).await.unwrap();
+        let mut i = 0;
+        while i < n {
+            let mut pipe = redis::pipe();
+            for j in i..(i + 5000).min(n) {
+                let task = kvq::store::StreamTask {
+                    stream_id: String::new(),
+                    task_id: format!("{j:032x}"),
+                    op: kvq::domain::Op::Set,
+                    key: format!("key-{}", j % keys),
+                    value: format!("v{j}"),
+                    ttl_ms: None,
+                    if_match: None,
+                    if_none_match: false,
+                    notify: false,
+                };
+                let xadd = pipe.cmd("XADD").arg(&self.store.keys.stream).arg("*");
+                for (name, value) in task.fields() {
+                    xadd.arg(name).arg(value);
+                }
+                xadd.ignore();
+            }
+            let () = pipe.query_async(&mut c).await.unwrap();
+            i = (i + 5000).min(n);
+        }
+    }
+
     /// Waits until no task is queued or pending.
     pub async fn drain(&self, timeout: Duration) {
         eventually(timeout, "the queue to drain", || async {
