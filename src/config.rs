@@ -104,7 +104,13 @@ pub struct LimitSettings {
 #[serde(deny_unknown_fields)]
 pub struct TaskSettings {
     pub retention_seconds: u64,
+    /// Most bytes kvq's bookkeeping (task records, idempotency keys) takes in Redis, at any
+    /// write rate: the newest records and keys that fit are kept (README "Memory").
+    pub bookkeeping_bytes: u64,
 }
+
+/// `tasks.bookkeeping_bytes` by default: 32 MiB.
+pub const DEFAULT_BOOKKEEPING_BYTES: u64 = 32 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -152,6 +158,7 @@ limits:
   max_value_bytes: 1048576
 tasks:
   retention_seconds: 86400
+  bookkeeping_bytes: 33554432
 log:
   format: json
 "#;
@@ -218,7 +225,13 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let fail = |setting: &str, why: &str| Err(ConfigError(format!("{setting}: {why}")));
-        let ranges: [(&str, u64, u64, u64); 6] = [
+        let ranges: [(&str, u64, u64, u64); 7] = [
+            (
+                "tasks.bookkeeping_bytes (KVQ__TASKS__BOOKKEEPING_BYTES)",
+                self.tasks.bookkeeping_bytes,
+                1024 * 1024,
+                1 << 40,
+            ),
             ("worker.concurrency (KVQ__WORKER__CONCURRENCY)", self.worker.concurrency as u64, 1, MAX_CONCURRENCY),
             ("worker.max_attempts (KVQ__WORKER__MAX_ATTEMPTS)", self.worker.max_attempts.into(), 1, MAX_ATTEMPTS),
             ("worker.claim_idle_ms (KVQ__WORKER__CLAIM_IDLE_MS)", self.worker.claim_idle_ms, 10, MAX_CLAIM_IDLE_MS),

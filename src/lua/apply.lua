@@ -10,7 +10,7 @@
 -- KEYS[1] key index (zset), KEYS[2] version counter, KEYS[3] task stream,
 --   then per task i (from 0): KEYS[4+2i] data hash of its key, KEYS[5+2i] its task record
 -- ARGV[1] now ms, ARGV[2] tombstone ms, ARGV[3] consumer group, ARGV[4] notify channel,
--- ARGV[5] retention seconds, then per task: its stream id, the number n of its fields, and
+-- ARGV[5] retention seconds, ARGV[6] the tombstone index (sorted set), then per task: its stream id, the number n of its fields, and
 --   n name, value pairs: the stream entry's fields as `StreamTask::fields` writes them (the table
 --   `kvq::store::FIELDS`): t task id, op operation, k key, v value, ttl TTL ms, if If-Match version,
 --   inm '1' for If-None-Match, w '1' when a client waits; optional ones may be absent
@@ -101,6 +101,8 @@ local function apply_one(data, record, id, f)
         redis.call('HSET', data, 'ver', version, 'seq', id, 'del', '1')
         redis.call('PEXPIRE', data, ARGV[2])
         redis.call('ZREM', KEYS[1], key)
+        -- removed by tidy_tombstones.lua once no older write to the key can be delivered
+        redis.call('ZADD', ARGV[6], string.match(id, '^(%d+)-'), data)
       end
     end
   end
@@ -120,7 +122,7 @@ local function apply_one(data, record, id, f)
 end
 
 local results = {}
-local a = 6
+local a = 7
 for i = 0, (#KEYS - 3) / 2 - 1 do
   local id, n = ARGV[a], tonumber(ARGV[a + 1])
   local f = {}

@@ -18,15 +18,28 @@ local function check_type(key, want)
   end
 end
 
+-- Keeps the sorted set `index` (members are keys, oldest first) at `cap` members: deletes the
+-- oldest keys beyond it, a few per call, so every call stays short.
+local function cap_index(index, cap)
+  local over = redis.call('ZCARD', index) - tonumber(cap)
+  if over <= 0 then return end
+  -- ZPOPMIN answers member, score, member, score...
+  local popped = redis.call('ZPOPMIN', index, math.min(over, 8))
+  for i = 1, #popped, 2 do redis.call('DEL', popped[i]) end
+end
+
 -- Adds the stream entry made of ARGV[first_field..] (name, value pairs) to `stream` and creates
--- its task record, queued, kept `retention` seconds. Returns the new stream id.
-local function add_task(stream, record, first_field, op, key, now, retention)
+-- its task record, queued, kept `retention` seconds and among the newest `cap` records (`index`
+-- orders them by acceptance). Returns the new stream id.
+local function add_task(stream, record, first_field, op, key, now, retention, index, cap)
   local fields = {}
   for i = first_field, #ARGV do fields[#fields + 1] = ARGV[i] end
   local seq = redis.call('XADD', stream, '*', unpack(fields))
   redis.call('HSET', record, 'op', op, 'key', key, 'status', 'queued',
     'attempts', 0, 'enqueued_at', now, 'seq', seq)
   redis.call('EXPIRE', record, retention)
+  redis.call('ZADD', index, now, record)
+  cap_index(index, cap)
   return seq
 end
 

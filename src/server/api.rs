@@ -282,7 +282,10 @@ impl Api {
         }
         match self.state.store.get_task(&id).await? {
             Some(t) => Ok(TaskResponse::Ok(Json(t.into()))),
-            None => Err(ApiError::not_found(format!("task '{}' does not exist (or is past retention)", id.0))),
+            None => Err(ApiError::not_found(format!(
+                "task '{}' does not exist (or is past retention: only the newest task records are kept)",
+                id.0
+            ))),
         }
     }
 }

@@ -127,16 +127,18 @@ impl Store {
         let task_id = uuid::Uuid::new_v4().simple().to_string();
         // Nobody waits for the replayed write: no completion message.
         let replayed = StreamTask { task_id: task_id.clone(), notify: false, ..task };
-        let mut cmd = REPLAY.call(3);
+        let mut cmd = REPLAY.call(4);
         cmd.arg(&self.keys.dead_letter)
             .arg(&self.keys.stream)
             .arg(self.keys.task(&task_id))
+            .arg(&self.keys.task_index)
             .arg(&d.id)
             .arg(&task_id)
             .arg(replayed.op.as_str())
             .arg(&replayed.key)
             .arg(self.retention_seconds)
-            .arg(now_ms());
+            .arg(now_ms())
+            .arg(self.caps.max_records);
         for (name, value) in replayed.fields() {
             cmd.arg(name).arg(value);
         }

@@ -9,6 +9,12 @@ pub struct KeySpace {
     pub index: String,
     pub version: String,
     pub done_channel: String,
+    /// `P:tidx`: task record keys by acceptance time, to keep only the newest records.
+    pub task_index: String,
+    /// `P:iidx`: idempotency keys by time, to keep only the newest.
+    pub idempotency_index: String,
+    /// `P:tombs`: data keys that hold a tombstone, by the time of their delete.
+    pub tombstones: String,
     /// `P:t:`, the prefix of every task record (the enqueue script reads records by it).
     pub task_prefix: String,
 }
@@ -23,6 +29,9 @@ impl KeySpace {
             version: format!("{prefix}:ver"),
             done_channel: format!("{prefix}:done"),
             task_prefix: format!("{prefix}:t:"),
+            task_index: format!("{prefix}:tidx"),
+            idempotency_index: format!("{prefix}:iidx"),
+            tombstones: format!("{prefix}:tombs"),
         }
     }
     pub fn data(&self, key: &str) -> String {

@@ -54,6 +54,8 @@ pub(super) static REPLAY: LazyLock<Lua> =
     LazyLock::new(|| Lua::new(concat!(include_str!("../lua/queue_task.lua"), include_str!("../lua/replay.lua"))));
 pub(super) static ENSURE_GROUP: LazyLock<Lua> =
     LazyLock::new(|| Lua::new(concat!(allow_oom!(), include_str!("../lua/ensure_group.lua"))));
+pub(super) static TIDY_TOMBSTONES: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(concat!(allow_oom!(), include_str!("../lua/tidy_tombstones.lua"))));
 pub(super) static TIDY_INDEX: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("../lua/tidy_index.lua")));
 
 /// Runs a prepared EVALSHA; on NOSCRIPT loads the script and runs it once more.

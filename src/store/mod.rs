@@ -8,7 +8,11 @@
 //! - `P:k:{key}`     hash of a key: `v` value, `ver` version, `seq` last applied stream id,
 //!   `exp` expiry (ms), `del` tombstone flag
 //! - `P:idx`         sorted set of live keys, for listing by prefix
-//! - `P:t:{id}`      hash of a task record, kept `tasks.retention_seconds`
+//! - `P:t:{id}`      hash of a task record, kept `tasks.retention_seconds` and among the newest
+//!   `BookkeepingCaps::max_records` (`P:tidx`: record keys scored by acceptance ms)
+//! - `P:iidx`        idempotency keys scored by ms, to keep the newest `max_idempotency_keys`
+//! - `P:tombs`       data keys holding a tombstone, scored by their delete's ms; removed once
+//!   the queue's low-water mark passed them
 //! - `P:idem:{tok}`  `{task id} {request fingerprint}` of an idempotency token (an older kvq
 //!   stored the task id alone; such a token matches any request)
 //! - `P:ver`         the version counter
@@ -69,17 +73,49 @@ pub struct Store {
     pub redis: Redis,
     pub keys: Arc<KeySpace>,
     retention_seconds: u64,
+    caps: BookkeepingCaps,
+}
+
+/// How many task records and idempotency keys are kept at most: the bookkeeping budget
+/// (`tasks.bookkeeping_bytes`) divided by what each takes in Redis (measured with
+/// `MEMORY USAGE`, README "Memory"), three quarters for records, a quarter for idempotency keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BookkeepingCaps {
+    pub max_records: u64,
+    pub max_idempotency_keys: u64,
+}
+
+/// Bytes one task record takes: its hash (about 250 with a 100-byte value's record fields) and
+/// its member of the record index, with allocator slack.
+pub const RECORD_BYTES: u64 = 420;
+/// Bytes one idempotency key takes: the string (task id and fingerprint) and its index member.
+pub const IDEMPOTENCY_KEY_BYTES: u64 = 350;
+
+impl BookkeepingCaps {
+    pub fn from_budget(bytes: u64) -> Self {
+        Self {
+            max_records: (bytes / 4 * 3 / RECORD_BYTES).max(1),
+            max_idempotency_keys: (bytes / 4 / IDEMPOTENCY_KEY_BYTES).max(1),
+        }
+    }
 }
 
 impl Store {
     pub fn new(redis: Redis, retention_seconds: u64) -> Self {
         let keys = Arc::new(KeySpace::new(&redis.settings().key_prefix));
-        Self { redis, keys, retention_seconds }
+        let caps = BookkeepingCaps::from_budget(crate::config::DEFAULT_BOOKKEEPING_BYTES);
+        Self { redis, keys, retention_seconds, caps }
     }
 
     /// The store the settings describe (not connected until first used).
     pub fn from_settings(settings: &crate::config::Settings) -> Self {
-        Self::new(Redis::new(settings.redis.clone()), settings.tasks.retention_seconds)
+        let mut store = Self::new(Redis::new(settings.redis.clone()), settings.tasks.retention_seconds);
+        store.caps = BookkeepingCaps::from_budget(settings.tasks.bookkeeping_bytes);
+        store
+    }
+
+    pub fn caps(&self) -> BookkeepingCaps {
+        self.caps
     }
 
     /// Runs `op` on the shared connection; classifies errors and drops a dead connection.

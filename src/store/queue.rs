@@ -8,7 +8,11 @@ use redis::AsyncCommands;
 
 use crate::domain::{now_ms, Op, TaskStatus, WriteRequest};
 
-use super::lua::{eval, Lua, APPLY, ENQUEUE, ENQUEUE_FREEING_DELETE};
+use super::lua::{eval, Lua, APPLY, ENQUEUE, ENQUEUE_FREEING_DELETE, TIDY_TOMBSTONES};
+
+/// Tombstones one tidy call looks at, and calls per trim: up to 100,000 a trim.
+const TIDY_BATCH: u64 = 5000;
+const TIDY_ROUNDS: usize = 20;
 use super::task::{request_fingerprint, Delivered, StreamTask, MAX_TTL_MS};
 use super::{classify, Store, StoreError, GROUP};
 
@@ -87,8 +91,12 @@ impl Store {
         let idempotency = w.idempotency_key.as_deref().map(|t| self.keys.idempotency(t)).unwrap_or_default();
         let (now, fingerprint) = (now_ms(), request_fingerprint(w));
         let command = |lua: &Lua, data_key: Option<String>| {
-            let mut cmd = lua.call(3 + usize::from(data_key.is_some()));
-            cmd.arg(&self.keys.stream).arg(self.keys.task(&task_id)).arg(&idempotency);
+            let mut cmd = lua.call(5 + usize::from(data_key.is_some()));
+            cmd.arg(&self.keys.stream)
+                .arg(self.keys.task(&task_id))
+                .arg(&idempotency)
+                .arg(&self.keys.task_index)
+                .arg(&self.keys.idempotency_index);
             if let Some(data) = data_key {
                 cmd.arg(data);
             }
@@ -98,7 +106,9 @@ impl Store {
                 .arg(self.retention_seconds)
                 .arg(&self.keys.task_prefix)
                 .arg(now)
-                .arg(&fingerprint);
+                .arg(&fingerprint)
+                .arg(self.caps.max_records)
+                .arg(self.caps.max_idempotency_keys);
             for (name, value) in task.fields() {
                 cmd.arg(name).arg(value);
             }
@@ -239,7 +249,12 @@ impl Store {
         for t in tasks {
             cmd.arg(self.keys.data(&t.key)).arg(self.keys.task(&t.task_id));
         }
-        cmd.arg(now_ms()).arg(tombstone_ms).arg(GROUP).arg(&self.keys.done_channel).arg(self.retention_seconds);
+        cmd.arg(now_ms())
+            .arg(tombstone_ms)
+            .arg(GROUP)
+            .arg(&self.keys.done_channel)
+            .arg(self.retention_seconds)
+            .arg(&self.keys.tombstones);
         for t in tasks {
             let fields = t.fields();
             cmd.arg(&t.stream_id).arg(fields.len());
@@ -283,6 +298,7 @@ impl Store {
     /// one (the queue's low-water mark) are removed.
     pub async fn trim_acknowledged(&self) -> Result<(), StoreError> {
         let stream = self.keys.stream.clone();
+        let tombstones = self.keys.tombstones.clone();
         self.run(|mut c| async move {
             let groups: redis::Value = redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(&mut c).await?;
             let Some(last_delivered) = (match &groups {
@@ -321,6 +337,17 @@ impl Store {
                 .arg(0)
                 .query_async(&mut c)
                 .await?;
+            // Tombstones older than the low-water mark guard against nothing any more: every
+            // write to their key accepted before the delete has been applied.
+            let low_water_ms = min_id.split('-').next().unwrap_or("0").to_string();
+            for _ in 0..TIDY_ROUNDS {
+                let mut cmd = TIDY_TOMBSTONES.call(1);
+                cmd.arg(&tombstones).arg(&low_water_ms).arg(TIDY_BATCH);
+                let removed: u64 = eval(&mut c, &TIDY_TOMBSTONES, &cmd).await?;
+                if removed < TIDY_BATCH {
+                    break;
+                }
+            }
             Ok(())
         })
         .await

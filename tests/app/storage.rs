@@ -114,6 +114,86 @@ async fn one_trim_removes_every_acknowledged_entry_and_keeps_every_pending_and_u
     app.stop().await;
 }
 
+/// kvq's bookkeeping in `redis`: (what, keys, bytes) of task records, idempotency keys, their
+/// indexes and tombstones (`MEMORY USAGE`).
+fn bookkeeping(redis: &TestRedis) -> Vec<(&'static str, u64, u64)> {
+    let mut parts = vec![
+        ("task records", redis.usage("kvq:t:*")),
+        ("idempotency keys", redis.usage("kvq:idem:*")),
+        ("indexes", redis.usage("kvq:*idx")),
+        ("tombstone index", redis.usage("kvq:tombs")),
+    ];
+    let mut c = redis.conn();
+    let data: Vec<String> = redis::cmd("KEYS").arg("kvq:k:*").query(&mut c).unwrap();
+    let (mut n, mut bytes) = (0, 0);
+    for k in data {
+        let del: Option<String> = redis::cmd("HGET").arg(&k).arg("del").query(&mut c).unwrap();
+        if del.as_deref() == Some("1") {
+            n += 1;
+            bytes += redis::cmd("MEMORY").arg("USAGE").arg(&k).query::<u64>(&mut c).unwrap();
+        }
+    }
+    parts.push(("tombstones", (n, bytes)));
+    parts.into_iter().map(|(what, (keys, bytes))| (what, keys, bytes)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookkeeping_stays_under_its_budget_after_many_more_writes_than_it_holds() {
+    const BUDGET: u64 = 1024 * 1024;
+    let redis = TestRedis::start();
+    let app = spawn_app_with(&redis, 1, &[("KVQ__TASKS__BOOKKEEPING_BYTES", &BUDGET.to_string())]).await;
+    let caps = kvq::store::BookkeepingCaps::from_budget(BUDGET);
+    let put = |key: String, token: Option<String>| {
+        let app = &app;
+        async move {
+            let headers: Vec<(&str, &str)> = token.as_deref().map(|t| ("Idempotency-Key", t)).into_iter().collect();
+            let r = app.put_json(&key, serde_json::json!({"value": "x".repeat(100)}), "", &headers).await;
+            assert_eq!(r.status(), 202, "{key}");
+            r.json::<Value>().await.unwrap()["task_id"].as_str().unwrap().to_string()
+        }
+    };
+    let first = put("hot-0".into(), None).await;
+    // Overwrites of a few keys, create+delete churn of unique keys, unique Idempotency-Keys:
+    // 6,002 tasks, three times the records the budget holds.
+    for round in 0..100 {
+        let mut batch = Vec::new();
+        for i in 0..20 {
+            batch.push(put(format!("hot-{i}"), None));
+        }
+        futures_util::future::join_all(batch).await;
+        let mut batch = Vec::new();
+        for i in 0..20 {
+            batch.push(put(format!("churn-{round}-{i}"), Some(format!("token-{round}-{i}"))));
+        }
+        futures_util::future::join_all(batch).await;
+        let deletes = (0..20).map(|i| app.delete(format!("churn-{round}-{i}").leak(), ""));
+        for r in futures_util::future::join_all(deletes).await {
+            assert_eq!(r.status(), 202);
+        }
+    }
+    let last = put("hot-0".into(), None).await;
+    app.drain(Duration::from_secs(60)).await;
+    // the next trims tidy the tombstones the drain left behind
+    eventually(Duration::from_secs(10), "tombstones to be tidied", || async {
+        (bookkeeping(&redis).iter().find(|p| p.0 == "tombstones").unwrap().1 == 0).then_some(())
+    })
+    .await;
+
+    let parts = bookkeeping(&redis);
+    let total: u64 = parts.iter().map(|p| p.2).sum();
+    eprintln!("bookkeeping after 6,002 tasks, budget {BUDGET}: {parts:?}, total {total}");
+    assert!(total <= BUDGET, "bookkeeping takes {total} bytes, over its budget of {BUDGET}: {parts:?}");
+    let records = parts[0].1;
+    assert!(records <= caps.max_records, "{records} task records kept, at most {} allowed", caps.max_records);
+    assert!(parts[1].1 <= caps.max_idempotency_keys, "{parts:?}");
+
+    // The newest task is readable, the oldest is gone with a clear 404.
+    let r = app.get(&format!("/v1/tasks/{last}")).await;
+    assert_eq!(r.status(), 200);
+    assert_problem(app.get(&format!("/v1/tasks/{first}")).await, 404, "task").await;
+    app.stop().await;
+}
+
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())

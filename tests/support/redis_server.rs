@@ -186,6 +186,22 @@ impl TestRedis {
         }
     }
 
+    /// Keys matching `pattern` and the bytes they take (`MEMORY USAGE`, summed).
+    pub fn usage(&self, pattern: &str) -> (u64, u64) {
+        let mut c = self.conn();
+        let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query(&mut c).unwrap();
+        let mut bytes = 0;
+        for chunk in keys.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for k in chunk {
+                pipe.cmd("MEMORY").arg("USAGE").arg(k);
+            }
+            let sizes: Vec<Option<u64>> = pipe.query(&mut c).unwrap();
+            bytes += sizes.into_iter().flatten().sum::<u64>();
+        }
+        (keys.len() as u64, bytes)
+    }
+
     /// `used_memory` of `INFO memory`.
     pub fn used_memory(&self) -> u64 {
         let info: String = redis::cmd("INFO").arg("memory").query(&mut self.conn()).unwrap();
