@@ -21,6 +21,17 @@ from .context import PARAMS, Context, default_bin_dir
 from .report import count_log_warnings, meta, print_table, smoke_problems, write_results
 
 
+def duration_seconds(text):
+    """'30m', '90s', '2h' or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30m, 90s)") from None
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="bench/run.sh", description="kvq benchmark suite (see bench/README.md)")
     ap.add_argument("--url", help="run only the load phases against a deployed kvq-server (http://host:port)")
@@ -33,9 +44,11 @@ def parse_args(argv=None):
                     help="with --no-build: the folder of kvq-server and kvq-worker, relative to the repository "
                          "root (e.g. target/debug; default $BENCH_BIN_DIR, else the release binaries)")
     ap.add_argument("--skip-sentinel", action="store_true", help="leave out phase 6")
-    ap.add_argument("--only", help="comma-separated subset of phases: startup,writes,reads,e2e,sentinel "
+    ap.add_argument("--only", help="comma-separated subset of phases: startup,writes,reads,e2e,sentinel,soak "
                     "(redis-benchmark and the idle memory snapshot always run in local mode)")
     ap.add_argument("--ref-redis", help="with --url: a loopback host:port to run redis-benchmark against for ratios")
+    ap.add_argument("--soak", type=duration_seconds, default=None,
+                    help="length of the soak phase, e.g. 30m, 90s (default 5m; --quick 30s, --smoke 4s)")
     ap.add_argument("--out", help="folder for the JSON result (default bench/results)")
     args = ap.parse_args(argv)
     if args.url:

@@ -16,12 +16,12 @@ from .wrk import run_wrk
 # sustained-rate step and at most how many, burst (and apply backlog) size, keys seeded for the
 # reads, start-ups timed per binary, and the bound on every queue-drain wait.
 PARAMS = {
-    "full": {"rb_n": 200000, "warm": 3, "dur": 15, "step": 30, "max_steps": 8, "burst": 100000,
+    "full": {"soak": 300, "rb_n": 200000, "warm": 3, "dur": 15, "step": 30, "max_steps": 8, "burst": 100000,
              "seed": 10000, "startup_reps": 10, "drain_timeout": 240},
-    "quick": {"rb_n": 20000, "warm": 1, "dur": 3, "step": 4, "max_steps": 3, "burst": 10000,
+    "quick": {"soak": 30, "rb_n": 20000, "warm": 1, "dur": 3, "step": 4, "max_steps": 3, "burst": 10000,
               "seed": 2000, "startup_reps": 3, "drain_timeout": 60},
     # smoke: every phase once, as briefly as wrk allows; a check that the suite works, not a measurement
-    "smoke": {"rb_n": 2000, "warm": 0, "dur": 1, "step": 2, "max_steps": 2, "burst": 2000,
+    "smoke": {"soak": 4, "rb_n": 2000, "warm": 0, "dur": 1, "step": 2, "max_steps": 2, "burst": 2000,
               "seed": 400, "startup_reps": 1, "drain_timeout": 30},
 }
 

@@ -1,6 +1,7 @@
 -- wrk script: PUT /v1/keys/{unique key} with a 100-byte value.
 -- Environment:
 --   BENCH_PREFIX  key prefix, unique per phase (keys never repeat across phases or threads)
+--   BENCH_KEYS    when set, overwrite a fixed set of this many keys per thread instead
 --   BENCH_VALUE_BYTES  value size (default 100)
 --   BENCH_LIMIT   stop each thread after this many responses (0: run for -d)
 --   BENCH_DELAY_MS  mean pause between a response and the next request on a connection
@@ -13,6 +14,7 @@ local prefix = os.getenv("BENCH_PREFIX") or ("w" .. os.time())
 local size = tonumber(os.getenv("BENCH_VALUE_BYTES") or "100")
 local limit = tonumber(os.getenv("BENCH_LIMIT") or "0")
 local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
+local nkeys = tonumber(os.getenv("BENCH_KEYS") or "0")
 
 local body = '{"value":"' .. string.rep("v", size) .. '"}'
 local headers = { ["Content-Type"] = "application/json" }
@@ -23,7 +25,9 @@ setup, init = common.numbered_threads()
 
 function request()
   counter = counter + 1
-  return wrk.format("PUT", "/v1/keys/" .. prefix .. "-" .. (tid or 0) .. "-" .. counter, headers, body)
+  local n = counter
+  if nkeys > 0 then n = counter % nkeys end
+  return wrk.format("PUT", "/v1/keys/" .. prefix .. "-" .. (tid or 0) .. "-" .. n, headers, body)
 end
 
 if limit > 0 then

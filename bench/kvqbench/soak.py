@@ -1,0 +1,126 @@
+"""Phase 7, soak: sustained overwrites of a fixed key set against a Redis with `maxmemory`,
+sampling Redis memory, accepted writes per second and the write p99 every second. The memory
+curve must flatten: kvq's Redis memory is bounded by the live data, the backlog and the
+bookkeeping budget, not by how many writes were made."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+
+from . import REPO, log
+from .http import Http
+from .procs import free_port
+from .redis import redis_cli, start_redis
+from .wrk import WrkBackground
+
+PUT = 'method="PUT",route="/v1/keys/{key}"'
+MAXMEMORY_MB = 48
+KEYS_PER_THREAD = 50  # two wrk threads: 100 keys
+
+
+def used_memory(port):
+    for line in redis_cli(port, "INFO", "memory").splitlines():
+        if line.startswith("used_memory:"):
+            return int(line.split(":")[1])
+    return None
+
+
+def put_counts(metrics):
+    """(2xx answers, other answers, {le: cumulative count}) of PUT /v1/keys/{key} so far."""
+    ok = bad = 0
+    buckets = {}
+    for k, v in metrics.items():
+        if k.startswith("kvq_http_requests_total{") and PUT in k:
+            status = k.split('status="')[1].split('"')[0]
+            if status.startswith("2"):
+                ok += v
+            else:
+                bad += v
+        elif k.startswith("kvq_http_request_duration_seconds_bucket{") and PUT in k:
+            le = k.split('le="')[1].split('"')[0]
+            buckets[float("inf") if le == "+Inf" else float(le)] = v
+    return ok, bad, buckets
+
+
+def p99_ms(before, after):
+    """The upper bound (ms) of the histogram bucket holding the 99th percentile of the answers between two scrapes."""
+    les = sorted(after)
+    total = after[les[-1]] - before.get(les[-1], 0) if les else 0
+    if total <= 0:
+        return None
+    for le in les:
+        if after[le] - before.get(le, 0) >= 0.99 * total:
+            return None if le == float("inf") else le * 1000
+    return None
+
+
+def soak(ctx):
+    seconds = ctx.args.soak or ctx.p["soak"]
+    log(f"phase 7: soak, {seconds} s of overwrites of {2 * KEYS_PER_THREAD} keys, Redis maxmemory {MAXMEMORY_MB} MB")
+    port = free_port()
+    start_redis(ctx.procs, "soak-redis", port, os.path.join(ctx.workdir, "soak-redis"), aof=False,
+                extra=["--maxmemory", f"{MAXMEMORY_MB}mb", "--maxmemory-policy", "noeviction"])
+    redis_env = {"KVQ__REDIS__URL": f"redis://127.0.0.1:{port}"}
+    server, url = ctx.start_server(redis_env, name="soak-server")
+    worker = ctx.start_worker("soak", redis_env)
+    h = Http(url)
+    series = []
+    try:
+        load = WrkBackground(ctx.procs, url, "write.lua", 16, 2, seconds,
+                             {"BENCH_PREFIX": f"soak{ctx.run_id}", "BENCH_KEYS": str(KEYS_PER_THREAD)})
+        t0 = time.monotonic()
+        prev = put_counts(h.metrics())
+        while load.running() and time.monotonic() - t0 < seconds + 10:
+            time.sleep(1.0)
+            now = put_counts(h.metrics())
+            series.append({"t": round(time.monotonic() - t0, 2), "used_memory": used_memory(port),
+                           "writes_per_s": now[0] - prev[0], "errors_per_s": now[1] - prev[1],
+                           "p99_ms": p99_ms(prev[2], now[2])})
+            prev = now
+        d = load.finish(interrupt=True)
+    finally:
+        h.close()
+        ctx.procs.stop(worker)
+        ctx.procs.stop(server)
+    ctx.results["raw"]["soak"] = {"wrk": d, "series": series}
+    mem = [s["used_memory"] for s in series if s["used_memory"]]
+    if not mem:
+        ctx.problem("soak: no memory samples")
+        return
+    half = mem[len(mem) // 2:]
+    ctx.figure("soak_writes", "soak: writes accepted", d["requests"] - d["err_status"], "req")
+    ctx.figure("soak_errors", "soak: failed writes (non-2xx)", d["err_status"] + d["socket_errors"], "req", 0, "<=")
+    ctx.figure("soak_mem_max", "soak: Redis used memory, max", round(max(mem) / 2**20, 2), "MiB", MAXMEMORY_MB * 0.9, "<=")
+    ctx.figure("soak_mem_growth_2nd_half", "soak: Redis memory growth over the second half",
+               round((max(half) - half[0]) / 2**20, 2), "MiB")
+    if d["err_status"] or d["socket_errors"]:
+        ctx.problem(f"soak: {d['err_status']} non-2xx answers, {d['socket_errors']} socket errors")
+    # a smoke run keeps its files in the run's temporary folder, like its JSON
+    out = ctx.workdir if ctx.smoke else ctx.args.out or os.path.join(REPO, "bench", "results")
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, f"soak-{ctx.run_id}.csv")
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(series[0]))
+        w.writeheader()
+        w.writerows(series)
+    log(f"  soak series: {path}")
+    plot(ctx, path)
+
+
+def plot(ctx, csv_path):
+    """Draws the series with bench/plot_soak.py (matplotlib) when a Python with matplotlib is at hand
+    ($BENCH_PLOT_PYTHON, else this one)."""
+    py = os.environ.get("BENCH_PLOT_PYTHON", sys.executable)
+    png = csv_path[:-4] + ".png"
+    r = subprocess.run([py, os.path.join(REPO, "bench", "plot_soak.py"), csv_path, png],
+                       capture_output=True, text=True, timeout=120)
+    if r.returncode == 0:
+        log(f"  soak plot: {png}")
+        ctx.results["raw"]["soak"]["plot"] = png
+    else:
+        ctx.note(f"soak: no plot ({r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}); "
+                 "set BENCH_PLOT_PYTHON to a Python with matplotlib")
+
