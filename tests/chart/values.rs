@@ -283,6 +283,22 @@ fn redis_maxmemory_leaves_room_under_the_memory_limit() {
 }
 
 #[test]
+fn the_bookkeeping_budget_fits_in_maxmemory() {
+    for file in values_files() {
+        let m = render(&[&file], &[]);
+        let config = m.of_kind("ConfigMap").iter().find_map(|c| c["data"]["config.yaml"].as_str().map(str::to_string));
+        let Some(config) = config else { continue };
+        assert!(config.contains("bookkeeping_bytes: 33554432"), "{file}: {config}");
+    }
+    assert_refused(
+        &[],
+        &["redis.config.maxmemory=32mb", "config.bookkeepingBytes=33554433"],
+        &["config.bookkeepingBytes (33554433)", "redis.config.maxmemory (32mb"],
+    );
+    render(&[], &["redis.config.maxmemory=32mb", "config.bookkeepingBytes=33554432"]);
+}
+
+#[test]
 fn redis_auth_volume_lists_the_secret_keys() {
     for (set, keys) in [
         (vec!["redis.auth.existingSecret=my-redis"], vec!["redis-password", "sentinel-password"]),

@@ -371,6 +371,13 @@ client output buffers, and allocator fragmentation.
 
 {{- define "kvq.checkMaxmemory" -}}
 {{- $r := .Values.redis -}}
+{{- if $r.config.maxmemory }}
+{{- $mm := include "kvq.bytes" (dict "q" $r.config.maxmemory "redis" true "what" "redis.config.maxmemory") | int64 -}}
+{{- $budget := .Values.config.bookkeepingBytes | int64 -}}
+{{- if gt $budget $mm }}
+{{- fail (printf "config.bookkeepingBytes (%d) exceeds redis.config.maxmemory (%s = %d bytes): kvq's bookkeeping alone could fill Redis and every write would answer 507; lower the budget or raise maxmemory (maxmemory = data + budget + backlog headroom)" $budget (toString $r.config.maxmemory) $mm) }}
+{{- end }}
+{{- end }}
 {{- $limit := "" -}}
 {{- if and $r.resources $r.resources.limits }}{{ $limit = $r.resources.limits.memory | default "" }}{{ end -}}
 {{- if and $r.config.maxmemory $limit }}
