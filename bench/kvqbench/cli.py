@@ -44,7 +44,7 @@ def parse_args(argv=None):
                     help="with --no-build: the folder of kvq-server and kvq-worker, relative to the repository "
                          "root (e.g. target/debug; default $BENCH_BIN_DIR, else the release binaries)")
     ap.add_argument("--skip-sentinel", action="store_true", help="leave out phase 6")
-    ap.add_argument("--only", help="comma-separated subset of phases: startup,writes,reads,e2e,sentinel,soak "
+    ap.add_argument("--only", help="comma-separated subset of phases: startup,writes,reads,e2e,sentinel,soak,bounded "
                     "(redis-benchmark and the idle memory snapshot always run in local mode)")
     ap.add_argument("--ref-redis", help="with --url: a loopback host:port to run redis-benchmark against for ratios")
     ap.add_argument("--soak", type=duration_seconds, default=None,

@@ -12,7 +12,7 @@ from .figures import (apply_rate, calibrated_latency_ms, drain_time, median_or_n
 from .http import Http, first_ready_ms, wait_ready
 from .procs import CpuWatch, free_port, proc_mem
 from .redis import redis_benchmark, start_redis, start_sentinel_set
-from .soak import soak
+from .soak import bounded, soak
 from .wrk import burst, run_wrk
 
 
@@ -287,4 +287,5 @@ def sentinel(ctx):
 
 
 # the phases --only names, in the order a run takes them (setup always runs first)
-PHASES = {"startup": startup, "writes": writes, "reads": reads, "e2e": e2e, "sentinel": sentinel, "soak": soak}
+PHASES = {"startup": startup, "writes": writes, "reads": reads, "e2e": e2e, "sentinel": sentinel, "soak": soak,
+          "bounded": bounded}

@@ -23,6 +23,7 @@ EXPECTED_FIGURES = {
     "e2e": ["apply_rate_1w", "apply_rate_4w", "sustained_rps", "burst_drain_s"],
     "sentinel": [f"sentinel_writes_c{c}_{f}" for c in (1, 32) for f in ("rps", "p99")],
     "soak": ["soak_writes", "soak_errors", "soak_mem_max", "soak_mem_growth_2nd_half"],
+    "bounded": ["bounded_failed", "bounded_peak_mb"],
 }
 # n/a is a finding, not a breakage, for these: a debug build on a busy machine may sustain no
 # step, and a smoke run's small backlog may drain before the depth is sampled between 90 % and

@@ -124,3 +124,45 @@ def plot(ctx, csv_path):
         ctx.note(f"soak: no plot ({r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}); "
                  "set BENCH_PLOT_PYTHON to a Python with matplotlib")
 
+
+
+def bounded(ctx):
+    """Phase 8: the bounded-memory check with default settings: a Redis capped at 48 MB holding 100
+    small keys takes 300,000 overwrites, 100,000 create+delete pairs of unique keys and 100,000
+    writes with unique Idempotency-Keys (a tenth in --quick, a hundredth in --smoke) without a
+    failed request, and stays under 44 MB."""
+    scale = 0.01 if ctx.smoke else 0.1 if ctx.quick else 1
+    log(f"phase 8: bounded memory, Redis maxmemory {MAXMEMORY_MB} MB, default settings (scale {scale})")
+    port = free_port()
+    start_redis(ctx.procs, "bounded-redis", port, os.path.join(ctx.workdir, "bounded-redis"), aof=False,
+                extra=["--maxmemory", f"{MAXMEMORY_MB}mb", "--maxmemory-policy", "noeviction"])
+    redis_env = {"KVQ__REDIS__URL": f"redis://127.0.0.1:{port}"}
+    server, url = ctx.start_server(redis_env, name="bounded-server")
+    worker = ctx.start_worker("bounded", redis_env)
+    peak, failed, sent = 0, 0, {}
+    try:
+        for mode, requests in (("overwrite", 300_000), ("churn", 200_000), ("idem", 100_000)):
+            n = int(requests * scale)
+            for f in os.listdir(ctx.stampdir):
+                os.unlink(os.path.join(ctx.stampdir, f))
+            load = WrkBackground(ctx.procs, url, "churn.lua", 16, 2, 3600,
+                                 {"BENCH_PREFIX": f"b{ctx.run_id}{mode[0]}", "BENCH_MODE": mode,
+                                  "BENCH_LIMIT": str(n // 2), "BENCH_STAMP_DIR": ctx.stampdir})
+            while load.running() and len(os.listdir(ctx.stampdir)) < 2:
+                peak = max(peak, used_memory(port) or 0)
+                time.sleep(0.2)
+            d = load.finish(interrupt=True)
+            failed += d["err_status"] + d["socket_errors"]
+            sent[mode] = d["requests"]
+            peak = max(peak, used_memory(port) or 0)
+            log(f"  {mode}: {d['requests']} requests, {d['err_status']} non-2xx, {d['socket_errors']} socket errors; "
+                f"Redis used memory {used_memory(port) / 2**20:.1f} MiB, peak so far {peak / 2**20:.1f} MiB")
+        end = used_memory(port)
+    finally:
+        ctx.procs.stop(worker)
+        ctx.procs.stop(server)
+    ctx.results["raw"]["bounded"] = {"requests": sent, "peak_bytes": peak, "end_bytes": end}
+    ctx.figure("bounded_failed", "bounded: failed requests", failed, "req", 0, "<=")
+    ctx.figure("bounded_peak_mb", "bounded: Redis used memory, peak", round(peak / 10**6, 2), "MB", 44, "<=")
+    if failed:
+        ctx.problem(f"bounded: {failed} failed requests")
