@@ -99,7 +99,7 @@ async fn sigterm_drains_in_flight_requests_and_the_worker_finishes_its_tasks() {
     assert_eq!(r.status(), 202, "the wait ran out, the write stays queued");
     assert_eq!(bins.server.process.wait(), Some(0));
 
-    // The worker resumes, applies the queued write, then stops cleanly on SIGTERM.
+    // The worker resumes and applies the queued write.
     bins.worker.signal("CONT");
     let mut conn = redis.conn();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -111,7 +111,28 @@ async fn sigterm_drains_in_flight_requests_and_the_worker_finishes_its_tasks() {
         assert!(Instant::now() < deadline, "the worker did not apply the queued write");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(bins.worker.terminate(), Some(0));
+
+    // SIGTERM reaches the worker while it holds tasks: frozen in its blocking read, it is handed
+    // a write it has not started, and is told to stop before it runs again.
+    bins.worker.freeze_in_blocking_read(&redis).await;
+    let store =
+        kvq::store::Store::new(kvq::connection::Redis::new(test_settings(&redis.url(), &[]).redis.clone()), 3600);
+    for i in 0..50 {
+        store.enqueue(&crate::queue::write(&format!("held{i}"), "h")).await.unwrap();
+    }
+    let held = redis.pending_on("worker-0");
+    assert!(!held.is_empty(), "the worker holds tasks at SIGTERM");
+    bins.worker.signal("TERM");
+    bins.worker.signal("CONT");
+    assert_eq!(bins.worker.process.wait(), Some(0));
+    assert!(redis.pending_on("worker-0").is_empty(), "everything it held was finished and acknowledged");
+    for id in &held {
+        let entry: Vec<(String, std::collections::HashMap<String, String>)> =
+            redis::cmd("XRANGE").arg("kvq:tasks").arg(id).arg(id).query(&mut conn).unwrap();
+        let task_id = &entry[0].1["t"];
+        let t = store.get_task(task_id).await.unwrap().unwrap();
+        assert_eq!(t.status, kvq::domain::TaskStatus::Applied, "{t:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

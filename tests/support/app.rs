@@ -65,10 +65,6 @@ impl TestWorker {
         let _ = self.stop.take().unwrap().send(());
         let _ = self.handle.await;
     }
-    /// Kills the worker mid-flight (its tokio task is aborted, nothing is drained).
-    pub fn abort(self) {
-        self.handle.abort();
-    }
 }
 
 pub async fn spawn_worker(settings: &Settings, consumer: &str) -> TestWorker {
@@ -228,5 +224,26 @@ impl Binaries {
         self.server.signal("TERM");
         self.worker.signal("TERM");
         (self.server.process.wait(), self.worker.process.wait())
+    }
+}
+
+impl KvqProcess {
+    /// Freezes (SIGSTOP) a worker, the only one on `redis`, while its `XREADGROUP` is blocked in
+    /// Redis: the next entry added is handed to the frozen process and stays pending on it.
+    pub async fn freeze_in_blocking_read(&self, redis: &TestRedis) {
+        eventually(Duration::from_secs(10), "the worker frozen in its blocking read", || async {
+            if !redis.has_blocked_read() {
+                return None;
+            }
+            self.signal("STOP");
+            // The read may have ended its block time just before the signal: try again.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if redis.has_blocked_read() {
+                return Some(());
+            }
+            self.signal("CONT");
+            None
+        })
+        .await
     }
 }
