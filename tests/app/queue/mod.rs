@@ -381,6 +381,115 @@ async fn a_worker_stopped_while_applying_finishes_and_acknowledges_its_batch_bef
     app.stop().await;
 }
 
+/// Trimming the stream never removes an entry that is pending (on any consumer) or not yet
+/// delivered, and a reclaim after the trim still finds and applies every pending task.
+#[tokio::test]
+async fn trimming_keeps_pending_and_undelivered_entries_and_reclaim_still_finds_them() {
+    let redis = TestRedis::start();
+    let app = spawn_app_with(&redis, 0, &[("KVQ__WORKER__CLAIM_IDLE_MS", "600000")]).await;
+    let total = 508;
+    for i in 0..total {
+        app.store.enqueue(&write(&format!("m{i}"), &format!("v{i}"))).await.unwrap();
+    }
+    let stepper = step_worker(&app.settings, "stepper");
+    let step = |n: usize| {
+        let stepper = stepper.clone();
+        async move {
+            for _ in 0..n {
+                assert!(matches!(stepper.try_execute_tasks().await.unwrap(), kvq::worker::Step::Executed(_)));
+            }
+        }
+    };
+    // Acknowledged, pending on "a", acknowledged, pending on "b", acknowledged, undelivered.
+    step(10).await;
+    let mut pending: Vec<String> = read_as(&app, "a", 5).await.into_iter().map(|t| t.stream_id).collect();
+    step(2).await;
+    pending.extend(read_as(&app, "b", 5).await.into_iter().map(|t| t.stream_id));
+    step(2).await;
+    let all: Vec<(String, HashMap<String, String>)> =
+        redis::cmd("XRANGE").arg("kvq:tasks").arg("-").arg("+").query(&mut redis.conn()).unwrap();
+    assert_eq!(all.len(), total);
+    let undelivered: Vec<String> = all[total - 50..].iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(app.store.queue_stats().await.unwrap().lag, 50);
+
+    app.store.trim_acknowledged().await.unwrap();
+    let len = redis.xlen("kvq:tasks") as usize;
+    assert!(len < total, "acknowledged entries trimmed, got {len}");
+    for id in pending.iter().chain(&undelivered) {
+        let entry: Vec<(String, HashMap<String, String>)> =
+            redis::cmd("XRANGE").arg("kvq:tasks").arg(id).arg(id).query(&mut redis.conn()).unwrap();
+        assert_eq!(entry.len(), 1, "entry {id} was trimmed while pending or undelivered");
+    }
+
+    // Consumers "a" and "b" are gone: a worker reclaims their tasks and reads the rest.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut settings = app.settings.clone();
+    settings.worker.claim_idle_ms = 50;
+    let rescuer = step_worker(&settings, "rescuer");
+    while let kvq::worker::Step::Executed(_) = rescuer.try_execute_tasks().await.unwrap() {}
+    let stats = app.store.queue_stats().await.unwrap();
+    assert_eq!((stats.pending, stats.lag), (0, 0));
+    for i in 0..total {
+        assert_eq!(app.value_of(&format!("m{i}")).await, Some(format!("v{i}")), "m{i}");
+    }
+    let version: u64 = redis::cmd("GET").arg("kvq:ver").query(&mut redis.conn()).unwrap();
+    assert_eq!(version, total as u64, "each write applied exactly once");
+
+    // Nothing pending, only undelivered entries after the acknowledged ones: those stay too.
+    let mut later = Vec::new();
+    for i in 0..150 {
+        later.push(app.store.enqueue(&write(&format!("n{i}"), "late")).await.unwrap().task_id);
+    }
+    app.store.trim_acknowledged().await.unwrap();
+    assert_eq!(app.store.queue_stats().await.unwrap().lag, 150, "undelivered entries were trimmed");
+    assert!(redis.xlen("kvq:tasks") >= 150, "undelivered entries were trimmed");
+    while let kvq::worker::Step::Executed(_) = rescuer.try_execute_tasks().await.unwrap() {}
+    for id in &later {
+        assert_eq!(app.store.get_task(id).await.unwrap().unwrap().status, TaskStatus::Applied);
+    }
+    app.stop().await;
+}
+
+/// Tombstones: a set accepted before a delete but applied after it does not bring the key back;
+/// nor does an older set applied after a newer TTL'd write has expired (the key keeps its
+/// sequence past expiry).
+#[tokio::test]
+async fn an_older_set_applied_late_does_not_resurrect_a_deleted_or_expired_key() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 0).await;
+    let mut older = write("gone", "older");
+    app.store.enqueue(&older).await.unwrap();
+    let mut delete = write("gone", "");
+    delete.op = Op::Delete;
+    delete.value = None;
+    app.store.enqueue(&delete).await.unwrap();
+    older.key = Key::parse("expired").unwrap();
+    app.store.enqueue(&older).await.unwrap();
+    let mut ttl = write("expired", "short-lived");
+    ttl.ttl_seconds = Some(1);
+    app.store.enqueue(&ttl).await.unwrap();
+
+    let tasks = read_as(&app, "x", 10).await;
+    assert_eq!(tasks.len(), 4);
+    assert_eq!(apply_one(&app, &tasks[1]).await.status, TaskStatus::Applied, "the delete");
+    assert_eq!(apply_one(&app, &tasks[3]).await.status, TaskStatus::Applied, "the TTL'd write");
+    assert_eq!(app.value_of("expired").await.as_deref(), Some("short-lived"));
+    eventually(Duration::from_secs(5), "the TTL'd value to expire", || async {
+        app.value_of("expired").await.is_none().then_some(())
+    })
+    .await;
+
+    let late = apply_one(&app, &tasks[0]).await;
+    assert_eq!(late.status, TaskStatus::Superseded, "the older set after the delete: {late:?}");
+    assert_eq!(app.value_of("gone").await, None, "a deleted key came back");
+    let late = apply_one(&app, &tasks[2]).await;
+    assert_eq!(late.status, TaskStatus::Superseded, "the older set after the expiry: {late:?}");
+    assert_eq!(app.value_of("expired").await, None, "an expired key came back");
+    let page: Value = app.get("/v1/keys").await.json().await.unwrap();
+    assert_eq!(page["items"], json!([]), "{page}");
+    app.stop().await;
+}
+
 mod hostile;
 
 /// Entries Redis hands a worker's blocked read while the worker is being stopped are finished by
