@@ -170,3 +170,80 @@ async fn stopping_the_server_answers_waiting_writes_at_once_with_202_and_their_t
     assert_eq!(server.process.wait(), Some(0));
     assert!(signalled.elapsed() < Duration::from_secs(10), "exit took {:?}", signalled.elapsed());
 }
+
+/// A master that cannot take writes while the worker applies (turned replica, or short of the
+/// replicas `min-replicas-to-write` asks for) is an outage: no attempt is counted, nothing is
+/// dead-lettered, and once it takes writes again every task applies with one attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_refusing_writes_during_apply_is_an_outage_not_an_attempt() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let redis = TestRedis::start();
+    let app = spawn_app_with(&redis, 0, &[("KVQ__WORKER__MAX_ATTEMPTS", "2")]).await;
+    let args = |a: &[&str]| -> Vec<String> { a.iter().map(|s| s.to_string()).collect() };
+    let dead_port = free_port().to_string();
+    // (what the master answers, the command that makes it refuse writes, the one that ends it)
+    let phases = [
+        ("READONLY", args(&["REPLICAOF", "127.0.0.1", &dead_port]), args(&["REPLICAOF", "NO", "ONE"])),
+        (
+            "NOREPLICAS",
+            args(&["CONFIG", "SET", "min-replicas-to-write", "1"]),
+            args(&["CONFIG", "SET", "min-replicas-to-write", "0"]),
+        ),
+    ];
+    for (what, refuse, accept) in phases {
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            ids.push(app.store.enqueue(&crate::queue::write(&format!("{what}{i}"), "v")).await.unwrap().task_id);
+        }
+        // Just before its first apply, the master stops taking writes.
+        let refused = Arc::new(AtomicBool::new(false));
+        let hook = {
+            let (refused, url) = (refused.clone(), redis.url());
+            Arc::new(move |_: &kvq::store::StreamTask| {
+                if !refused.swap(true, Ordering::SeqCst) {
+                    let mut c = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
+                    let mut cmd = redis::cmd(&refuse[0]);
+                    for a in &refuse[1..] {
+                        cmd.arg(a);
+                    }
+                    let _: () = cmd.query(&mut c).unwrap();
+                }
+            })
+        };
+        let (worker, metrics) = worker_with_metrics(&app.settings, &format!("w-{what}"));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(worker.with_apply_hook(hook).run(async move {
+            let _ = stop_rx.await;
+        }));
+        eventually(Duration::from_secs(10), "the worker's first apply", || async {
+            refused.load(Ordering::SeqCst).then_some(())
+        })
+        .await;
+        // Several retries' worth of refused writes.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(metrics.task_retries.get(), 0, "{what}: refused writes counted as failed attempts");
+        let stats = app.store.queue_stats().await.unwrap();
+        assert_eq!(stats.dead_letters, 0, "{what}");
+        for id in &ids {
+            let t = app.store.get_task(id).await.unwrap().unwrap();
+            assert_eq!((t.status, t.attempts), (kvq::domain::TaskStatus::Queued, 0), "{what}: {t:?}");
+        }
+
+        let mut cmd = redis::cmd(&accept[0]);
+        for a in &accept[1..] {
+            cmd.arg(a);
+        }
+        let _: () = cmd.query(&mut redis.conn()).unwrap();
+        app.drain(Duration::from_secs(15)).await;
+        for id in &ids {
+            let t = app.store.get_task(id).await.unwrap().unwrap();
+            assert_eq!((t.status, t.attempts), (kvq::domain::TaskStatus::Applied, 1), "{what}: {t:?}");
+        }
+        assert_eq!(metrics.task_retries.get(), 0, "{what}");
+        assert_eq!(app.store.queue_stats().await.unwrap().dead_letters, 0, "{what}");
+        let _ = stop_tx.send(());
+        running.await.unwrap();
+    }
+    app.stop().await;
+}

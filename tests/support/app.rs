@@ -81,10 +81,16 @@ pub async fn spawn_worker(settings: &Settings, consumer: &str) -> TestWorker {
 
 /// A worker object (not running) for driving the queue step by step.
 pub fn step_worker(settings: &Settings, consumer: &str) -> Worker {
+    worker_with_metrics(settings, consumer).0
+}
+
+/// A worker object (not running) and the metrics it counts into.
+pub fn worker_with_metrics(settings: &Settings, consumer: &str) -> (Worker, std::sync::Arc<Metrics>) {
     let mut s = settings.clone();
     s.worker.consumer_name = Some(consumer.to_string());
     let store = Store::new(Redis::new(s.redis.clone()), s.tasks.retention_seconds);
-    Worker::new(&s, store, std::sync::Arc::new(Metrics::new()))
+    let metrics = std::sync::Arc::new(Metrics::new());
+    (Worker::new(&s, store, metrics.clone()), metrics)
 }
 
 /// Starts a server and `workers` workers against `redis`.
