@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::chart::render;
 use crate::support::load::{assert_no_lost_writes_within, Load};
-use crate::support::pods::{production_set_with_app, ChartPods, Writer, PODS};
+use crate::support::pods::{auth_values, production_set_with_app, set_with_app, ChartPods, Writer, PODS};
 use crate::support::which;
 
 #[test]
@@ -152,4 +152,58 @@ async fn rolling_restart_under_kvq_write_load_loses_no_acknowledged_write() {
         log.failures
     );
     app.probes_pass(Duration::from_secs(30)).await;
+}
+
+/// Passwords a Kubernetes Secret can hold but shells, redis.conf and URLs treat specially work
+/// the same for every party: redis (requirepass, and masterauth: writes acknowledged by a
+/// replica), the sentinels (auth-pass to the master, requirepass and sentinel-pass among
+/// themselves: a failover after kill -9), every rendered exec probe, and the rendered kvq
+/// containers, which get the Secret's bytes unchanged through env.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_passwords_work_for_redis_sentinel_probes_and_kvq() {
+    // 512 bytes: every non-NUL ASCII byte (controls, DEL, quotes, backslash), cycled.
+    let long: String = (0..512).map(|i| char::from(1 + (i % 127) as u8)).collect();
+    let table: [(&str, String); 4] = [
+        ("backslashes and quotes", r#"a\b\\c\\\d"e'f\n\x41\"#.to_string()),
+        ("spaces, $ and #", " $HOME ${PATH} $(id) `id` # not a comment ; & | * ? ".to_string()),
+        ("trailing newline", "ends with a newline\n".to_string()),
+        ("512 bytes", long),
+    ];
+    for (n, (what, pw)) in table.into_iter().enumerate() {
+        // The sentinel password: as hostile, and different from the Redis one.
+        let sentinel_pw: String = pw.chars().rev().collect();
+        let vdir = tempfile::tempdir().unwrap();
+        let values = auth_values(vdir.path(), &pw, &sentinel_pw);
+        let (mut cl, mut app, _dir) = set_with_app(&["values/production.yaml", values.to_str().unwrap()]).await;
+        assert_eq!(cl.endpoints.redis_pw, pw, "{what}: the rendered Secret holds the password");
+        assert_eq!(cl.endpoints.sentinel_pw, sentinel_pw, "{what}: the rendered Secret holds the sentinel password");
+        let master = tokio::task::block_in_place(|| {
+            let m = cl.wait_one_master(Duration::from_secs(30), what);
+            for i in 0..PODS {
+                for (container, kind) in [
+                    ("redis", "startupProbe"),
+                    ("redis", "livenessProbe"),
+                    ("redis", "readinessProbe"),
+                    ("sentinel", "startupProbe"),
+                    ("sentinel", "livenessProbe"),
+                    ("sentinel", "readinessProbe"),
+                ] {
+                    if let Err(e) = cl.probe(i, container, kind) {
+                        panic!("{what}: pod {i} {container} {kind} fails: {e}");
+                    }
+                }
+            }
+            assert_eq!(cl.write(m, "pw", 20).len(), 20, "{what}: writes acknowledged by a replica (masterauth)");
+            m
+        });
+        let http = app.http(Duration::from_secs(15));
+        http.write_read_delete(&format!("password-{n}-a")).await;
+        tokio::task::block_in_place(|| cl.kill(master));
+        http.eventually_write_read_delete(&format!("password-{n}-b"), Duration::from_secs(40)).await;
+        tokio::task::block_in_place(|| {
+            cl.wait_master(&ChartPods::all_but(master), false, Duration::from_secs(10), what);
+        });
+        app.probes_pass(Duration::from_secs(30)).await;
+        eprintln!("{what}: redis, sentinels, probes and kvq agree");
+    }
 }

@@ -37,8 +37,8 @@ pub struct ChartPods {
     redis_env: Vec<(String, String)>,
     sentinel_env: Vec<(String, String)>,
     pub endpoints: Endpoints,
-    /// The rendered readiness probe command of the redis container.
-    redis_readiness: Vec<String>,
+    /// The rendered exec probe commands: (container, probe kind) -> command.
+    probes: HashMap<(String, String), Vec<String>>,
 }
 
 /// How clients reach the pods: the ports every pod uses, the passwords, the master name.
@@ -53,7 +53,7 @@ pub struct Endpoints {
 
 impl Endpoints {
     fn redis_url(&self, host: &str) -> String {
-        format!("redis://:{}@{host}:{}", self.redis_pw, self.redis_port)
+        format!("redis://:{}@{host}:{}", percent_encode(&self.redis_pw), self.redis_port)
     }
 
     /// A connection (connect within 500 ms, replies within 5 s).
@@ -70,11 +70,18 @@ impl Endpoints {
 
     /// The address pod `i`'s sentinel names as master.
     fn sentinel_master(&self, i: usize) -> Option<String> {
-        let mut c = Self::conn(&format!("redis://:{}@{}:{}", self.sentinel_pw, addr(i), self.sentinel_port))?;
+        let mut c =
+            Self::conn(&format!("redis://:{}@{}:{}", percent_encode(&self.sentinel_pw), addr(i), self.sentinel_port))?;
         let v: Option<(String, u16)> =
             redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(&self.master_name).query(&mut c).ok()?;
         v.map(|(h, _)| h)
     }
+}
+
+/// Every byte but ASCII letters and digits as %XX: the password part of a redis:// URL for
+/// any password (redis-rs percent-decodes it).
+pub fn percent_encode(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
 /// The running containers of one pod (killed on drop).
@@ -142,8 +149,14 @@ impl ChartPods {
             }
         };
         let redis_env = rendered_env(&redis_c, &map_path);
-        let redis_readiness = strings(&redis_c["readinessProbe"]["exec"]["command"]);
-        assert_eq!(redis_readiness[0], "sh");
+        let mut probes = HashMap::new();
+        for c in [&redis_c, &sentinel_c] {
+            for kind in ["startupProbe", "livenessProbe", "readinessProbe"] {
+                let cmd = strings(&c[kind]["exec"]["command"]);
+                assert_eq!(cmd[0], "sh", "{} {kind}", c["name"]);
+                probes.insert((c["name"].as_str().unwrap().to_string(), kind.to_string()), cmd);
+            }
+        }
         let sentinel_env = rendered_env(&sentinel_c, &map_path);
         let master_name = redis_env.iter().find(|(k, _)| k == "MASTER_NAME").unwrap().1.clone();
         let redis_port = free_port_on_loopbacks(PODS);
@@ -163,7 +176,7 @@ impl ChartPods {
                 sentinel_pw: pw["sentinel-password"].clone(),
                 master_name,
             },
-            redis_readiness,
+            probes,
             pods: (0..PODS).map(|_| Pod { redis: None, sentinel: None }).collect(),
         }
     }
@@ -304,18 +317,25 @@ impl ChartPods {
 
     /// The rendered readiness probe of pod i's redis container passes.
     fn ready(&self, i: usize) -> bool {
-        Command::new("sh")
-            .args(
-                self.redis_readiness
-                    .iter()
-                    .skip(1)
-                    .map(|a| a.replace("/scripts/", &format!("{}/", self.scripts.display()))),
-            )
+        self.probe(i, "redis", "readinessProbe").is_ok()
+    }
+
+    /// Runs the rendered exec probe `kind` (startupProbe, livenessProbe, readinessProbe) of
+    /// pod i's `container` (redis, sentinel) with that container's env: Ok, or its output.
+    pub fn probe(&self, i: usize, container: &str, kind: &str) -> Result<(), String> {
+        let cmd = &self.probes[&(container.to_string(), kind.to_string())];
+        let env = if container == "sentinel" { &self.sentinel_env } else { &self.redis_env };
+        let out = Command::new("sh")
+            .args(cmd.iter().skip(1).map(|a| a.replace("/scripts/", &format!("{}/", self.scripts.display()))))
             .env_clear()
-            .envs(self.env(i, &self.redis_env))
+            .envs(self.env(i, env))
             .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        }
     }
 
     fn good_replicas(&self, master: usize) -> usize {
@@ -457,7 +477,26 @@ impl Writer {
 /// The production render's 3 Redis pods, bootstrapped, and its kvq containers against them with
 /// their probes passing. One render for both: the app must use the passwords the pods got.
 pub async fn production_set_with_app() -> (ChartPods, RunningApp, tempfile::TempDir) {
-    let m = render(&["values/production.yaml"], &[]);
+    set_with_app(&["values/production.yaml"]).await
+}
+
+/// A values file (in `dir`) setting the generated Secret's Redis and Sentinel passwords.
+pub fn auth_values(dir: &std::path::Path, redis_pw: &str, sentinel_pw: &str) -> PathBuf {
+    let mut auth = serde_yaml_ng::Mapping::new();
+    auth.insert("password".into(), redis_pw.into());
+    auth.insert("sentinelPassword".into(), sentinel_pw.into());
+    let mut redis = serde_yaml_ng::Mapping::new();
+    redis.insert("auth".into(), auth.into());
+    let mut root = serde_yaml_ng::Mapping::new();
+    root.insert("redis".into(), redis.into());
+    let path = dir.join("auth-values.yaml");
+    std::fs::write(&path, serde_yaml_ng::to_string(&root).unwrap()).unwrap();
+    path
+}
+
+/// `production_set_with_app` for a render with these values files.
+pub async fn set_with_app(values: &[&str]) -> (ChartPods, RunningApp, tempfile::TempDir) {
+    let m = render(values, &[]);
     let cl = tokio::task::block_in_place(|| {
         let mut cl = ChartPods::new(&m);
         cl.start_all();

@@ -58,6 +58,11 @@ if [ -z "${PEER_HOSTS:-}" ]; then
   while [ "$_i" -lt "$REPLICAS" ]; do PEER_HOSTS="$PEER_HOSTS $(pod_host "$_i")"; _i=$((_i + 1)); done
 fi
 
+# Password files are read byte for byte, trailing newlines included (`cat f; printf x`, then
+# the x stripped): a plain `$(cat f)` strips them while kvq and the exporter get the Secret's
+# bytes unchanged through env. Passwords are data: they go through variables and
+# printf '%s' only, never `echo`, which interprets backslashes in dash.
+
 # A *_FILE that is set must be readable: a Secret missing a key must stop the pod, never start
 # redis or sentinel without a password.
 if [ -z "${REDIS_PASSWORD:-}" ] && [ -n "${REDIS_PASSWORD_FILE:-}" ]; then
@@ -65,14 +70,16 @@ if [ -z "${REDIS_PASSWORD:-}" ] && [ -n "${REDIS_PASSWORD_FILE:-}" ]; then
     echo "${SCRIPT_NAME:-redis}: REDIS_PASSWORD_FILE=$REDIS_PASSWORD_FILE is not readable (is the key missing from the Secret?); refusing to run without the password" >&2
     exit 1
   fi
-  REDIS_PASSWORD=$(cat "$REDIS_PASSWORD_FILE")
+  REDIS_PASSWORD=$(cat "$REDIS_PASSWORD_FILE"; printf x)
+  REDIS_PASSWORD=${REDIS_PASSWORD%x}
 fi
 if [ -z "${SENTINEL_PASSWORD:-}" ] && [ -n "${SENTINEL_PASSWORD_FILE:-}" ]; then
   if [ ! -r "$SENTINEL_PASSWORD_FILE" ]; then
     echo "${SCRIPT_NAME:-redis}: SENTINEL_PASSWORD_FILE=$SENTINEL_PASSWORD_FILE is not readable (is the key missing from the Secret?); refusing to run without the password" >&2
     exit 1
   fi
-  SENTINEL_PASSWORD=$(cat "$SENTINEL_PASSWORD_FILE")
+  SENTINEL_PASSWORD=$(cat "$SENTINEL_PASSWORD_FILE"; printf x)
+  SENTINEL_PASSWORD=${SENTINEL_PASSWORD%x}
 fi
 : "${REDIS_PASSWORD:=}"
 : "${SENTINEL_PASSWORD:=}"
@@ -169,7 +176,11 @@ online_replicas() {
     | sed -n 's/^slave[0-9]*:ip=\([^,]*\),port=\([0-9]*\),state=online.*/\1 \2/p'
 }
 
-# conf_quote VALUE: VALUE as a double-quoted redis.conf/sentinel.conf string.
+# conf_quote VALUE: VALUE as a double-quoted redis.conf/sentinel.conf string in which every
+# byte is a \xHH escape, so any byte string (quotes, backslashes, #, newlines; no NUL) reaches
+# redis exactly. Print the result with printf '%s', never echo (dash's echo eats backslashes).
 conf_quote() {
-  printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"
+  printf '"'
+  printf '%s' "$1" | od -An -v -tx1 | tr -d ' \n' | sed 's/../\\x&/g'
+  printf '"'
 }

@@ -44,8 +44,8 @@ tmp="$conf.tmp"
   echo "maxmemory-policy noeviction"
   if [ -n "$MAXMEMORY" ]; then echo "maxmemory $MAXMEMORY"; fi
   if [ -n "$REDIS_PASSWORD" ]; then
-    echo "requirepass $(conf_quote "$REDIS_PASSWORD")"
-    echo "masterauth $(conf_quote "$REDIS_PASSWORD")"
+    printf 'requirepass %s\n' "$(conf_quote "$REDIS_PASSWORD")"
+    printf 'masterauth %s\n' "$(conf_quote "$REDIS_PASSWORD")"
   fi
   if [ "$REDIS_MODE" = "sentinel" ]; then
     echo "replica-announce-ip $ANNOUNCE_HOST"

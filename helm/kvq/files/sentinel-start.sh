@@ -45,11 +45,11 @@ log "monitoring $MASTER_NAME at $master_host:$master_port (source: $source)"
   echo "sentinel announce-ip $ANNOUNCE_HOST"
   echo "sentinel announce-port $SENTINEL_PORT"
   if [ -n "$SENTINEL_PASSWORD" ]; then
-    echo "requirepass $(conf_quote "$SENTINEL_PASSWORD")"
-    echo "sentinel sentinel-pass $(conf_quote "$SENTINEL_PASSWORD")"
+    printf 'requirepass %s\n' "$(conf_quote "$SENTINEL_PASSWORD")"
+    printf 'sentinel sentinel-pass %s\n' "$(conf_quote "$SENTINEL_PASSWORD")"
   fi
   echo "sentinel monitor $MASTER_NAME $master_host $master_port $QUORUM"
-  if [ -n "$REDIS_PASSWORD" ]; then echo "sentinel auth-pass $MASTER_NAME $(conf_quote "$REDIS_PASSWORD")"; fi
+  if [ -n "$REDIS_PASSWORD" ]; then printf 'sentinel auth-pass %s %s\n' "$MASTER_NAME" "$(conf_quote "$REDIS_PASSWORD")"; fi
   echo "sentinel down-after-milliseconds $MASTER_NAME $DOWN_AFTER_MS"
   echo "sentinel failover-timeout $MASTER_NAME $FAILOVER_TIMEOUT_MS"
   echo "sentinel parallel-syncs $MASTER_NAME $PARALLEL_SYNCS"
