@@ -207,3 +207,43 @@ async fn hostile_passwords_work_for_redis_sentinel_probes_and_kvq() {
         eprintln!("{what}: redis, sentinels, probes and kvq agree");
     }
 }
+
+/// The master pod comes back on an empty volume (a lost disk, a deleted PVC) while the
+/// sentinels, slow to fail over, still name it master: it must not start as master (its
+/// replicas would full-sync the empty data set). It waits past SELF_MASTER_WAIT, and once the
+/// sentinels fail over it starts as a replica of the new master; no acknowledged write is lost.
+#[test]
+fn an_empty_volume_never_becomes_master_of_a_set_with_data() {
+    let mut cl = ChartPods::new(&render(&["values/production.yaml"], &[]));
+    cl.start_all();
+    let m = cl.wait_one_master(Duration::from_secs(30), "bootstrap");
+    let acked = cl.write(m, "kept", 200);
+    assert_eq!(acked.len(), 200, "all writes acknowledged on a healthy set");
+
+    // Sentinels slow to notice the master is gone.
+    for i in 0..PODS {
+        cl.sentinel_set(i, "down-after-milliseconds", "600000");
+    }
+    cl.kill(m);
+    cl.wipe_volume(m);
+    cl.start(m);
+    let self_master_wait: u64 = cl.redis_env_value("SELF_MASTER_WAIT").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(self_master_wait + 10);
+    while Instant::now() < deadline {
+        assert_ne!(cl.role(m).as_deref(), Some("master"), "the empty pod {m} started as master\n{}", cl.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for r in ChartPods::all_but(m) {
+        assert_eq!(cl.missing(r, &acked), Vec::<String>::new(), "replica {r} lost data while the empty pod waited");
+    }
+
+    // The sentinels fail over at last: the empty pod follows the new master.
+    for i in ChartPods::all_but(m) {
+        cl.sentinel_set(i, "down-after-milliseconds", "5000");
+    }
+    let m2 = cl.wait_one_master(Duration::from_secs(60), "failover away from the empty pod");
+    assert_ne!(m2, m, "the empty pod must not be master");
+    assert_eq!(cl.role(m).as_deref(), Some("slave"), "the empty pod ends as a replica");
+    assert_eq!(cl.missing(m2, &acked), Vec::<String>::new(), "acknowledged writes lost");
+    assert_eq!(cl.missing(m, &acked), Vec::<String>::new(), "the empty pod synced the data");
+}

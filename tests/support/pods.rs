@@ -247,6 +247,26 @@ impl ChartPods {
         }
     }
 
+    /// Pod i's volume replaced by an empty one (a lost disk, a deleted PVC); the pod must be down.
+    pub fn wipe_volume(&mut self, i: usize) {
+        assert!(self.pods[i].redis.is_none() && self.pods[i].sentinel.is_none(), "pod {i} still runs");
+        let _ = std::fs::remove_dir_all(self.pod_dir(i).join("data"));
+    }
+
+    /// A value of the rendered env of the redis container.
+    pub fn redis_env_value(&self, name: &str) -> &str {
+        &self.redis_env.iter().find(|(k, _)| k == name).unwrap_or_else(|| panic!("no env {name}")).1
+    }
+
+    /// SENTINEL SET of pod i's sentinel for the master set (at runtime, as an operator would).
+    pub fn sentinel_set(&self, i: usize, option: &str, value: &str) {
+        let e = &self.endpoints;
+        let mut c =
+            Endpoints::conn(&format!("redis://:{}@{}:{}", percent_encode(&e.sentinel_pw), addr(i), e.sentinel_port))
+                .unwrap_or_else(|| panic!("sentinel of pod {i}"));
+        let _: () = redis::cmd("SENTINEL").arg("SET").arg(&e.master_name).arg(option).arg(value).query(&mut c).unwrap();
+    }
+
     /// kill -9 of both containers (node crash, OOM kill).
     pub fn kill(&mut self, i: usize) {
         self.pods[i] = Pod { redis: None, sentinel: None };

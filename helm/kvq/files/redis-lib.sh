@@ -163,6 +163,32 @@ has_data() {
   [ -d "$DATA_DIR/appendonlydir" ] && [ -n "$(ls -A "$DATA_DIR/appendonlydir" 2>/dev/null)" ]
 }
 
+# peer_keys HOST: the number of keys peer HOST's redis holds, or nothing when it does not answer.
+peer_keys() {
+  _k=$(rcli "$1" DBSIZE 2>/dev/null | tr -d '\r') || return 0
+  case "$_k" in ''|*[!0-9]*) return 0 ;; esac
+  echo "$_k"
+}
+
+# peers_hold_data: some peer redis answers with at least one key.
+peers_hold_data() {
+  for _h in $PEER_HOSTS; do
+    [ "$_h" = "$ANNOUNCE_HOST" ] && continue
+    _k=$(peer_keys "$_h")
+    [ -n "$_k" ] && [ "$_k" -gt 0 ] && return 0
+  done
+  return 1
+}
+
+# peers_all_empty: every peer redis answers, with no key.
+peers_all_empty() {
+  for _h in $PEER_HOSTS; do
+    [ "$_h" = "$ANNOUNCE_HOST" ] && continue
+    [ "$(peer_keys "$_h")" = "0" ] || return 1
+  done
+  return 0
+}
+
 # sentinel_lists_replica HOST PORT [SENTINEL_HOST]: the sentinel (local by default) knows
 # HOST:PORT as a replica of MASTER_NAME. A replica a sentinel does not know is left out of a
 # failover and would keep following the old master (a chain nobody repairs).
