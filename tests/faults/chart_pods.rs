@@ -247,3 +247,55 @@ fn an_empty_volume_never_becomes_master_of_a_set_with_data() {
     assert_eq!(cl.missing(m2, &acked), Vec::<String>::new(), "acknowledged writes lost");
     assert_eq!(cl.missing(m, &acked), Vec::<String>::new(), "the empty pod synced the data");
 }
+
+/// A replica loading a full sync answers LOADING to PING for as long as the load takes; the
+/// rendered liveness and startup probes must accept it (a kill would restart the load from
+/// scratch, forever for a large data set), while the readiness probe keeps it out of service.
+#[test]
+fn liveness_accepts_a_replica_loading_a_full_sync_and_readiness_does_not() {
+    let mut cl = ChartPods::new(&render(&["values/production.yaml"], &[]));
+    cl.start_all();
+    let m = cl.wait_one_master(Duration::from_secs(30), "bootstrap");
+    cl.fill(m, "bulk", 20_000);
+    let r = ChartPods::all_but(m)[0];
+    // 500 µs per key while loading: about 10 s for the full sync of 20 000 keys.
+    cl.redis_cmd(r, &["CONFIG", "SET", "key-load-delay", "500"]).unwrap();
+    // Answer clients every ~8 keys while loading (as a large data set does every 2 MB).
+    cl.redis_cmd(r, &["CONFIG", "SET", "loading-process-events-interval-bytes", "1024"]).unwrap();
+    // A replica that was master for a moment cannot resume: it gets a full sync.
+    cl.redis_cmd(r, &["REPLICAOF", "NO", "ONE"]).unwrap();
+    let port = cl.endpoints.redis_port.to_string();
+    cl.redis_cmd(r, &["REPLICAOF", &crate::support::pods::addr(m), &port]).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        match cl.redis_cmd(r, &["PING"]) {
+            Err(e) if e.to_lowercase().contains("loading") => break,
+            other => {
+                seen.insert(format!("{other:?}"));
+                assert!(Instant::now() < deadline, "replica {r} never started loading: {seen:?}\n{}", cl.logs())
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut checks = 0;
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        if let Err(e) = cl.probe(r, "redis", "livenessProbe") {
+            panic!("liveness fails on a loading replica: {e}");
+        }
+        if let Err(e) = cl.probe(r, "redis", "startupProbe") {
+            panic!("startup probe fails on a loading replica: {e}");
+        }
+        assert!(cl.probe(r, "redis", "readinessProbe").is_err(), "a loading replica must not be ready");
+        checks += 1;
+    }
+    let still = cl.redis_cmd(r, &["PING"]);
+    assert!(
+        matches!(&still, Err(e) if e.to_lowercase().contains("loading")),
+        "the probes ran while the replica loaded ({checks} rounds), but it finished early: {still:?}"
+    );
+    cl.redis_cmd(r, &["CONFIG", "SET", "key-load-delay", "0"]).ok();
+    cl.wait_one_master(Duration::from_secs(60), "after the full sync");
+}

@@ -267,6 +267,33 @@ impl ChartPods {
         let _: () = redis::cmd("SENTINEL").arg("SET").arg(&e.master_name).arg(option).arg(value).query(&mut c).unwrap();
     }
 
+    /// One command to pod i's redis: its reply, or the error text (e.g. "LOADING ...").
+    pub fn redis_cmd(&self, i: usize, args: &[&str]) -> Result<redis::Value, String> {
+        // The connection's own setup commands may be the ones answered LOADING: keep that error.
+        let mut c = redis::Client::open(self.endpoints.redis_url(&addr(i)))
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)))
+            .map_err(|e| e.to_string())?;
+        c.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut c).map_err(|e| e.to_string())
+    }
+
+    /// Writes n keys `prefix:k` (100-byte values) to the master in pipelines of 1000.
+    pub fn fill(&self, master: usize, prefix: &str, n: usize) {
+        let mut c = self.endpoints.redis(&addr(master)).expect("master connection");
+        let value = "v".repeat(100);
+        for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+            let mut p = redis::pipe();
+            for k in chunk {
+                p.cmd("SET").arg(format!("{prefix}:{k}")).arg(&value).ignore();
+            }
+            p.query::<()>(&mut c).expect("pipelined writes");
+        }
+    }
+
     /// kill -9 of both containers (node crash, OOM kill).
     pub fn kill(&mut self, i: usize) {
         self.pods[i] = Pod { redis: None, sentinel: None };
