@@ -299,3 +299,80 @@ fn liveness_accepts_a_replica_loading_a_full_sync_and_readiness_does_not() {
     cl.redis_cmd(r, &["CONFIG", "SET", "key-load-delay", "0"]).ok();
     cl.wait_one_master(Duration::from_secs(60), "after the full sync");
 }
+
+/// `redis.replicas` 5 -> 3: the StatefulSet removes pods 4 and 3 (preStop first), the changed
+/// pod template rolls pods 2..0. Afterwards no sentinel knows a removed pod, as sentinel or as
+/// replica (a sentinel never forgets one by itself, and counting dead sentinels raises the
+/// majority a failover needs), and a kill -9 of the master fails over.
+#[test]
+fn scale_down_from_five_to_three_leaves_no_stale_sentinel_or_replica() {
+    let vdir = tempfile::tempdir().unwrap();
+    let values = auth_values(vdir.path(), "scale-pw", "scale-sentinel-pw");
+    let values = ["values/production.yaml", values.to_str().unwrap()];
+    let mut cl = ChartPods::new(&render(&values, &["redis.replicas=5"]));
+    assert_eq!(cl.pod_count(), 5);
+    cl.start_all();
+    let m = cl.wait_one_master(Duration::from_secs(40), "bootstrap of 5 pods");
+    let mut acked = cl.write(m, "five", 100);
+    assert_eq!(acked.len(), 100);
+    for i in 0..5 {
+        wait_sentinel_view(&cl, i, 4, &[], "before the scale-down");
+    }
+
+    // helm upgrade --set redis.replicas=3: ordinals 4 and 3 go, then the rollout of 2, 1, 0.
+    for i in [4, 3] {
+        cl.run_prestop(i);
+        cl.terminate(i);
+    }
+    cl.reconfigure(&render(&values, &["redis.replicas=3"]));
+    cl.rolling_restart();
+    let m = cl.wait_one_master(Duration::from_secs(30), "after the scale-down");
+    let removed = [crate::support::pods::addr(3), crate::support::pods::addr(4)];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for i in 0..3 {
+        loop {
+            let (sentinels, replicas) = cl.sentinel_peers(i);
+            let stale: Vec<&String> = sentinels
+                .iter()
+                .chain(&replicas)
+                .filter(|a| removed.iter().any(|r| a.starts_with(&format!("{r}:"))))
+                .collect();
+            if stale.is_empty() && sentinels.len() == 2 && replicas.len() == 2 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pod {i}'s sentinel after the scale-down: sentinels {sentinels:?}, replicas {replicas:?}, stale {stale:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    acked.extend(cl.write(m, "three", 100));
+
+    // A failover works with the 2 sentinels left of 3.
+    cl.kill(m);
+    let m2 = cl.wait_master(&cl.others(m), false, Duration::from_secs(40), "failover after the scale-down");
+    assert_eq!(cl.missing(m2, &acked), Vec::<String>::new(), "acknowledged writes lost");
+}
+
+/// Waits (30 s) until pod i's sentinel knows exactly `peers` other sentinels and `peers`
+/// replicas, none of them on a host in `removed`.
+fn wait_sentinel_view(cl: &ChartPods, i: usize, peers: usize, removed: &[String], what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (sentinels, replicas) = cl.sentinel_peers(i);
+        let stale: Vec<&String> = sentinels
+            .iter()
+            .chain(&replicas)
+            .filter(|a| removed.iter().any(|r| a.starts_with(&format!("{r}:"))))
+            .collect();
+        if stale.is_empty() && sentinels.len() == peers && replicas.len() == peers {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: pod {i}'s sentinel knows sentinels {sentinels:?}, replicas {replicas:?} (stale {stale:?})"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

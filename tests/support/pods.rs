@@ -33,6 +33,10 @@ pub struct ChartPods {
     // Fields drop in order: the pods' processes are killed before their directories go.
     pods: Vec<Pod>,
     dir: tempfile::TempDir,
+    /// Directories of later renders (`reconfigure`): their scripts and password files.
+    renders: Vec<tempfile::TempDir>,
+    /// Pods in the rendered StatefulSet (`redis.replicas`).
+    n: usize,
     scripts: PathBuf,
     redis_env: Vec<(String, String)>,
     sentinel_env: Vec<(String, String)>,
@@ -130,7 +134,7 @@ impl ChartPods {
         }
         let sts = m.get("StatefulSet", "kvq-redis");
         let pod = &sts["spec"]["template"]["spec"];
-        assert_eq!(sts["spec"]["replicas"], PODS);
+        let n = sts["spec"]["replicas"].as_u64().unwrap() as usize;
         let container =
             |n: &str| pod["containers"].as_array().unwrap().iter().find(|c| c["name"] == n).unwrap().clone();
         let (redis_c, sentinel_c) = (container("redis"), container("sentinel"));
@@ -159,13 +163,15 @@ impl ChartPods {
         }
         let sentinel_env = rendered_env(&sentinel_c, &map_path);
         let master_name = redis_env.iter().find(|(k, _)| k == "MASTER_NAME").unwrap().1.clone();
-        let redis_port = free_port_on_loopbacks(PODS);
-        let mut sentinel_port = free_port_on_loopbacks(PODS);
+        let redis_port = free_port_on_loopbacks(n);
+        let mut sentinel_port = free_port_on_loopbacks(n);
         while sentinel_port == redis_port {
-            sentinel_port = free_port_on_loopbacks(PODS);
+            sentinel_port = free_port_on_loopbacks(n);
         }
         ChartPods {
             dir,
+            renders: Vec::new(),
+            n,
             scripts,
             redis_env,
             sentinel_env,
@@ -177,7 +183,7 @@ impl ChartPods {
                 master_name,
             },
             probes,
-            pods: (0..PODS).map(|_| Pod { redis: None, sentinel: None }).collect(),
+            pods: (0..n).map(|_| Pod { redis: None, sentinel: None }).collect(),
         }
     }
 
@@ -201,7 +207,7 @@ impl ChartPods {
                 (k.clone(), v)
             })
             .collect();
-        let peers: Vec<String> = (0..PODS).map(addr).collect();
+        let peers: Vec<String> = (0..self.n).map(addr).collect();
         env.extend([
             ("POD_NAME".into(), format!("kvq-redis-{i}")),
             ("ANNOUNCE_HOST".into(), addr(i)),
@@ -235,16 +241,62 @@ impl ChartPods {
 
     /// Starts every pod at once (a fresh install, or a node pool coming back).
     pub fn start_all(&mut self) {
-        for i in 0..PODS {
+        for i in 0..self.n {
             self.start(i);
         }
     }
 
     /// kill -9 of every pod.
     pub fn kill_all(&mut self) {
-        for i in 0..PODS {
+        for i in 0..self.n {
             self.kill(i);
         }
+    }
+
+    /// `helm upgrade` to a new render of the same release (same passwords, e.g. another
+    /// `redis.replicas`): later starts use its scripts and env. Pods beyond its replica count
+    /// must have been stopped (a StatefulSet scale-down removes the highest ordinals).
+    pub fn reconfigure(&mut self, m: &Manifests) {
+        let mut next = ChartPods::new(m);
+        assert_eq!(next.endpoints.redis_pw, self.endpoints.redis_pw, "the upgrade keeps the password");
+        for (i, p) in self.pods.iter().enumerate().skip(next.n) {
+            assert!(p.redis.is_none() && p.sentinel.is_none(), "pod {i} is beyond the new replica count but runs");
+        }
+        self.pods.truncate(next.n);
+        while self.pods.len() < next.n {
+            self.pods.push(Pod { redis: None, sentinel: None });
+        }
+        self.n = next.n;
+        self.scripts = next.scripts.clone();
+        self.redis_env = std::mem::take(&mut next.redis_env);
+        self.sentinel_env = std::mem::take(&mut next.sentinel_env);
+        self.probes = std::mem::take(&mut next.probes);
+        let dir = std::mem::replace(&mut next.dir, tempfile::tempdir().unwrap());
+        self.renders.push(dir);
+    }
+
+    /// Pods in the current render.
+    pub fn pod_count(&self) -> usize {
+        self.n
+    }
+
+    /// Every pod of the current render but `i`.
+    pub fn others(&self, i: usize) -> Vec<usize> {
+        (0..self.n).filter(|&p| p != i).collect()
+    }
+
+    /// (sentinels, replicas) "host:port" that pod i's sentinel knows for the master set.
+    pub fn sentinel_peers(&self, i: usize) -> (Vec<String>, Vec<String>) {
+        let e = &self.endpoints;
+        let mut c =
+            Endpoints::conn(&format!("redis://:{}@{}:{}", percent_encode(&e.sentinel_pw), addr(i), e.sentinel_port))
+                .unwrap_or_else(|| panic!("sentinel of pod {i}"));
+        let mut list = |what: &str| -> Vec<String> {
+            let v: Vec<HashMap<String, String>> =
+                redis::cmd("SENTINEL").arg(what).arg(&e.master_name).query(&mut c).unwrap();
+            v.iter().map(|m| format!("{}:{}", m["ip"], m["port"])).collect()
+        };
+        (list("SENTINELS"), list("REPLICAS"))
     }
 
     /// Pod i's volume replaced by an empty one (a lost disk, a deleted PVC); the pod must be down.
@@ -331,7 +383,7 @@ impl ChartPods {
     /// Waits until exactly one pod is master with PODS-1 online replicas, every sentinel names
     /// it and every pod passes the rendered readiness probe; returns its index.
     pub fn wait_one_master(&self, timeout: Duration, what: &str) -> usize {
-        let all: Vec<usize> = (0..PODS).collect();
+        let all: Vec<usize> = (0..self.n).collect();
         self.wait_master(&all, true, timeout, what)
     }
 
@@ -341,18 +393,18 @@ impl ChartPods {
     pub fn wait_master(&self, candidates: &[usize], settled: bool, timeout: Duration, what: &str) -> usize {
         let deadline = Instant::now() + timeout;
         loop {
-            let roles: Vec<Option<String>> = (0..PODS).map(|i| self.role(i)).collect();
+            let roles: Vec<Option<String>> = (0..self.n).map(|i| self.role(i)).collect();
             let masters: Vec<usize> =
                 candidates.iter().copied().filter(|&i| roles[i].as_deref() == Some("master")).collect();
             assert!(masters.len() <= 1, "{what}: two masters at once: {roles:?}");
             if let [m] = masters[..] {
                 let agree = candidates.iter().all(|&i| self.sentinel_master(i).as_deref() == Some(addr(m).as_str()));
-                if agree && (!settled || (self.good_replicas(m) == PODS - 1 && (0..PODS).all(|i| self.ready(i)))) {
+                if agree && (!settled || (self.good_replicas(m) == self.n - 1 && (0..self.n).all(|i| self.ready(i)))) {
                     return m;
                 }
             }
             if Instant::now() > deadline {
-                let named: Vec<Option<String>> = (0..PODS).map(|i| self.sentinel_master(i)).collect();
+                let named: Vec<Option<String>> = (0..self.n).map(|i| self.sentinel_master(i)).collect();
                 panic!(
                     "{what}: no single master among {candidates:?} after {timeout:?}: roles {roles:?}, sentinels {named:?}\n{}",
                     self.logs()
@@ -394,7 +446,7 @@ impl ChartPods {
 
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        for i in 0..PODS {
+        for i in 0..self.pods.len() {
             for f in ["redis.log", "sentinel.log", "redis-prestop.log"] {
                 let text = std::fs::read_to_string(self.pod_dir(i).join(f)).unwrap_or_default();
                 let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -444,7 +496,7 @@ impl ChartPods {
 
     /// A StatefulSet rollout: pod by pod from the highest ordinal down, whoever is master.
     pub fn rolling_restart(&mut self) {
-        for i in (0..PODS).rev() {
+        for i in (0..self.n).rev() {
             self.restart_pod(i, Duration::from_secs(40), &format!("rolling restart of pod {i}"));
         }
     }
