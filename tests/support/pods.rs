@@ -253,12 +253,14 @@ impl ChartPods {
         }
     }
 
-    /// `helm upgrade` to a new render of the same release (same passwords, e.g. another
-    /// `redis.replicas`): later starts use its scripts and env. Pods beyond its replica count
+    /// `helm upgrade` to a new render of the same release (e.g. another `redis.replicas`, a
+    /// rotated password): later starts use its scripts, env and Secret. Pods beyond its replica count
     /// must have been stopped (a StatefulSet scale-down removes the highest ordinals).
     pub fn reconfigure(&mut self, m: &Manifests) {
         let mut next = ChartPods::new(m);
-        assert_eq!(next.endpoints.redis_pw, self.endpoints.redis_pw, "the upgrade keeps the password");
+        // Clients use the passwords of the new render from now on.
+        self.endpoints.redis_pw = next.endpoints.redis_pw.clone();
+        self.endpoints.sentinel_pw = next.endpoints.sentinel_pw.clone();
         for (i, p) in self.pods.iter().enumerate().skip(next.n) {
             assert!(p.redis.is_none() && p.sentinel.is_none(), "pod {i} is beyond the new replica count but runs");
         }
@@ -591,6 +593,19 @@ pub fn auth_values(dir: &std::path::Path, redis_pw: &str, sentinel_pw: &str) -> 
     let path = dir.join("auth-values.yaml");
     std::fs::write(&path, serde_yaml_ng::to_string(&root).unwrap()).unwrap();
     path
+}
+
+/// A values file `name` (in `dir`) for one step of a password rotation: the Redis password in
+/// use and, optionally, a second one Redis also accepts (`redis.auth.extraPassword`).
+pub fn rotation_values(dir: &std::path::Path, name: &str, redis_pw: &str, extra: Option<&str>) -> PathBuf {
+    let path = auth_values(dir, redis_pw, "rotation-sentinel-pw");
+    let mut v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    if let Some(e) = extra {
+        v["redis"]["auth"]["extraPassword"] = e.into();
+    }
+    let named = dir.join(name);
+    std::fs::write(&named, serde_yaml_ng::to_string(&v).unwrap()).unwrap();
+    named
 }
 
 /// `production_set_with_app` for a render with these values files.

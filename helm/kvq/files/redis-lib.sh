@@ -21,6 +21,8 @@
 #   REDIS_PASSWORD        or REDIS_PASSWORD_FILE: password of redis (empty: no auth; a
 #                         REDIS_PASSWORD_FILE that is set but unreadable exits with 1)
 #   SENTINEL_PASSWORD     or SENTINEL_PASSWORD_FILE: password of the sentinels (same rules)
+#   REDIS_EXTRA_PASSWORD  or REDIS_EXTRA_PASSWORD_FILE: a second password redis accepts
+#                         (nobody uses it; a password rotation without downtime) []
 #   DATA_DIR              redis data (AOF) and persisted sentinel.conf [/data]
 #   CONF_DIR              writable directory for the generated redis.conf [/run/redis]
 #   DISCOVERY_TIMEOUT     seconds a starting pod keeps asking the sentinels [10]
@@ -81,7 +83,16 @@ if [ -z "${SENTINEL_PASSWORD:-}" ] && [ -n "${SENTINEL_PASSWORD_FILE:-}" ]; then
   SENTINEL_PASSWORD=$(cat "$SENTINEL_PASSWORD_FILE"; printf x)
   SENTINEL_PASSWORD=${SENTINEL_PASSWORD%x}
 fi
+if [ -n "${REDIS_EXTRA_PASSWORD_FILE:-}" ]; then
+  if [ ! -r "$REDIS_EXTRA_PASSWORD_FILE" ]; then
+    echo "${SCRIPT_NAME:-redis}: REDIS_EXTRA_PASSWORD_FILE=$REDIS_EXTRA_PASSWORD_FILE is not readable" >&2
+    exit 1
+  fi
+  REDIS_EXTRA_PASSWORD=$(cat "$REDIS_EXTRA_PASSWORD_FILE"; printf x)
+  REDIS_EXTRA_PASSWORD=${REDIS_EXTRA_PASSWORD%x}
+fi
 : "${REDIS_PASSWORD:=}"
+: "${REDIS_EXTRA_PASSWORD:=}"
 : "${SENTINEL_PASSWORD:=}"
 
 log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) ${SCRIPT_NAME:-redis} [$ANNOUNCE_HOST]: $*" >&2; }

@@ -45,7 +45,13 @@ tmp="$conf.tmp"
   echo "appendfsync $APPENDFSYNC"
   echo "maxmemory-policy noeviction"
   if [ -n "$MAXMEMORY" ]; then echo "maxmemory $MAXMEMORY"; fi
-  if [ -n "$REDIS_PASSWORD" ]; then
+  if [ -n "$REDIS_PASSWORD" ] && [ -n "$REDIS_EXTRA_PASSWORD" ]; then
+    # Two accepted passwords (a rotation): the default user gets both; everyone uses
+    # REDIS_PASSWORD (replication, sentinels, probes, kvq).
+    printf 'user default on resetpass %s %s ~* &* +@all\n' \
+      "$(conf_quote ">$REDIS_PASSWORD")" "$(conf_quote ">$REDIS_EXTRA_PASSWORD")"
+    printf 'masterauth %s\n' "$(conf_quote "$REDIS_PASSWORD")"
+  elif [ -n "$REDIS_PASSWORD" ]; then
     printf 'requirepass %s\n' "$(conf_quote "$REDIS_PASSWORD")"
     printf 'masterauth %s\n' "$(conf_quote "$REDIS_PASSWORD")"
   fi
