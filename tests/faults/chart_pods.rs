@@ -38,7 +38,7 @@ fn chart_scripts_keep_one_master_and_every_acknowledged_write() {
 
     // 1. Fresh install: all pods start at once; nobody knows a master; ordinal 0 bootstraps.
     cl.start_all();
-    let m = cl.wait_one_master(Duration::from_secs(30), "bootstrap");
+    let m = cl.wait_one_master(Duration::from_secs(60), "bootstrap");
     assert_eq!(m, 0, "the bootstrap rule makes ordinal 0 master");
     acked.extend(cl.write(m, "boot", 200));
     assert_eq!(acked.len(), 200, "all writes acknowledged on a healthy set");
@@ -218,7 +218,7 @@ async fn hostile_passwords_work_for_redis_sentinel_probes_and_kvq() {
 fn an_empty_volume_never_becomes_master_of_a_set_with_data() {
     let mut cl = ChartPods::new(&render(&["values/production.yaml"], &[]));
     cl.start_all();
-    let m = cl.wait_one_master(Duration::from_secs(30), "bootstrap");
+    let m = cl.wait_one_master(Duration::from_secs(60), "bootstrap");
     let acked = cl.write(m, "kept", 200);
     assert_eq!(acked.len(), 200, "all writes acknowledged on a healthy set");
 
@@ -257,7 +257,7 @@ fn an_empty_volume_never_becomes_master_of_a_set_with_data() {
 fn liveness_accepts_a_replica_loading_a_full_sync_and_readiness_does_not() {
     let mut cl = ChartPods::new(&render(&["values/production.yaml"], &[]));
     cl.start_all();
-    let m = cl.wait_one_master(Duration::from_secs(30), "bootstrap");
+    let m = cl.wait_one_master(Duration::from_secs(60), "bootstrap");
     cl.fill(m, "bulk", 20_000);
     let r = ChartPods::all_but(m)[0];
     // 500 µs per key while loading: about 10 s for the full sync of 20 000 keys.
@@ -393,7 +393,7 @@ fn password_rotation_in_three_rollouts_loses_no_acknowledged_write() {
     };
     let mut cl = ChartPods::new(&step("0.yaml", "old-pw", None));
     cl.start_all();
-    cl.wait_one_master(Duration::from_secs(30), "bootstrap");
+    cl.wait_one_master(Duration::from_secs(60), "bootstrap");
     let (mut acked, mut refused) = (Vec::new(), 0);
     for (name, pw, extra) in
         [("1.yaml", "old-pw", Some("new-pw")), ("2.yaml", "new-pw", Some("old-pw")), ("3.yaml", "new-pw", None)]

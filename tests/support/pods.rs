@@ -614,7 +614,7 @@ pub async fn set_with_app(values: &[&str]) -> (ChartPods, RunningApp, tempfile::
     let cl = tokio::task::block_in_place(|| {
         let mut cl = ChartPods::new(&m);
         cl.start_all();
-        cl.wait_one_master(Duration::from_secs(30), "bootstrap");
+        cl.wait_one_master(Duration::from_secs(60), "bootstrap");
         cl
     });
     let dir = tempfile::tempdir().unwrap();
