@@ -108,6 +108,96 @@ async fn master_failover_under_load_loses_no_acknowledged_write_and_the_old_mast
     println!("HA old master rejoined as a replica; {} writes after its return, lost=0", after.len());
 }
 
+/// A frozen master (SIGSTOP: its connections hang instead of being refused, as with a
+/// partitioned host): every write is answered within 5 s, with 503 while nothing can confirm
+/// it, never left hanging; the sentinels fail over and kvq follows; no acknowledged write is
+/// lost; thawed, the old master rejoins as a replica and no second master appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_master_gets_writes_answered_503_then_fails_over_without_losing_a_write() {
+    let mut cluster = SentinelCluster::start();
+    let env = env_of(&cluster);
+    let server = KvqProcess::server(&env);
+    let _w1 = KvqProcess::worker("w1", &env);
+    let _w2 = KvqProcess::worker("w2", &env);
+    // A long client timeout: the test itself measures how long each answer takes.
+    let http = server.http(Duration::from_secs(30));
+    http.wait_status("/readyz", 200, Duration::from_secs(15)).await;
+
+    let load = Load::start(&http, "frozen", 4);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let old_master = cluster.master_port().expect("a master");
+    let frozen_at = Instant::now();
+    cluster.node(old_master).signal("STOP");
+
+    // Probe writes one after another: each must be answered within 5 s.
+    let (mut refused, mut slowest, mut i) = (0, Duration::ZERO, 0);
+    loop {
+        i += 1;
+        let key = format!("probe-{i}");
+        let started = Instant::now();
+        let r = http.try_put_json(&key, json!({ "value": key }), "", &[("Idempotency-Key", &key)]).await;
+        let took = started.elapsed();
+        slowest = slowest.max(took);
+        let status = r.map(|r| r.status().as_u16()).unwrap_or_else(|e| panic!("{key} got no answer: {e}"));
+        assert!(took < Duration::from_secs(5), "{key} answered {status} only after {took:?}");
+        match status {
+            503 => refused += 1,
+            202 if refused > 0 => break,
+            202 => {}
+            other => panic!("{key}: unexpected {other}"),
+        }
+        assert!(frozen_at.elapsed() < Duration::from_secs(40), "writes never resumed after the freeze");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let resumed = frozen_at.elapsed();
+    assert!(refused > 0, "writes to the frozen master were refused");
+    eventually(Duration::from_secs(30), "the load to write again", || async {
+        load.log().resumed.filter(|t| t.elapsed() > Duration::from_secs(2)).map(|_| ())
+    })
+    .await;
+    let log = load.stop().await;
+    let new_master = cluster.master_port().expect("a new master");
+    assert_ne!(new_master, old_master, "the sentinels promoted a replica");
+    wait_drained(&http).await;
+    let lost = lost_writes(&http, &log.acked).await;
+    println!(
+        "HA frozen master: {refused} probe writes answered 503 (slowest answer {} ms), writes again {} ms \
+         after the freeze; load acknowledged={} lost={} abandoned={}",
+        slowest.as_millis(),
+        resumed.as_millis(),
+        log.acked.len(),
+        lost.len(),
+        log.abandoned.len()
+    );
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert!(log.abandoned.is_empty(), "every write eventually got through: {:?}", log.abandoned);
+
+    // Thawed, the old master learns it was replaced: it becomes a replica, no split brain.
+    cluster.node(old_master).signal("CONT");
+    cluster.wait_until(Duration::from_secs(30), "the thawed master to become a replica", |c| {
+        c.role(old_master).as_deref() == Some("slave")
+    });
+    for i in 0..50 {
+        let key = format!("thawed-{i}");
+        assert_eq!(http.put(&key, &key, "?wait=5").await.status(), 200, "write after the thaw");
+    }
+    assert_eq!(cluster.master_port(), Some(new_master), "no second master appeared");
+    let mut all = log.acked.clone();
+    all.extend((0..50).map(|i| format!("thawed-{i}")));
+    let lost = lost_writes(&http, &all).await;
+    assert!(lost.is_empty(), "lost after the thaw: {lost:?}");
+    let replica_url = format!("redis://127.0.0.1:{old_master}");
+    eventually(Duration::from_secs(20), "the thawed master to hold new writes", || {
+        let url = replica_url.clone();
+        async move {
+            let mut conn = redis::Client::open(url).ok()?.get_connection().ok()?;
+            let v: Option<String> = redis::cmd("HGET").arg("kvq:k:thawed-49").arg("v").query(&mut conn).ok()?;
+            (v.as_deref() == Some("thawed-49")).then_some(())
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_with_pending_tasks_has_them_applied_by_another() {
     let cluster = SentinelCluster::start();
