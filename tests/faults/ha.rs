@@ -299,6 +299,43 @@ async fn without_a_replica_writes_answer_503_and_an_idempotent_retry_is_safe() {
     app.stop().await;
 }
 
+/// A replica that is connected but stalled (SIGSTOP: the link stays up, nothing is
+/// acknowledged): the write is refused with 503 once the replica wait times out, not held; an
+/// idempotent retry after the replica resumes is applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_replica_gets_writes_refused_in_time_and_a_retry_applies_once() {
+    let master = TestRedis::start();
+    let replica = TestRedis::builder().replica_of(&master).start();
+    let app = spawn_app_with(&master, 1, &[("KVQ__REDIS__MIN_REPLICAS_ACK", "1")]).await;
+    eventually(Duration::from_secs(15), "a confirmed write once the replica is in sync", || async {
+        (app.put("before", "v", "?wait=5").await.status() == 200).then_some(())
+    })
+    .await;
+    // The wait loop may have written more than once; count from here.
+    let versions_before: u64 = redis::cmd("GET").arg("kvq:ver").query(&mut master.conn()).unwrap();
+
+    replica.signal("STOP");
+    let started = Instant::now();
+    let r = app.put_json("stalled", json!({"value": "v"}), "", &[("Idempotency-Key", "stalled-1")]).await;
+    let took = started.elapsed();
+    assert_eq!(r.status(), 503, "the stalled replica cannot confirm the write");
+    assert!(took < Duration::from_secs(4), "refused after {took:?}: the replica wait is 1 s");
+    replica.signal("CONT");
+
+    let r = eventually(Duration::from_secs(15), "the retry to be confirmed", || async {
+        let r = app.put_json("stalled", json!({"value": "v"}), "?wait=5", &[("Idempotency-Key", "stalled-1")]).await;
+        (r.status() == 200).then_some(r)
+    })
+    .await;
+    let t: Value = r.json().await.unwrap();
+    assert_eq!(t["status"], "applied");
+    let first: String = redis::cmd("GET").arg("kvq:idem:stalled-1").query(&mut master.conn()).unwrap();
+    assert_eq!(t["id"], first.split(' ').next().unwrap(), "the retry returned the first attempt's task");
+    let versions: u64 = redis::cmd("GET").arg("kvq:ver").query(&mut master.conn()).unwrap();
+    assert_eq!(versions, versions_before + 1, "the refused write and its retries applied once");
+    app.stop().await;
+}
+
 /// Sentinel mode where the first sentinel is stale: it names a server that is a replica.
 fn with_sentinels(cluster: &SentinelCluster, sentinels: String) -> kvq::config::Settings {
     let mut env: Vec<(&str, String)> = cluster.kvq_env();
