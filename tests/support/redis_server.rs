@@ -144,6 +144,12 @@ impl TestRedis {
         }
     }
 
+    /// Sends a signal to the running server: `STOP` freezes it (connections stay open and hang,
+    /// as with a partitioned or stalled host), `CONT` thaws it.
+    pub fn signal(&self, sig: &str) {
+        self.process.as_ref().expect("redis-server is running").signal(sig);
+    }
+
     /// Kills the server (SIGKILL): an outage, or a crashed master.
     pub fn kill(&mut self) {
         self.process.take();
