@@ -130,3 +130,25 @@ def meta(ctx, started):
         "redis": out(["redis-server", "--version"]), "wrk": out(["sh", "-c", "wrk -v 2>&1 | head -1"]),
         "redis_persistence": "standalone phases: AOF off, RDB off; sentinel phase: AOF everysec",
     }
+
+
+def markdown_table(results, source):
+    """The README's performance table, rendered from a results file: one row per figure, and
+    a line naming the file the figures come from (commit it under bench/results/published/)."""
+    lines = ["| figure | kvq | ratio to redis-benchmark |", "|---|---|---|"]
+    for f in results["figures"]:
+        r = f["ratio_to_redis_benchmark"]
+        lines.append(f"| {f['figure']} | {format_value(f['value'])} {f['unit']} | {'' if r is None else f'{r:.3f}'} |")
+    lines.append("")
+    lines.append(f"Figures from [{source}]({source}).")
+    return lines
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="render the README performance table from a results JSON")
+    ap.add_argument("--table", required=True, metavar="FILE", help="a results JSON (bench/results/published/)")
+    args = ap.parse_args()
+    with open(args.table) as fh:
+        print("\n".join(markdown_table(json.load(fh), os.path.relpath(args.table, REPO))))

@@ -74,3 +74,31 @@ class Table(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class MarkdownTable(unittest.TestCase):
+    def test_the_readme_table_renders_from_a_results_file(self):
+        import json
+        import os
+        import subprocess
+        import sys
+        import tempfile
+
+        from kvqbench.report import markdown_table
+
+        r = results_with(["writes_c32_rps", "reads_c32_rps"], value=16796.4)
+        r["figures"][0]["ratio_to_redis_benchmark"] = 0.156
+        lines = markdown_table(r, "bench/results/published/run.json")
+        self.assertEqual(lines[2], "| writes_c32_rps | 16,796 x | 0.156 |")
+        self.assertEqual(lines[3], "| reads_c32_rps | 16,796 x |  |")
+        self.assertEqual(lines[-1], "Figures from [bench/results/published/run.json](bench/results/published/run.json).")
+        # And from the command line, as the README says.
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+            json.dump(r, fh)
+        try:
+            bench = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            out = subprocess.run([sys.executable, "-m", "kvqbench.report", "--table", fh.name], cwd=bench,
+                                 capture_output=True, text=True, check=True).stdout
+            self.assertIn("| writes_c32_rps | 16,796 x | 0.156 |", out)
+        finally:
+            os.unlink(fh.name)

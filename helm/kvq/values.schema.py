@@ -189,6 +189,8 @@ REDIS = obj(
                 "sentinelPasswordKey": {"type": "string", "minLength": 1},
                 "password": STRING,
                 "sentinelPassword": STRING,
+                "extraPassword": STRING,
+                "extraPasswordKey": {"type": "string", "minLength": 1},
                 "generateWithoutCluster": BOOLEAN,
             }
         ),

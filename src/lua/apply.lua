@@ -15,6 +15,7 @@
 --   `kvq::store::FIELDS`): t task id, op operation, k key, v value, ttl TTL ms, if If-Match version,
 --   inm '1' for If-None-Match, w '1' when a client waits; optional ones may be absent
 -- Returns per task {status, version or '', error or ''}; status 'error' means "not applied".
+-- A READONLY, NOREPLICAS or MASTERDOWN error fails the whole call instead (Redis unavailable).
 
 local now_text = ARGV[1]
 local now = tonumber(now_text)
@@ -133,6 +134,13 @@ for i = 0, (#KEYS - 3) / 2 - 1 do
     results[#results + 1] = res
   else
     local msg = type(res) == 'table' and (res.err or 'error') or tostring(res)
+    -- This server cannot take writes now (it is a replica, has too few replicas, or lost its
+    -- master): an outage, not this task's failure. Fail the whole call so the worker reconnects
+    -- and retries without counting an attempt; tasks applied before this one stay applied and
+    -- report their first outcome when redelivered.
+    for _, code in ipairs({'READONLY', 'NOREPLICAS', 'MASTERDOWN'}) do
+      if string.sub(msg, 1, #code) == code then return redis.error_reply(msg) end
+    end
     results[#results + 1] = {'error', '', msg}
   end
 end

@@ -339,8 +339,9 @@ fn write_response(submitted: Result<Submitted, SubmitError>) -> Result<WriteResp
     }
 }
 
+/// `Location` of a task: its route with the id filled in.
 fn task_location(task_id: &str) -> String {
-    format!("/v1/tasks/{task_id}")
+    super::routes::API_TASK.replace(":id", task_id)
 }
 
 impl From<SubmitError> for ApiError {

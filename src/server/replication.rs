@@ -19,6 +19,12 @@ pub const ACK_TIMEOUT_MS: u64 = 1000;
 pub struct ReplicaAcks {
     store: Store,
     replicas: u32,
+    rounds: Rounds,
+}
+
+/// The round bookkeeping of group commit, apart from Redis: which round covers which write.
+#[derive(Default)]
+struct Rounds {
     /// Rounds started so far; a round's index is this counter's value when it started.
     started: AtomicU64,
     last: Mutex<Round>,
@@ -32,7 +38,7 @@ struct Round {
 }
 
 /// Why a write could not be confirmed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AckError {
     #[error("the write reached {got} of {wanted} required replicas")]
     TooFewReplicas { got: u32, wanted: u32 },
@@ -44,28 +50,114 @@ pub enum AckError {
 
 impl ReplicaAcks {
     pub fn new(store: Store, replicas: u32) -> Self {
-        Self { store, replicas, started: AtomicU64::new(0), last: Mutex::new(Round::default()) }
+        Self { store, replicas, rounds: Rounds::default() }
     }
 
     /// Returns once `replicas` replicas hold the write made on connection `generation`.
     pub async fn confirm(&self, generation: u64) -> Result<(), AckError> {
+        let outcome = self.rounds.covering_outcome(|| self.round()).await;
+        verdict(outcome, generation, self.replicas)
+    }
+
+    async fn round(&self) -> Result<(u64, u32), String> {
+        self.store.wait_replicas(self.replicas, ACK_TIMEOUT_MS).await.map_err(|e: StoreError| e.to_string())
+    }
+}
+
+impl Rounds {
+    /// The outcome of a round that started after the caller's write was answered: the last
+    /// round if it did, else a new one run with `round`.
+    async fn covering_outcome<F, Fut>(&self, round: F) -> Result<(u64, u32), String>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(u64, u32), String>>,
+    {
         // Any round that starts from now on was sent after this write's reply, so covers it.
         let ticket = self.started.load(Ordering::SeqCst) + 1;
         let mut last = self.last.lock().await;
         if last.index < ticket {
             let index = self.started.fetch_add(1, Ordering::SeqCst) + 1;
-            let outcome = self.round().await;
+            let outcome = round().await;
             *last = Round { index, outcome: Some(outcome) };
         }
-        match last.outcome.clone().expect("a round ran") {
-            Err(e) => Err(AckError::Store(e)),
-            Ok((round_generation, _)) if round_generation != generation => Err(AckError::MasterChanged),
-            Ok((_, got)) if got < self.replicas => Err(AckError::TooFewReplicas { got, wanted: self.replicas }),
-            Ok(_) => Ok(()),
-        }
+        last.outcome.clone().expect("a round ran")
+    }
+}
+
+/// What a covering round's outcome means for a write made on connection `generation`.
+fn verdict(outcome: Result<(u64, u32), String>, generation: u64, replicas: u32) -> Result<(), AckError> {
+    match outcome {
+        Err(e) => Err(AckError::Store(e)),
+        Ok((round_generation, _)) if round_generation != generation => Err(AckError::MasterChanged),
+        Ok((_, got)) if got < replicas => Err(AckError::TooFewReplicas { got, wanted: replicas }),
+        Ok(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+    use std::sync::Arc;
+
+    use std::time::Duration;
+
+    use tokio::sync::{oneshot, Notify};
+
+    use super::*;
+
+    /// A round that is in progress when a write is answered was sent before that write: it
+    /// must not confirm it. Writes answered meanwhile share the next round.
+    #[tokio::test]
+    async fn a_round_started_before_a_write_does_not_acknowledge_it() {
+        let rounds = Arc::new(Rounds::default());
+        let ran = Arc::new(AtomicU32::new(0));
+        let started = Arc::new(Notify::new());
+        let (release, released) = oneshot::channel::<()>();
+
+        // Round 1 runs for a first write and stalls until released; it saw no replica.
+        let first = tokio::spawn({
+            let (rounds, ran, started) = (rounds.clone(), ran.clone(), started.clone());
+            async move {
+                rounds
+                    .covering_outcome(|| async move {
+                        ran.fetch_add(1, Ordering::SeqCst);
+                        started.notify_one();
+                        let _ = released.await;
+                        Ok((1, 0))
+                    })
+                    .await
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(5), started.notified()).await.expect("round 1 started");
+
+        // Two writes answered while round 1 is in flight.
+        let later = |rounds: Arc<Rounds>, ran: Arc<AtomicU32>| async move {
+            rounds
+                .covering_outcome(|| async move {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                    Ok((1, 1))
+                })
+                .await
+        };
+        let second = tokio::spawn(later(rounds.clone(), ran.clone()));
+        let third = tokio::spawn(later(rounds.clone(), ran.clone()));
+        tokio::task::yield_now().await;
+        release.send(()).unwrap();
+
+        assert_eq!(verdict(first.await.unwrap(), 1, 1), Err(AckError::TooFewReplicas { got: 0, wanted: 1 }));
+        assert_eq!(verdict(second.await.unwrap(), 1, 1), Ok(()), "a round of its own confirmed the second write");
+        assert_eq!(verdict(third.await.unwrap(), 1, 1), Ok(()), "and the third");
+        assert_eq!(ran.load(Ordering::SeqCst), 2, "the writes answered during round 1 shared round 2");
     }
 
-    async fn round(&self) -> Result<(u64, u32), String> {
-        self.store.wait_replicas(self.replicas, ACK_TIMEOUT_MS).await.map_err(|e: StoreError| e.to_string())
+    /// A write made on one master connection is not confirmed by a round that ran on a newer
+    /// one (the master changed in between: the new master may never have had the write).
+    #[tokio::test]
+    async fn a_round_on_another_connection_generation_refuses_the_write() {
+        let rounds = Rounds::default();
+        let outcome = rounds.covering_outcome(|| async { Ok((2, 3)) }).await;
+        assert_eq!(verdict(outcome.clone(), 1, 1), Err(AckError::MasterChanged));
+        assert_eq!(verdict(outcome, 2, 1), Ok(()));
+        assert_eq!(verdict(Err("timed out".into()), 1, 1), Err(AckError::Store("timed out".into())));
     }
 }

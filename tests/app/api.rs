@@ -556,3 +556,57 @@ fn openapi_spec_snapshot() {
     let spec: Value = serde_json::from_str(&kvq::server::openapi_spec(&settings)).unwrap();
     insta::assert_json_snapshot!("openapi", spec);
 }
+
+/// A repeat of a write (same Idempotency-Key) after its task was applied reports that task as
+/// it is now: 202 with status `applied` without `?wait`, 200 with the task at once with `?wait`.
+#[tokio::test]
+async fn an_idempotent_repeat_after_the_apply_reports_the_applied_task() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 1).await;
+    let h = [("Idempotency-Key", "order-7")];
+    let first = app.put_json("k", json!({"value": "1"}), "?wait=5", &h).await;
+    assert_eq!(first.status(), 200);
+    let first = body(first).await;
+    assert_eq!(first["status"], "applied");
+    let before = redis.xlen("kvq:tasks");
+
+    let r = app.put_json("k", json!({"value": "1"}), "", &h).await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.headers()["location"].to_str().unwrap(), format!("/v1/tasks/{}", first["id"].as_str().unwrap()));
+    let again = body(r).await;
+    assert_eq!((&again["task_id"], &again["status"]), (&first["id"], &json!("applied")), "{again}");
+
+    let started = std::time::Instant::now();
+    let r = app.put_json("k", json!({"value": "1"}), "?wait=5", &h).await;
+    assert_eq!(r.status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(3), "the finished task is answered at once");
+    let again = body(r).await;
+    assert_eq!(
+        (&again["id"], &again["status"], &again["version"]),
+        (&first["id"], &first["status"], &first["version"])
+    );
+    assert_eq!(redis.xlen("kvq:tasks"), before, "a repeat enqueues nothing");
+    app.stop().await;
+}
+
+/// An expired key is gone for conditional requests too: a GET with the old version's
+/// `If-None-Match` is 404 (not 304), and a write with `If-None-Match: *` applies.
+#[tokio::test]
+async fn if_none_match_treats_an_expired_key_as_absent() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 1).await;
+    let r = app.put_json("e", json!({"value": "old", "ttl_seconds": 1}), "?wait=5", &[]).await;
+    assert_eq!(r.status(), 200);
+    let version = body(r).await["version"].as_u64().unwrap();
+    let etag = format!("\"{version}\"");
+    let get = || app.client.get(app.url("/v1/keys/e")).header("If-None-Match", etag.as_str()).send();
+    assert_eq!(get().await.unwrap().status(), 304, "before the expiry");
+    tokio::time::sleep(Duration::from_millis(1500)).await; // past the one-second TTL
+    assert_problem(get().await.unwrap(), 404, "does not exist").await;
+
+    let r = app.put_json("e", json!({"value": "new"}), "?wait=5", &[("If-None-Match", "*")]).await;
+    assert_eq!(r.status(), 200, "a write with If-None-Match: * on an expired key applies");
+    assert!(body(r).await["version"].as_u64().unwrap() > version);
+    assert_eq!(app.value_of("e").await.as_deref(), Some("new"));
+    app.stop().await;
+}

@@ -99,7 +99,7 @@ async fn sigterm_drains_in_flight_requests_and_the_worker_finishes_its_tasks() {
     assert_eq!(r.status(), 202, "the wait ran out, the write stays queued");
     assert_eq!(bins.server.process.wait(), Some(0));
 
-    // The worker resumes, applies the queued write, then stops cleanly on SIGTERM.
+    // The worker resumes and applies the queued write.
     bins.worker.signal("CONT");
     let mut conn = redis.conn();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -111,7 +111,28 @@ async fn sigterm_drains_in_flight_requests_and_the_worker_finishes_its_tasks() {
         assert!(Instant::now() < deadline, "the worker did not apply the queued write");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(bins.worker.terminate(), Some(0));
+
+    // SIGTERM reaches the worker while it holds tasks: frozen in its blocking read, it is handed
+    // a write it has not started, and is told to stop before it runs again.
+    bins.worker.freeze_in_blocking_read(&redis).await;
+    let store =
+        kvq::store::Store::new(kvq::connection::Redis::new(test_settings(&redis.url(), &[]).redis.clone()), 3600);
+    for i in 0..50 {
+        store.enqueue(&crate::queue::write(&format!("held{i}"), "h")).await.unwrap();
+    }
+    let held = redis.pending_on("worker-0");
+    assert!(!held.is_empty(), "the worker holds tasks at SIGTERM");
+    bins.worker.signal("TERM");
+    bins.worker.signal("CONT");
+    assert_eq!(bins.worker.process.wait(), Some(0));
+    assert!(redis.pending_on("worker-0").is_empty(), "everything it held was finished and acknowledged");
+    for id in &held {
+        let entry: Vec<(String, std::collections::HashMap<String, String>)> =
+            redis::cmd("XRANGE").arg("kvq:tasks").arg(id).arg(id).query(&mut conn).unwrap();
+        let task_id = &entry[0].1["t"];
+        let t = store.get_task(task_id).await.unwrap().unwrap();
+        assert_eq!(t.status, kvq::domain::TaskStatus::Applied, "{t:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,4 +169,81 @@ async fn stopping_the_server_answers_waiting_writes_at_once_with_202_and_their_t
     assert_eq!(location, format!("/v1/tasks/{id}"));
     assert_eq!(server.process.wait(), Some(0));
     assert!(signalled.elapsed() < Duration::from_secs(10), "exit took {:?}", signalled.elapsed());
+}
+
+/// A master that cannot take writes while the worker applies (turned replica, or short of the
+/// replicas `min-replicas-to-write` asks for) is an outage: no attempt is counted, nothing is
+/// dead-lettered, and once it takes writes again every task applies with one attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_refusing_writes_during_apply_is_an_outage_not_an_attempt() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let redis = TestRedis::start();
+    let app = spawn_app_with(&redis, 0, &[("KVQ__WORKER__MAX_ATTEMPTS", "2")]).await;
+    let args = |a: &[&str]| -> Vec<String> { a.iter().map(|s| s.to_string()).collect() };
+    let dead_port = free_port().to_string();
+    // (what the master answers, the command that makes it refuse writes, the one that ends it)
+    let phases = [
+        ("READONLY", args(&["REPLICAOF", "127.0.0.1", &dead_port]), args(&["REPLICAOF", "NO", "ONE"])),
+        (
+            "NOREPLICAS",
+            args(&["CONFIG", "SET", "min-replicas-to-write", "1"]),
+            args(&["CONFIG", "SET", "min-replicas-to-write", "0"]),
+        ),
+    ];
+    for (what, refuse, accept) in phases {
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            ids.push(app.store.enqueue(&crate::queue::write(&format!("{what}{i}"), "v")).await.unwrap().task_id);
+        }
+        // Just before its first apply, the master stops taking writes.
+        let refused = Arc::new(AtomicBool::new(false));
+        let hook = {
+            let (refused, url) = (refused.clone(), redis.url());
+            Arc::new(move |_: &kvq::store::StreamTask| {
+                if !refused.swap(true, Ordering::SeqCst) {
+                    let mut c = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
+                    let mut cmd = redis::cmd(&refuse[0]);
+                    for a in &refuse[1..] {
+                        cmd.arg(a);
+                    }
+                    let _: () = cmd.query(&mut c).unwrap();
+                }
+            })
+        };
+        let (worker, metrics) = worker_with_metrics(&app.settings, &format!("w-{what}"));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(worker.with_apply_hook(hook).run(async move {
+            let _ = stop_rx.await;
+        }));
+        eventually(Duration::from_secs(10), "the worker's first apply", || async {
+            refused.load(Ordering::SeqCst).then_some(())
+        })
+        .await;
+        // Several retries' worth of refused writes.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(metrics.task_retries.get(), 0, "{what}: refused writes counted as failed attempts");
+        let stats = app.store.queue_stats().await.unwrap();
+        assert_eq!(stats.dead_letters, 0, "{what}");
+        for id in &ids {
+            let t = app.store.get_task(id).await.unwrap().unwrap();
+            assert_eq!((t.status, t.attempts), (kvq::domain::TaskStatus::Queued, 0), "{what}: {t:?}");
+        }
+
+        let mut cmd = redis::cmd(&accept[0]);
+        for a in &accept[1..] {
+            cmd.arg(a);
+        }
+        let _: () = cmd.query(&mut redis.conn()).unwrap();
+        app.drain(Duration::from_secs(15)).await;
+        for id in &ids {
+            let t = app.store.get_task(id).await.unwrap().unwrap();
+            assert_eq!((t.status, t.attempts), (kvq::domain::TaskStatus::Applied, 1), "{what}: {t:?}");
+        }
+        assert_eq!(metrics.task_retries.get(), 0, "{what}");
+        assert_eq!(app.store.queue_stats().await.unwrap().dead_letters, 0, "{what}");
+        let _ = stop_tx.send(());
+        running.await.unwrap();
+    }
+    app.stop().await;
 }

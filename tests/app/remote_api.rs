@@ -239,12 +239,12 @@ async fn write_read_conditions_delete() {
 
     // Stale If-Match → 412 with the rejected task.
     let r = t.put(&key, json!({ "value": "stale" }), "?wait=10", &[("If-Match", &etag)]).await;
-    let p = assert_problem(r, 412, "").await;
+    let p = assert_problem(r, 412, "If-Match").await;
     assert_eq!(p["task"]["status"], "rejected", "{p}");
 
     // If-None-Match: * on an existing key → 412.
     let r = t.put(&key, json!({ "value": "create" }), "?wait=10", &[("If-None-Match", "*")]).await;
-    let p = assert_problem(r, 412, "").await;
+    let p = assert_problem(r, 412, "If-None-Match").await;
     assert_eq!(p["task"]["status"], "rejected", "{p}");
 
     // Neither rejected write changed anything; the old ETag no longer matches.
@@ -258,7 +258,7 @@ async fn write_read_conditions_delete() {
     assert_eq!(r.status(), 200);
     let task: Value = r.json().await.unwrap();
     assert_eq!((task["status"].as_str(), task["op"].as_str()), (Some("applied"), Some("delete")), "{task}");
-    assert_problem(t.get_key(&key).await, 404, "").await;
+    assert_problem(t.get_key(&key).await, 404, &key).await;
 
     // If-None-Match: * now succeeds: the key is gone.
     let r = t.put(&key, json!({ "value": "again" }), "?wait=10", &[("If-None-Match", "*")]).await;
@@ -393,7 +393,7 @@ async fn bad_input_gets_problem_bodies_and_writes_nothing() {
     assert_problem(t.put(&long, json!({ "value": "x" }), "?wait=5", &[]).await, 400, "key").await;
     assert_problem(t.get_key(&long).await, 400, "key").await;
     let max = &long[..512];
-    assert_problem(t.get_key(max).await, 404, "").await;
+    assert_problem(t.get_key(max).await, 404, max).await;
     // A control character (`%0A`).
     let ctl = format!("{}bad%0Akey", enc(&t.prefix));
     let r = t.client.put(t.url(&format!("/v1/keys/{ctl}"))).json(&json!({ "value": "x" })).send().await.unwrap();
@@ -437,7 +437,8 @@ async fn bad_input_gets_problem_bodies_and_writes_nothing() {
     }
 
     // Unknown key → 404 problem.
-    assert_problem(t.get_key(&t.key("never-written")).await, 404, "").await;
+    let unknown = t.key("never-written");
+    assert_problem(t.get_key(&unknown).await, 404, &unknown).await;
     // Nothing was written: nothing exists under this run's prefix.
     let r = t.get(&format!("/v1/keys?prefix={}", enc(&t.prefix))).await;
     assert_eq!(r.status(), 200);
@@ -461,7 +462,7 @@ async fn ttl_write_expires() {
         assert!(body["expires_at"].is_string(), "a TTL key has expires_at: {body}");
     }
     tokio::time::sleep(Duration::from_millis(1500).saturating_sub(applied.elapsed())).await;
-    assert_problem(t.get_key(&key).await, 404, "").await;
+    assert_problem(t.get_key(&key).await, 404, &key).await;
     let r = t.get(&format!("/v1/keys?prefix={}", enc(&key))).await;
     assert_eq!(r.json::<Value>().await.unwrap()["items"], json!([]), "expired keys are not listed");
     t.cleanup().await;

@@ -152,12 +152,13 @@ async fn dev_containers_run_as_rendered_against_real_redis() {
             .unwrap();
         p.signal("TERM");
         let deadline = Instant::now() + Duration::from_secs(grace);
-        loop {
-            if p.try_wait().is_some() {
-                break;
+        let status = loop {
+            if let Some(status) = p.try_wait() {
+                break status;
             }
             assert!(Instant::now() < deadline, "{} did not stop within {grace}s of SIGTERM", p.name);
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        };
+        assert_eq!(status.code(), Some(0), "{} exits 0 after a SIGTERM drain ({status})", p.name);
     }
 }

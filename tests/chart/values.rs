@@ -366,7 +366,9 @@ fn scripts_refuse_to_start_when_a_password_file_is_missing() {
         );
         let out = String::from_utf8_lossy(&ok.stdout);
         assert!(ok.status.success(), "{script} {mode}: {}", String::from_utf8_lossy(&ok.stderr));
-        assert!(out.contains("requirepass \"s3cret\""), "{script} {mode}:\n{out}");
+        // Every byte of the password as a \xHH escape (any byte string survives redis.conf).
+        let quoted: String = "s3cret".bytes().map(|b| format!("\\x{b:02x}")).collect();
+        assert!(out.contains(&format!("requirepass \"{quoted}\"")), "{script} {mode}:\n{out}");
         // A file that is set but missing: exit non-zero with a message naming the variable.
         for var in ["REDIS_PASSWORD_FILE", "SENTINEL_PASSWORD_FILE"] {
             let other = if var == "REDIS_PASSWORD_FILE" { "SENTINEL_PASSWORD_FILE" } else { "REDIS_PASSWORD_FILE" };

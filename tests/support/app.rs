@@ -65,10 +65,6 @@ impl TestWorker {
         let _ = self.stop.take().unwrap().send(());
         let _ = self.handle.await;
     }
-    /// Kills the worker mid-flight (its tokio task is aborted, nothing is drained).
-    pub fn abort(self) {
-        self.handle.abort();
-    }
 }
 
 pub async fn spawn_worker(settings: &Settings, consumer: &str) -> TestWorker {
@@ -85,10 +81,16 @@ pub async fn spawn_worker(settings: &Settings, consumer: &str) -> TestWorker {
 
 /// A worker object (not running) for driving the queue step by step.
 pub fn step_worker(settings: &Settings, consumer: &str) -> Worker {
+    worker_with_metrics(settings, consumer).0
+}
+
+/// A worker object (not running) and the metrics it counts into.
+pub fn worker_with_metrics(settings: &Settings, consumer: &str) -> (Worker, std::sync::Arc<Metrics>) {
     let mut s = settings.clone();
     s.worker.consumer_name = Some(consumer.to_string());
     let store = Store::new(Redis::new(s.redis.clone()), s.tasks.retention_seconds);
-    Worker::new(&s, store, std::sync::Arc::new(Metrics::new()))
+    let metrics = std::sync::Arc::new(Metrics::new());
+    (Worker::new(&s, store, metrics.clone()), metrics)
 }
 
 /// Starts a server and `workers` workers against `redis`.
@@ -259,5 +261,26 @@ impl Binaries {
         self.server.signal("TERM");
         self.worker.signal("TERM");
         (self.server.process.wait(), self.worker.process.wait())
+    }
+}
+
+impl KvqProcess {
+    /// Freezes (SIGSTOP) a worker, the only one on `redis`, while its `XREADGROUP` is blocked in
+    /// Redis: the next entry added is handed to the frozen process and stays pending on it.
+    pub async fn freeze_in_blocking_read(&self, redis: &TestRedis) {
+        eventually(Duration::from_secs(10), "the worker frozen in its blocking read", || async {
+            if !redis.has_blocked_read() {
+                return None;
+            }
+            self.signal("STOP");
+            // The read may have ended its block time just before the signal: try again.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if redis.has_blocked_read() {
+                return Some(());
+            }
+            self.signal("CONT");
+            None
+        })
+        .await
     }
 }

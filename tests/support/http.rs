@@ -171,6 +171,8 @@ pub fn delete_from_drop(urls: Vec<String>, timeout: Duration) {
 /// Checks a problem body: the status, a JSON content type, non-empty `type` and `title`,
 /// `status` repeated in the body, and a `detail` naming `field` (exact case). Returns the body.
 pub async fn assert_problem(r: Response, status: u16, field: &str) -> Value {
+    // An empty needle is contained in every detail: it would check nothing.
+    assert!(!field.is_empty(), "assert_problem needs the word the detail must name");
     let what = format!("{} {}", r.status(), r.url());
     assert_eq!(r.status().as_u16(), status, "{what}");
     let ct = r.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();

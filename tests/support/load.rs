@@ -25,6 +25,10 @@ pub struct LoadLog {
     pub first_success_after_failure: Option<Instant>,
     /// Attempts that were not acknowledged (and retried).
     pub failures: u64,
+    pub last_failure: Option<Instant>,
+    /// The first acknowledgement after the last failed attempt: writes were available again
+    /// for good from then on.
+    pub resumed: Option<Instant>,
 }
 
 impl LoadLog {
@@ -34,6 +38,12 @@ impl LoadLog {
             (Some(f), Some(s)) => s.duration_since(f),
             _ => Duration::ZERO,
         }
+    }
+
+    /// From `fault` (e.g. the kill of the master) until writes were acknowledged again for
+    /// good; `None` when they never resumed after a failure.
+    pub fn outage_since(&self, fault: Instant) -> Option<Duration> {
+        Some(self.resumed?.saturating_duration_since(fault))
     }
 }
 
@@ -89,11 +99,15 @@ async fn write_until(http: HttpClient, prefix: String, stop: Arc<AtomicBool>, lo
                     if l.first_failure.is_some() && l.first_success_after_failure.is_none() {
                         l.first_success_after_failure = Some(Instant::now());
                     }
+                    if l.last_failure.is_some_and(|f| l.resumed.is_none_or(|r| r < f)) {
+                        l.resumed = Some(Instant::now());
+                    }
                     l.acked.insert(key.clone());
                     true
                 } else {
                     l.failures += 1;
                     l.first_failure.get_or_insert_with(Instant::now);
+                    l.last_failure = Some(Instant::now());
                     if Instant::now() > deadline {
                         l.abandoned.insert(key.clone());
                         true

@@ -33,12 +33,16 @@ pub struct ChartPods {
     // Fields drop in order: the pods' processes are killed before their directories go.
     pods: Vec<Pod>,
     dir: tempfile::TempDir,
+    /// Directories of later renders (`reconfigure`): their scripts and password files.
+    renders: Vec<tempfile::TempDir>,
+    /// Pods in the rendered StatefulSet (`redis.replicas`).
+    n: usize,
     scripts: PathBuf,
     redis_env: Vec<(String, String)>,
     sentinel_env: Vec<(String, String)>,
     pub endpoints: Endpoints,
-    /// The rendered readiness probe command of the redis container.
-    redis_readiness: Vec<String>,
+    /// The rendered exec probe commands: (container, probe kind) -> command.
+    probes: HashMap<(String, String), Vec<String>>,
 }
 
 /// How clients reach the pods: the ports every pod uses, the passwords, the master name.
@@ -53,7 +57,7 @@ pub struct Endpoints {
 
 impl Endpoints {
     fn redis_url(&self, host: &str) -> String {
-        format!("redis://:{}@{host}:{}", self.redis_pw, self.redis_port)
+        format!("redis://:{}@{host}:{}", percent_encode(&self.redis_pw), self.redis_port)
     }
 
     /// A connection (connect within 500 ms, replies within 5 s).
@@ -70,11 +74,18 @@ impl Endpoints {
 
     /// The address pod `i`'s sentinel names as master.
     fn sentinel_master(&self, i: usize) -> Option<String> {
-        let mut c = Self::conn(&format!("redis://:{}@{}:{}", self.sentinel_pw, addr(i), self.sentinel_port))?;
+        let mut c =
+            Self::conn(&format!("redis://:{}@{}:{}", percent_encode(&self.sentinel_pw), addr(i), self.sentinel_port))?;
         let v: Option<(String, u16)> =
             redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(&self.master_name).query(&mut c).ok()?;
         v.map(|(h, _)| h)
     }
+}
+
+/// Every byte but ASCII letters and digits as %XX: the password part of a redis:// URL for
+/// any password (redis-rs percent-decodes it).
+pub fn percent_encode(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
 /// The running containers of one pod (killed on drop).
@@ -123,7 +134,7 @@ impl ChartPods {
         }
         let sts = m.get("StatefulSet", "kvq-redis");
         let pod = &sts["spec"]["template"]["spec"];
-        assert_eq!(sts["spec"]["replicas"], PODS);
+        let n = sts["spec"]["replicas"].as_u64().unwrap() as usize;
         let container =
             |n: &str| pod["containers"].as_array().unwrap().iter().find(|c| c["name"] == n).unwrap().clone();
         let (redis_c, sentinel_c) = (container("redis"), container("sentinel"));
@@ -142,17 +153,25 @@ impl ChartPods {
             }
         };
         let redis_env = rendered_env(&redis_c, &map_path);
-        let redis_readiness = strings(&redis_c["readinessProbe"]["exec"]["command"]);
-        assert_eq!(redis_readiness[0], "sh");
+        let mut probes = HashMap::new();
+        for c in [&redis_c, &sentinel_c] {
+            for kind in ["startupProbe", "livenessProbe", "readinessProbe"] {
+                let cmd = strings(&c[kind]["exec"]["command"]);
+                assert_eq!(cmd[0], "sh", "{} {kind}", c["name"]);
+                probes.insert((c["name"].as_str().unwrap().to_string(), kind.to_string()), cmd);
+            }
+        }
         let sentinel_env = rendered_env(&sentinel_c, &map_path);
         let master_name = redis_env.iter().find(|(k, _)| k == "MASTER_NAME").unwrap().1.clone();
-        let redis_port = free_port_on_loopbacks(PODS);
-        let mut sentinel_port = free_port_on_loopbacks(PODS);
+        let redis_port = free_port_on_loopbacks(n);
+        let mut sentinel_port = free_port_on_loopbacks(n);
         while sentinel_port == redis_port {
-            sentinel_port = free_port_on_loopbacks(PODS);
+            sentinel_port = free_port_on_loopbacks(n);
         }
         ChartPods {
             dir,
+            renders: Vec::new(),
+            n,
             scripts,
             redis_env,
             sentinel_env,
@@ -163,8 +182,8 @@ impl ChartPods {
                 sentinel_pw: pw["sentinel-password"].clone(),
                 master_name,
             },
-            redis_readiness,
-            pods: (0..PODS).map(|_| Pod { redis: None, sentinel: None }).collect(),
+            probes,
+            pods: (0..n).map(|_| Pod { redis: None, sentinel: None }).collect(),
         }
     }
 
@@ -188,7 +207,7 @@ impl ChartPods {
                 (k.clone(), v)
             })
             .collect();
-        let peers: Vec<String> = (0..PODS).map(addr).collect();
+        let peers: Vec<String> = (0..self.n).map(addr).collect();
         env.extend([
             ("POD_NAME".into(), format!("kvq-redis-{i}")),
             ("ANNOUNCE_HOST".into(), addr(i)),
@@ -222,15 +241,110 @@ impl ChartPods {
 
     /// Starts every pod at once (a fresh install, or a node pool coming back).
     pub fn start_all(&mut self) {
-        for i in 0..PODS {
+        for i in 0..self.n {
             self.start(i);
         }
     }
 
     /// kill -9 of every pod.
     pub fn kill_all(&mut self) {
-        for i in 0..PODS {
+        for i in 0..self.n {
             self.kill(i);
+        }
+    }
+
+    /// `helm upgrade` to a new render of the same release (e.g. another `redis.replicas`, a
+    /// rotated password): later starts use its scripts, env and Secret. Pods beyond its replica count
+    /// must have been stopped (a StatefulSet scale-down removes the highest ordinals).
+    pub fn reconfigure(&mut self, m: &Manifests) {
+        let mut next = ChartPods::new(m);
+        // Clients use the passwords of the new render from now on.
+        self.endpoints.redis_pw = next.endpoints.redis_pw.clone();
+        self.endpoints.sentinel_pw = next.endpoints.sentinel_pw.clone();
+        for (i, p) in self.pods.iter().enumerate().skip(next.n) {
+            assert!(p.redis.is_none() && p.sentinel.is_none(), "pod {i} is beyond the new replica count but runs");
+        }
+        self.pods.truncate(next.n);
+        while self.pods.len() < next.n {
+            self.pods.push(Pod { redis: None, sentinel: None });
+        }
+        self.n = next.n;
+        self.scripts = next.scripts.clone();
+        self.redis_env = std::mem::take(&mut next.redis_env);
+        self.sentinel_env = std::mem::take(&mut next.sentinel_env);
+        self.probes = std::mem::take(&mut next.probes);
+        let dir = std::mem::replace(&mut next.dir, tempfile::tempdir().unwrap());
+        self.renders.push(dir);
+    }
+
+    /// Pods in the current render.
+    pub fn pod_count(&self) -> usize {
+        self.n
+    }
+
+    /// Every pod of the current render but `i`.
+    pub fn others(&self, i: usize) -> Vec<usize> {
+        (0..self.n).filter(|&p| p != i).collect()
+    }
+
+    /// (sentinels, replicas) "host:port" that pod i's sentinel knows for the master set.
+    pub fn sentinel_peers(&self, i: usize) -> (Vec<String>, Vec<String>) {
+        let e = &self.endpoints;
+        let mut c =
+            Endpoints::conn(&format!("redis://:{}@{}:{}", percent_encode(&e.sentinel_pw), addr(i), e.sentinel_port))
+                .unwrap_or_else(|| panic!("sentinel of pod {i}"));
+        let mut list = |what: &str| -> Vec<String> {
+            let v: Vec<HashMap<String, String>> =
+                redis::cmd("SENTINEL").arg(what).arg(&e.master_name).query(&mut c).unwrap();
+            v.iter().map(|m| format!("{}:{}", m["ip"], m["port"])).collect()
+        };
+        (list("SENTINELS"), list("REPLICAS"))
+    }
+
+    /// Pod i's volume replaced by an empty one (a lost disk, a deleted PVC); the pod must be down.
+    pub fn wipe_volume(&mut self, i: usize) {
+        assert!(self.pods[i].redis.is_none() && self.pods[i].sentinel.is_none(), "pod {i} still runs");
+        let _ = std::fs::remove_dir_all(self.pod_dir(i).join("data"));
+    }
+
+    /// A value of the rendered env of the redis container.
+    pub fn redis_env_value(&self, name: &str) -> &str {
+        &self.redis_env.iter().find(|(k, _)| k == name).unwrap_or_else(|| panic!("no env {name}")).1
+    }
+
+    /// SENTINEL SET of pod i's sentinel for the master set (at runtime, as an operator would).
+    pub fn sentinel_set(&self, i: usize, option: &str, value: &str) {
+        let e = &self.endpoints;
+        let mut c =
+            Endpoints::conn(&format!("redis://:{}@{}:{}", percent_encode(&e.sentinel_pw), addr(i), e.sentinel_port))
+                .unwrap_or_else(|| panic!("sentinel of pod {i}"));
+        let _: () = redis::cmd("SENTINEL").arg("SET").arg(&e.master_name).arg(option).arg(value).query(&mut c).unwrap();
+    }
+
+    /// One command to pod i's redis: its reply, or the error text (e.g. "LOADING ...").
+    pub fn redis_cmd(&self, i: usize, args: &[&str]) -> Result<redis::Value, String> {
+        // The connection's own setup commands may be the ones answered LOADING: keep that error.
+        let mut c = redis::Client::open(self.endpoints.redis_url(&addr(i)))
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)))
+            .map_err(|e| e.to_string())?;
+        c.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut c).map_err(|e| e.to_string())
+    }
+
+    /// Writes n keys `prefix:k` (100-byte values) to the master in pipelines of 1000.
+    pub fn fill(&self, master: usize, prefix: &str, n: usize) {
+        let mut c = self.endpoints.redis(&addr(master)).expect("master connection");
+        let value = "v".repeat(100);
+        for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+            let mut p = redis::pipe();
+            for k in chunk {
+                p.cmd("SET").arg(format!("{prefix}:{k}")).arg(&value).ignore();
+            }
+            p.query::<()>(&mut c).expect("pipelined writes");
         }
     }
 
@@ -271,7 +385,7 @@ impl ChartPods {
     /// Waits until exactly one pod is master with PODS-1 online replicas, every sentinel names
     /// it and every pod passes the rendered readiness probe; returns its index.
     pub fn wait_one_master(&self, timeout: Duration, what: &str) -> usize {
-        let all: Vec<usize> = (0..PODS).collect();
+        let all: Vec<usize> = (0..self.n).collect();
         self.wait_master(&all, true, timeout, what)
     }
 
@@ -281,18 +395,18 @@ impl ChartPods {
     pub fn wait_master(&self, candidates: &[usize], settled: bool, timeout: Duration, what: &str) -> usize {
         let deadline = Instant::now() + timeout;
         loop {
-            let roles: Vec<Option<String>> = (0..PODS).map(|i| self.role(i)).collect();
+            let roles: Vec<Option<String>> = (0..self.n).map(|i| self.role(i)).collect();
             let masters: Vec<usize> =
                 candidates.iter().copied().filter(|&i| roles[i].as_deref() == Some("master")).collect();
             assert!(masters.len() <= 1, "{what}: two masters at once: {roles:?}");
             if let [m] = masters[..] {
                 let agree = candidates.iter().all(|&i| self.sentinel_master(i).as_deref() == Some(addr(m).as_str()));
-                if agree && (!settled || (self.good_replicas(m) == PODS - 1 && (0..PODS).all(|i| self.ready(i)))) {
+                if agree && (!settled || (self.good_replicas(m) == self.n - 1 && (0..self.n).all(|i| self.ready(i)))) {
                     return m;
                 }
             }
             if Instant::now() > deadline {
-                let named: Vec<Option<String>> = (0..PODS).map(|i| self.sentinel_master(i)).collect();
+                let named: Vec<Option<String>> = (0..self.n).map(|i| self.sentinel_master(i)).collect();
                 panic!(
                     "{what}: no single master among {candidates:?} after {timeout:?}: roles {roles:?}, sentinels {named:?}\n{}",
                     self.logs()
@@ -304,18 +418,25 @@ impl ChartPods {
 
     /// The rendered readiness probe of pod i's redis container passes.
     fn ready(&self, i: usize) -> bool {
-        Command::new("sh")
-            .args(
-                self.redis_readiness
-                    .iter()
-                    .skip(1)
-                    .map(|a| a.replace("/scripts/", &format!("{}/", self.scripts.display()))),
-            )
+        self.probe(i, "redis", "readinessProbe").is_ok()
+    }
+
+    /// Runs the rendered exec probe `kind` (startupProbe, livenessProbe, readinessProbe) of
+    /// pod i's `container` (redis, sentinel) with that container's env: Ok, or its output.
+    pub fn probe(&self, i: usize, container: &str, kind: &str) -> Result<(), String> {
+        let cmd = &self.probes[&(container.to_string(), kind.to_string())];
+        let env = if container == "sentinel" { &self.sentinel_env } else { &self.redis_env };
+        let out = Command::new("sh")
+            .args(cmd.iter().skip(1).map(|a| a.replace("/scripts/", &format!("{}/", self.scripts.display()))))
             .env_clear()
-            .envs(self.env(i, &self.redis_env))
+            .envs(self.env(i, env))
             .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        }
     }
 
     fn good_replicas(&self, master: usize) -> usize {
@@ -327,7 +448,7 @@ impl ChartPods {
 
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        for i in 0..PODS {
+        for i in 0..self.pods.len() {
             for f in ["redis.log", "sentinel.log", "redis-prestop.log"] {
                 let text = std::fs::read_to_string(self.pod_dir(i).join(f)).unwrap_or_default();
                 let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -377,7 +498,7 @@ impl ChartPods {
 
     /// A StatefulSet rollout: pod by pod from the highest ordinal down, whoever is master.
     pub fn rolling_restart(&mut self) {
-        for i in (0..PODS).rev() {
+        for i in (0..self.n).rev() {
             self.restart_pod(i, Duration::from_secs(40), &format!("rolling restart of pod {i}"));
         }
     }
@@ -457,11 +578,43 @@ impl Writer {
 /// The production render's 3 Redis pods, bootstrapped, and its kvq containers against them with
 /// their probes passing. One render for both: the app must use the passwords the pods got.
 pub async fn production_set_with_app() -> (ChartPods, RunningApp, tempfile::TempDir) {
-    let m = render(&["values/production.yaml"], &[]);
+    set_with_app(&["values/production.yaml"]).await
+}
+
+/// A values file (in `dir`) setting the generated Secret's Redis and Sentinel passwords.
+pub fn auth_values(dir: &std::path::Path, redis_pw: &str, sentinel_pw: &str) -> PathBuf {
+    let mut auth = serde_yaml_ng::Mapping::new();
+    auth.insert("password".into(), redis_pw.into());
+    auth.insert("sentinelPassword".into(), sentinel_pw.into());
+    let mut redis = serde_yaml_ng::Mapping::new();
+    redis.insert("auth".into(), auth.into());
+    let mut root = serde_yaml_ng::Mapping::new();
+    root.insert("redis".into(), redis.into());
+    let path = dir.join("auth-values.yaml");
+    std::fs::write(&path, serde_yaml_ng::to_string(&root).unwrap()).unwrap();
+    path
+}
+
+/// A values file `name` (in `dir`) for one step of a password rotation: the Redis password in
+/// use and, optionally, a second one Redis also accepts (`redis.auth.extraPassword`).
+pub fn rotation_values(dir: &std::path::Path, name: &str, redis_pw: &str, extra: Option<&str>) -> PathBuf {
+    let path = auth_values(dir, redis_pw, "rotation-sentinel-pw");
+    let mut v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    if let Some(e) = extra {
+        v["redis"]["auth"]["extraPassword"] = e.into();
+    }
+    let named = dir.join(name);
+    std::fs::write(&named, serde_yaml_ng::to_string(&v).unwrap()).unwrap();
+    named
+}
+
+/// `production_set_with_app` for a render with these values files.
+pub async fn set_with_app(values: &[&str]) -> (ChartPods, RunningApp, tempfile::TempDir) {
+    let m = render(values, &[]);
     let cl = tokio::task::block_in_place(|| {
         let mut cl = ChartPods::new(&m);
         cl.start_all();
-        cl.wait_one_master(Duration::from_secs(30), "bootstrap");
+        cl.wait_one_master(Duration::from_secs(60), "bootstrap");
         cl
     });
     let dir = tempfile::tempdir().unwrap();

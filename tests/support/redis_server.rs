@@ -144,6 +144,12 @@ impl TestRedis {
         }
     }
 
+    /// Sends a signal to the running server: `STOP` freezes it (connections stay open and hang,
+    /// as with a partitioned or stalled host), `CONT` thaws it.
+    pub fn signal(&self, sig: &str) {
+        self.process.as_ref().expect("redis-server is running").signal(sig);
+    }
+
     /// Kills the server (SIGKILL): an outage, or a crashed master.
     pub fn kill(&mut self) {
         self.process.take();
@@ -233,4 +239,26 @@ pub fn replication_info(url: &str) -> String {
         return String::new();
     };
     redis::cmd("INFO").arg("replication").query(&mut c).unwrap_or_default()
+}
+
+impl TestRedis {
+    /// Stream ids pending on `consumer` of kvq's group (`XPENDING kvq:tasks kvq-workers - + ..`).
+    pub fn pending_on(&self, consumer: &str) -> Vec<String> {
+        let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg("kvq:tasks")
+            .arg("kvq-workers")
+            .arg("-")
+            .arg("+")
+            .arg(100_000)
+            .arg(consumer)
+            .query(&mut self.conn())
+            .unwrap();
+        pending.into_iter().map(|(id, ..)| id).collect()
+    }
+
+    /// Whether some client's `XREADGROUP` is blocked in Redis, waiting for entries.
+    pub fn has_blocked_read(&self) -> bool {
+        let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut self.conn()).unwrap();
+        clients.lines().any(|l| l.contains("cmd=xreadgroup") && l.contains("flags=b"))
+    }
 }

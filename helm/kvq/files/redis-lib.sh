@@ -21,6 +21,8 @@
 #   REDIS_PASSWORD        or REDIS_PASSWORD_FILE: password of redis (empty: no auth; a
 #                         REDIS_PASSWORD_FILE that is set but unreadable exits with 1)
 #   SENTINEL_PASSWORD     or SENTINEL_PASSWORD_FILE: password of the sentinels (same rules)
+#   REDIS_EXTRA_PASSWORD  or REDIS_EXTRA_PASSWORD_FILE: a second password redis accepts
+#                         (nobody uses it; a password rotation without downtime) []
 #   DATA_DIR              redis data (AOF) and persisted sentinel.conf [/data]
 #   CONF_DIR              writable directory for the generated redis.conf [/run/redis]
 #   DISCOVERY_TIMEOUT     seconds a starting pod keeps asking the sentinels [10]
@@ -58,6 +60,11 @@ if [ -z "${PEER_HOSTS:-}" ]; then
   while [ "$_i" -lt "$REPLICAS" ]; do PEER_HOSTS="$PEER_HOSTS $(pod_host "$_i")"; _i=$((_i + 1)); done
 fi
 
+# Password files are read byte for byte, trailing newlines included (`cat f; printf x`, then
+# the x stripped): a plain `$(cat f)` strips them while kvq and the exporter get the Secret's
+# bytes unchanged through env. Passwords are data: they go through variables and
+# printf '%s' only, never `echo`, which interprets backslashes in dash.
+
 # A *_FILE that is set must be readable: a Secret missing a key must stop the pod, never start
 # redis or sentinel without a password.
 if [ -z "${REDIS_PASSWORD:-}" ] && [ -n "${REDIS_PASSWORD_FILE:-}" ]; then
@@ -65,16 +72,27 @@ if [ -z "${REDIS_PASSWORD:-}" ] && [ -n "${REDIS_PASSWORD_FILE:-}" ]; then
     echo "${SCRIPT_NAME:-redis}: REDIS_PASSWORD_FILE=$REDIS_PASSWORD_FILE is not readable (is the key missing from the Secret?); refusing to run without the password" >&2
     exit 1
   fi
-  REDIS_PASSWORD=$(cat "$REDIS_PASSWORD_FILE")
+  REDIS_PASSWORD=$(cat "$REDIS_PASSWORD_FILE"; printf x)
+  REDIS_PASSWORD=${REDIS_PASSWORD%x}
 fi
 if [ -z "${SENTINEL_PASSWORD:-}" ] && [ -n "${SENTINEL_PASSWORD_FILE:-}" ]; then
   if [ ! -r "$SENTINEL_PASSWORD_FILE" ]; then
     echo "${SCRIPT_NAME:-redis}: SENTINEL_PASSWORD_FILE=$SENTINEL_PASSWORD_FILE is not readable (is the key missing from the Secret?); refusing to run without the password" >&2
     exit 1
   fi
-  SENTINEL_PASSWORD=$(cat "$SENTINEL_PASSWORD_FILE")
+  SENTINEL_PASSWORD=$(cat "$SENTINEL_PASSWORD_FILE"; printf x)
+  SENTINEL_PASSWORD=${SENTINEL_PASSWORD%x}
+fi
+if [ -n "${REDIS_EXTRA_PASSWORD_FILE:-}" ]; then
+  if [ ! -r "$REDIS_EXTRA_PASSWORD_FILE" ]; then
+    echo "${SCRIPT_NAME:-redis}: REDIS_EXTRA_PASSWORD_FILE=$REDIS_EXTRA_PASSWORD_FILE is not readable" >&2
+    exit 1
+  fi
+  REDIS_EXTRA_PASSWORD=$(cat "$REDIS_EXTRA_PASSWORD_FILE"; printf x)
+  REDIS_EXTRA_PASSWORD=${REDIS_EXTRA_PASSWORD%x}
 fi
 : "${REDIS_PASSWORD:=}"
+: "${REDIS_EXTRA_PASSWORD:=}"
 : "${SENTINEL_PASSWORD:=}"
 
 log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) ${SCRIPT_NAME:-redis} [$ANNOUNCE_HOST]: $*" >&2; }
@@ -156,6 +174,32 @@ has_data() {
   [ -d "$DATA_DIR/appendonlydir" ] && [ -n "$(ls -A "$DATA_DIR/appendonlydir" 2>/dev/null)" ]
 }
 
+# peer_keys HOST: the number of keys peer HOST's redis holds, or nothing when it does not answer.
+peer_keys() {
+  _k=$(rcli "$1" DBSIZE 2>/dev/null | tr -d '\r') || return 0
+  case "$_k" in ''|*[!0-9]*) return 0 ;; esac
+  echo "$_k"
+}
+
+# peers_hold_data: some peer redis answers with at least one key.
+peers_hold_data() {
+  for _h in $PEER_HOSTS; do
+    [ "$_h" = "$ANNOUNCE_HOST" ] && continue
+    _k=$(peer_keys "$_h")
+    [ -n "$_k" ] && [ "$_k" -gt 0 ] && return 0
+  done
+  return 1
+}
+
+# peers_all_empty: every peer redis answers, with no key.
+peers_all_empty() {
+  for _h in $PEER_HOSTS; do
+    [ "$_h" = "$ANNOUNCE_HOST" ] && continue
+    [ "$(peer_keys "$_h")" = "0" ] || return 1
+  done
+  return 0
+}
+
 # sentinel_lists_replica HOST PORT [SENTINEL_HOST]: the sentinel (local by default) knows
 # HOST:PORT as a replica of MASTER_NAME. A replica a sentinel does not know is left out of a
 # failover and would keep following the old master (a chain nobody repairs).
@@ -169,7 +213,11 @@ online_replicas() {
     | sed -n 's/^slave[0-9]*:ip=\([^,]*\),port=\([0-9]*\),state=online.*/\1 \2/p'
 }
 
-# conf_quote VALUE: VALUE as a double-quoted redis.conf/sentinel.conf string.
+# conf_quote VALUE: VALUE as a double-quoted redis.conf/sentinel.conf string in which every
+# byte is a \xHH escape, so any byte string (quotes, backslashes, #, newlines; no NUL) reaches
+# redis exactly. Print the result with printf '%s', never echo (dash's echo eats backslashes).
 conf_quote() {
-  printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"
+  printf '"'
+  printf '%s' "$1" | od -An -v -tx1 | tr -d ' \n' | sed 's/../\\x&/g'
+  printf '"'
 }

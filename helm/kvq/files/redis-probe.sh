@@ -1,6 +1,11 @@
 #!/bin/sh
 # Exec probes of the redis and sentinel containers:
-#   redis-probe.sh redis      the local redis answers PING (liveness, startup)
+#   redis-probe.sh redis      the local redis answers PING
+#   redis-probe.sh live       liveness and startup of the redis container: the local redis
+#                             answers PING, or is alive but busy: LOADING (a replica loading
+#                             a full sync, or any node loading its AOF at start; killing it
+#                             would restart the load from scratch) or MASTERDOWN (a replica
+#                             whose master is unreachable; restarting it would not help)
 #   redis-probe.sh sentinel   the local sentinel answers PING
 #   redis-probe.sh ready      readiness of the redis container: PING, and in sentinel mode a
 #                             replica must be in sync with its master (link up) and known
@@ -15,7 +20,13 @@ case "${1:-redis}" in
   sentinel) out=$(scli "$LOCAL_ADDR" PING 2>&1) ;;
   *) out=$(rcli "$LOCAL_ADDR" PING 2>&1) ;;
 esac
-[ "$out" = "PONG" ] || { echo "$out" >&2; exit 1; }
+if [ "${1:-redis}" = "live" ]; then
+  case "$out" in
+    PONG | LOADING* | MASTERDOWN*) exit 0 ;;
+    *) printf '%s\n' "$out" >&2; exit 1 ;;
+  esac
+fi
+[ "$out" = "PONG" ] || { printf '%s\n' "$out" >&2; exit 1; }
 [ "${1:-redis}" = "ready" ] && [ "$REDIS_MODE" = "sentinel" ] || exit 0
 
 info=$(rcli "$LOCAL_ADDR" INFO replication 2>/dev/null | tr -d '\r')

@@ -6,16 +6,18 @@
 # master does the bootstrap rule apply (ordinal 0 is master on a fresh install). When the
 # sentinels still name this very pod as master (its redis restarted before they failed
 # over): with its data on disk it starts as master again (it holds every acknowledged
-# write); with an empty volume it waits up to DISCOVERY_TIMEOUT + failover time for the
-# sentinels to promote another node, so an empty node never becomes master of a set that
-# has data.
+# write); with an empty volume it waits, without a deadline, until the sentinels promote
+# another node (or a peer runs as master) and follows it, so an empty node never becomes
+# master of a set whose other members hold data (it does when no peer holds any: fresh
+# install, or every peer answering empty after SELF_MASTER_WAIT).
 #
 # Environment: see redis-lib.sh, plus
 #   APPENDFSYNC              [everysec]
 #   MIN_REPLICAS_TO_WRITE    sentinel mode only [1]
 #   MIN_REPLICAS_MAX_LAG     [10]
 #   MAXMEMORY                e.g. 200mb []
-#   SELF_MASTER_WAIT         seconds to wait for a failover away from an empty self [30]
+#   SELF_MASTER_WAIT         seconds an empty self named master waits before it asks whether
+#                            every peer is empty too (then it may start as master) [30]
 #   EXTRA_CONF_FILE          file appended to redis.conf []
 #   EXEC                     set to 0 to print the config instead of exec'ing redis-server [1]
 set -eu
@@ -43,9 +45,15 @@ tmp="$conf.tmp"
   echo "appendfsync $APPENDFSYNC"
   echo "maxmemory-policy noeviction"
   if [ -n "$MAXMEMORY" ]; then echo "maxmemory $MAXMEMORY"; fi
-  if [ -n "$REDIS_PASSWORD" ]; then
-    echo "requirepass $(conf_quote "$REDIS_PASSWORD")"
-    echo "masterauth $(conf_quote "$REDIS_PASSWORD")"
+  if [ -n "$REDIS_PASSWORD" ] && [ -n "$REDIS_EXTRA_PASSWORD" ]; then
+    # Two accepted passwords (a rotation): the default user gets both; everyone uses
+    # REDIS_PASSWORD (replication, sentinels, probes, kvq).
+    printf 'user default on resetpass %s %s ~* &* +@all\n' \
+      "$(conf_quote ">$REDIS_PASSWORD")" "$(conf_quote ">$REDIS_EXTRA_PASSWORD")"
+    printf 'masterauth %s\n' "$(conf_quote "$REDIS_PASSWORD")"
+  elif [ -n "$REDIS_PASSWORD" ]; then
+    printf 'requirepass %s\n' "$(conf_quote "$REDIS_PASSWORD")"
+    printf 'masterauth %s\n' "$(conf_quote "$REDIS_PASSWORD")"
   fi
   if [ "$REDIS_MODE" = "sentinel" ]; then
     echo "replica-announce-ip $ANNOUNCE_HOST"
@@ -60,15 +68,29 @@ if [ "$REDIS_MODE" = "sentinel" ]; then
   # shellcheck disable=SC2046 # "host port source", split on purpose
   set -- $(discover_master)
   master_host=$1 master_port=$2 source=$3
-  if [ "$master_host" = "$ANNOUNCE_HOST" ] && [ "$source" = "sentinels" ] && ! has_data; then
-    log "sentinels name this pod master but its volume is empty: waiting for a failover"
+  # An empty volume never becomes master of a set whose other members hold data: its
+  # replicas would full-sync the empty data set. It waits (without a deadline) until the
+  # sentinels name another node or a peer runs as master, and follows it. It starts as
+  # master only when that loses nothing: on a fresh install (bootstrap, no peer holds data)
+  # or, after SELF_MASTER_WAIT, when every peer answers and holds no data.
+  if [ "$master_host" = "$ANNOUNCE_HOST" ] && ! has_data && { [ "$source" = "sentinels" ] || [ "$source" = "bootstrap" ]; }; then
     waited=0
-    while [ "$waited" -lt "$SELF_MASTER_WAIT" ]; do
+    while :; do
+      if [ "$source" = "bootstrap" ] && ! peers_hold_data; then break; fi
+      if [ "$source" = "sentinels" ] && [ "$waited" -ge "$SELF_MASTER_WAIT" ] && peers_all_empty; then break; fi
+      if [ $((waited % 10)) -eq 0 ]; then
+        log "named master ($source) but the volume is empty and peers may hold data: waiting for another master (${waited}s)"
+      fi
       sleep 1
       waited=$((waited + 1))
       m=$(ask_sentinels)
       if [ -n "$m" ] && [ "${m% *}" != "$ANNOUNCE_HOST" ]; then
         master_host=${m% *} master_port=${m#* } source=sentinels
+        break
+      fi
+      m=$(peer_master)
+      if [ -n "$m" ]; then
+        master_host=${m% *} master_port=${m#* } source=peer
         break
       fi
     done

@@ -45,22 +45,29 @@ log "monitoring $MASTER_NAME at $master_host:$master_port (source: $source)"
   echo "sentinel announce-ip $ANNOUNCE_HOST"
   echo "sentinel announce-port $SENTINEL_PORT"
   if [ -n "$SENTINEL_PASSWORD" ]; then
-    echo "requirepass $(conf_quote "$SENTINEL_PASSWORD")"
-    echo "sentinel sentinel-pass $(conf_quote "$SENTINEL_PASSWORD")"
+    printf 'requirepass %s\n' "$(conf_quote "$SENTINEL_PASSWORD")"
+    printf 'sentinel sentinel-pass %s\n' "$(conf_quote "$SENTINEL_PASSWORD")"
   fi
   echo "sentinel monitor $MASTER_NAME $master_host $master_port $QUORUM"
-  if [ -n "$REDIS_PASSWORD" ]; then echo "sentinel auth-pass $MASTER_NAME $(conf_quote "$REDIS_PASSWORD")"; fi
+  if [ -n "$REDIS_PASSWORD" ]; then printf 'sentinel auth-pass %s %s\n' "$MASTER_NAME" "$(conf_quote "$REDIS_PASSWORD")"; fi
   echo "sentinel down-after-milliseconds $MASTER_NAME $DOWN_AFTER_MS"
   echo "sentinel failover-timeout $MASTER_NAME $FAILOVER_TIMEOUT_MS"
   echo "sentinel parallel-syncs $MASTER_NAME $PARALLEL_SYNCS"
   # State from the previous run: identity, epochs and the peers it knew. A known replica at
   # the address of the master it monitors now is dropped: the sentinel would otherwise
-  # "fix" that master into a replica of itself.
+  # "fix" that master into a replica of itself. Known replicas and sentinels on hosts that
+  # are no pod of the StatefulSet any more (a scale-down: ordinals >= REPLICAS) are dropped
+  # too: a sentinel never forgets a peer by itself (nothing runs SENTINEL RESET), and dead
+  # sentinels it still counts raise the majority a failover needs. A change of
+  # redis.replicas changes the pod template, so the rollout restarts every sentinel with the
+  # new PEER_HOSTS and each one drops the removed pods here.
   if [ -f "$conf" ]; then
-    awk -v m="$MASTER_NAME" -v mh="$master_host" -v mp="$master_port" '
+    awk -v m="$MASTER_NAME" -v mh="$master_host" -v mp="$master_port" -v peers=" $PEER_HOSTS " '
+      function pod(h) { return index(peers, " " h " ") > 0 }
       $1 == "sentinel" && ($2 == "myid" || $2 == "current-epoch") { print; next }
-      $1 == "sentinel" && $2 == "known-replica" && $3 == m && !($4 == mh && $5 == mp) { print; next }
-      $1 == "sentinel" && ($2 == "config-epoch" || $2 == "leader-epoch" || $2 == "known-sentinel") && $3 == m { print }
+      $1 == "sentinel" && $2 == "known-replica" && $3 == m && !($4 == mh && $5 == mp) && pod($4) { print; next }
+      $1 == "sentinel" && $2 == "known-sentinel" && $3 == m && pod($4) { print; next }
+      $1 == "sentinel" && ($2 == "config-epoch" || $2 == "leader-epoch") && $3 == m { print }
     ' "$conf"
   fi
   if [ -n "$EXTRA_CONF_FILE" ] && [ -r "$EXTRA_CONF_FILE" ]; then cat "$EXTRA_CONF_FILE"; fi

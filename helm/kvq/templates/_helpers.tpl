@@ -224,7 +224,7 @@ would differ between `helm template` runs and roll every pod once after the firs
 */}}
 {{- define "kvq.secretChecksum" -}}
 {{- $a := .Values.redis.auth -}}
-{{- printf "%s\n%s\n%s\n%s" (include "kvq.redisSecretName" .) $a.password $a.sentinelPassword $a.passwordKey | sha256sum }}
+{{- printf "%s\n%s\n%s\n%s\n%s" (include "kvq.redisSecretName" .) $a.password $a.sentinelPassword $a.passwordKey $a.extraPassword | sha256sum }}
 {{- end }}
 
 {{/*
@@ -302,6 +302,10 @@ podAntiAffinity:
 {{- if $r.auth.enabled }}
 - name: REDIS_PASSWORD_FILE
   value: /etc/redis-auth/{{ $r.auth.passwordKey }}
+{{- if $r.auth.extraPassword }}
+- name: REDIS_EXTRA_PASSWORD_FILE
+  value: /etc/redis-auth/{{ $r.auth.extraPasswordKey }}
+{{- end }}
 {{- if eq $r.mode "sentinel" }}
 - name: SENTINEL_PASSWORD_FILE
   value: /etc/redis-auth/{{ $r.auth.sentinelPasswordKey }}

@@ -138,28 +138,41 @@ async fn tasks_of_a_dead_worker_are_reclaimed_and_applied_once_in_effect() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn an_aborted_worker_process_loses_nothing() {
+/// A `kvq-worker` process killed with SIGKILL while tasks are pending on it: another worker
+/// reclaims them, and every task takes effect exactly once (one version each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_process_killed_while_holding_tasks_loses_nothing() {
     let redis = TestRedis::start();
     let app = spawn_app(&redis, 0).await;
-    let victim = spawn_worker(&app.settings, "victim").await;
+    let env = [
+        ("KVQ__REDIS__URL", redis.url()),
+        ("KVQ__WORKER__CONCURRENCY", "1".to_string()),
+        ("KVQ__WORKER__CLAIM_IDLE_MS", "300".to_string()),
+    ];
+    let mut victim = KvqProcess::worker("victim", &env);
+    victim.http(Duration::from_secs(5)).wait_status("/readyz", 200, Duration::from_secs(10)).await;
+    // Frozen in its blocking read, the victim is handed the first write and cannot finish it.
+    victim.freeze_in_blocking_read(&redis).await;
     let mut ids = Vec::new();
     for i in 0..300 {
-        ids.push(app.store.enqueue(&write(&format!("a{}", i % 30), &format!("{i}"))).await.unwrap().task_id);
+        ids.push(app.store.enqueue(&write(&format!("a{i}"), &format!("v{i}"))).await.unwrap().task_id);
     }
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    victim.abort();
-    let rescuer = spawn_worker(&app.settings, "rescuer").await;
-    app.drain(Duration::from_secs(15)).await;
-    for id in &ids {
+    let held = redis.pending_on("victim");
+    assert!(!held.is_empty(), "the victim holds tasks when it is killed");
+    victim.kill9();
+    assert_eq!(redis.pending_on("victim"), held, "a crash leaves its tasks pending");
+
+    let _rescuer = KvqProcess::worker("rescuer", &env);
+    app.drain(Duration::from_secs(20)).await;
+    assert!(redis.pending_on("victim").is_empty(), "the victim's tasks were reclaimed");
+    for (i, id) in ids.iter().enumerate() {
         let t = app.store.get_task(id).await.unwrap().unwrap();
-        assert!(matches!(t.status, TaskStatus::Applied | TaskStatus::Superseded), "{t:?}");
+        assert_eq!(t.status, TaskStatus::Applied, "task {i}: {t:?}");
+        assert_eq!(t.attempts, 1, "task {i}: {t:?}");
+        assert_eq!(app.value_of(&format!("a{i}")).await, Some(format!("v{i}")));
     }
-    for k in 0..30 {
-        let last = (0..300).filter(|i| i % 30 == k).max().unwrap();
-        assert_eq!(app.value_of(&format!("a{k}")).await, Some(last.to_string()));
-    }
-    rescuer.stop().await;
+    let version: u64 = redis::cmd("GET").arg("kvq:ver").query(&mut redis.conn()).unwrap();
+    assert_eq!(version, 300, "each write applied exactly once");
     app.stop().await;
 }
 
@@ -260,12 +273,26 @@ async fn acknowledged_entries_are_trimmed_from_the_stream() {
     }
     let w = step_worker(&app.settings, "stepper");
     while let kvq::worker::Step::Executed(_) = w.try_execute_tasks().await.unwrap() {}
-    app.store.enqueue(&write("pending", "x")).await.unwrap();
-    read_as(&app, "holder", 10).await; // delivered, not acknowledged
+    app.store.enqueue(&write("pending", "held")).await.unwrap();
+    let held = read_as(&app, "holder", 10).await; // delivered, not acknowledged
+    assert_eq!(held.len(), 1);
+    let id = held[0].stream_id.clone();
     app.store.trim_acknowledged().await.unwrap();
     let len = redis.xlen("kvq:tasks");
     assert!(len < 500, "acknowledged entries trimmed, got {len}");
-    assert_eq!(app.store.queue_stats().await.unwrap().pending, 1, "the pending entry survives");
+    let entry: Vec<(String, HashMap<String, String>)> =
+        redis::cmd("XRANGE").arg("kvq:tasks").arg(&id).arg(&id).query(&mut redis.conn()).unwrap();
+    assert_eq!(entry.len(), 1, "the pending entry itself survives the trim");
+    // ... and can still be reclaimed and applied.
+    tokio::time::sleep(Duration::from_millis(400)).await; // past claim_idle_ms
+    let outcomes = match w.try_execute_tasks().await.unwrap() {
+        kvq::worker::Step::Executed(outcomes) => outcomes,
+        other => panic!("the pending entry was not reclaimed: {other:?}"),
+    };
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(outcomes[0].status, TaskStatus::Applied);
+    assert_eq!(app.value_of("pending").await.as_deref(), Some("held"));
+    assert!(redis.pending_on("holder").is_empty());
     app.stop().await;
 }
 
@@ -307,6 +334,159 @@ async fn a_failing_task_in_a_batch_does_not_hold_back_the_others() {
     assert_eq!(outcomes[2].as_ref().unwrap().status, TaskStatus::Applied);
     let stats = app.store.queue_stats().await.unwrap();
     assert_eq!(stats.pending, 1, "only the failed task stays pending");
+    app.stop().await;
+}
+
+/// A worker told to stop while it is applying a batch finishes and acknowledges the batch
+/// before `run` returns: nothing is left pending for a reclaim much later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_while_applying_finishes_and_acknowledges_its_batch_before_returning() {
+    let redis = TestRedis::start();
+    // No reclaim during the test: anything left pending stays visible on its consumer.
+    let app = spawn_app_with(&redis, 0, &[("KVQ__WORKER__CLAIM_IDLE_MS", "600000")]).await;
+    let applying = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let hook = {
+        let applying = applying.clone();
+        std::sync::Arc::new(move |_: &StreamTask| {
+            // The first task of the batch is slow to apply: the stop arrives meanwhile.
+            if applying.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                std::thread::sleep(Duration::from_millis(800));
+            }
+        })
+    };
+    let worker = step_worker(&app.settings, "holder").with_apply_hook(hook);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(app.store.enqueue(&write(&format!("s{i}"), "v")).await.unwrap().task_id);
+    }
+    eventually(Duration::from_secs(10), "the worker to start applying", || async {
+        (applying.load(std::sync::atomic::Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+    let held = redis.pending_on("holder");
+    assert!(!held.is_empty(), "the worker holds tasks when it is stopped");
+    let _ = stop_tx.send(());
+    running.await.unwrap();
+    assert!(redis.pending_on("holder").is_empty(), "a stopped worker left tasks pending");
+    for id in &held {
+        let entry: Vec<(String, HashMap<String, String>)> =
+            redis::cmd("XRANGE").arg("kvq:tasks").arg(id).arg(id).query(&mut redis.conn()).unwrap();
+        let t = app.store.get_task(&entry[0].1["t"]).await.unwrap().unwrap();
+        assert_eq!(t.status, TaskStatus::Applied, "{t:?}");
+    }
+    app.stop().await;
+}
+
+/// Trimming the stream never removes an entry that is pending (on any consumer) or not yet
+/// delivered, and a reclaim after the trim still finds and applies every pending task.
+#[tokio::test]
+async fn trimming_keeps_pending_and_undelivered_entries_and_reclaim_still_finds_them() {
+    let redis = TestRedis::start();
+    let app = spawn_app_with(&redis, 0, &[("KVQ__WORKER__CLAIM_IDLE_MS", "600000")]).await;
+    let total = 508;
+    for i in 0..total {
+        app.store.enqueue(&write(&format!("m{i}"), &format!("v{i}"))).await.unwrap();
+    }
+    let stepper = step_worker(&app.settings, "stepper");
+    let step = |n: usize| {
+        let stepper = stepper.clone();
+        async move {
+            for _ in 0..n {
+                assert!(matches!(stepper.try_execute_tasks().await.unwrap(), kvq::worker::Step::Executed(_)));
+            }
+        }
+    };
+    // Acknowledged, pending on "a", acknowledged, pending on "b", acknowledged, undelivered.
+    step(10).await;
+    let mut pending: Vec<String> = read_as(&app, "a", 5).await.into_iter().map(|t| t.stream_id).collect();
+    step(2).await;
+    pending.extend(read_as(&app, "b", 5).await.into_iter().map(|t| t.stream_id));
+    step(2).await;
+    let all: Vec<(String, HashMap<String, String>)> =
+        redis::cmd("XRANGE").arg("kvq:tasks").arg("-").arg("+").query(&mut redis.conn()).unwrap();
+    assert_eq!(all.len(), total);
+    let undelivered: Vec<String> = all[total - 50..].iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(app.store.queue_stats().await.unwrap().lag, 50);
+
+    app.store.trim_acknowledged().await.unwrap();
+    let len = redis.xlen("kvq:tasks") as usize;
+    assert!(len < total, "acknowledged entries trimmed, got {len}");
+    for id in pending.iter().chain(&undelivered) {
+        let entry: Vec<(String, HashMap<String, String>)> =
+            redis::cmd("XRANGE").arg("kvq:tasks").arg(id).arg(id).query(&mut redis.conn()).unwrap();
+        assert_eq!(entry.len(), 1, "entry {id} was trimmed while pending or undelivered");
+    }
+
+    // Consumers "a" and "b" are gone: a worker reclaims their tasks and reads the rest.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut settings = app.settings.clone();
+    settings.worker.claim_idle_ms = 50;
+    let rescuer = step_worker(&settings, "rescuer");
+    while let kvq::worker::Step::Executed(_) = rescuer.try_execute_tasks().await.unwrap() {}
+    let stats = app.store.queue_stats().await.unwrap();
+    assert_eq!((stats.pending, stats.lag), (0, 0));
+    for i in 0..total {
+        assert_eq!(app.value_of(&format!("m{i}")).await, Some(format!("v{i}")), "m{i}");
+    }
+    let version: u64 = redis::cmd("GET").arg("kvq:ver").query(&mut redis.conn()).unwrap();
+    assert_eq!(version, total as u64, "each write applied exactly once");
+
+    // Nothing pending, only undelivered entries after the acknowledged ones: those stay too.
+    let mut later = Vec::new();
+    for i in 0..150 {
+        later.push(app.store.enqueue(&write(&format!("n{i}"), "late")).await.unwrap().task_id);
+    }
+    app.store.trim_acknowledged().await.unwrap();
+    assert_eq!(app.store.queue_stats().await.unwrap().lag, 150, "undelivered entries were trimmed");
+    assert!(redis.xlen("kvq:tasks") >= 150, "undelivered entries were trimmed");
+    while let kvq::worker::Step::Executed(_) = rescuer.try_execute_tasks().await.unwrap() {}
+    for id in &later {
+        assert_eq!(app.store.get_task(id).await.unwrap().unwrap().status, TaskStatus::Applied);
+    }
+    app.stop().await;
+}
+
+/// Tombstones: a set accepted before a delete but applied after it does not bring the key back;
+/// nor does an older set applied after a newer TTL'd write has expired (the key keeps its
+/// sequence past expiry).
+#[tokio::test]
+async fn an_older_set_applied_late_does_not_resurrect_a_deleted_or_expired_key() {
+    let redis = TestRedis::start();
+    let app = spawn_app(&redis, 0).await;
+    let mut older = write("gone", "older");
+    app.store.enqueue(&older).await.unwrap();
+    let mut delete = write("gone", "");
+    delete.op = Op::Delete;
+    delete.value = None;
+    app.store.enqueue(&delete).await.unwrap();
+    older.key = Key::parse("expired").unwrap();
+    app.store.enqueue(&older).await.unwrap();
+    let mut ttl = write("expired", "short-lived");
+    ttl.ttl_seconds = Some(1);
+    app.store.enqueue(&ttl).await.unwrap();
+
+    let tasks = read_as(&app, "x", 10).await;
+    assert_eq!(tasks.len(), 4);
+    assert_eq!(apply_one(&app, &tasks[1]).await.status, TaskStatus::Applied, "the delete");
+    assert_eq!(apply_one(&app, &tasks[3]).await.status, TaskStatus::Applied, "the TTL'd write");
+    assert_eq!(app.value_of("expired").await.as_deref(), Some("short-lived"));
+    eventually(Duration::from_secs(5), "the TTL'd value to expire", || async {
+        app.value_of("expired").await.is_none().then_some(())
+    })
+    .await;
+
+    let late = apply_one(&app, &tasks[0]).await;
+    assert_eq!(late.status, TaskStatus::Superseded, "the older set after the delete: {late:?}");
+    assert_eq!(app.value_of("gone").await, None, "a deleted key came back");
+    let late = apply_one(&app, &tasks[2]).await;
+    assert_eq!(late.status, TaskStatus::Superseded, "the older set after the expiry: {late:?}");
+    assert_eq!(app.value_of("expired").await, None, "an expired key came back");
+    let page: Value = app.get("/v1/keys").await.json().await.unwrap();
+    assert_eq!(page["items"], json!([]), "{page}");
     app.stop().await;
 }
 
