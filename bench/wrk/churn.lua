@@ -17,7 +17,6 @@ local limit = tonumber(os.getenv("BENCH_LIMIT") or "1000")
 
 local body = '{"value":"' .. string.rep("v", 100) .. '"}'
 local counter = 0
-local answered = 0
 
 setup, init = common.numbered_threads()
 
@@ -38,12 +37,6 @@ function request()
   return wrk.format("PUT", path, headers, body)
 end
 
-function response(status, hdrs, resp_body)
-  answered = answered + 1
-  if answered == limit then
-    stamp.write(tid or 0, answered)
-    wrk.thread:stop()
-  end
-end
+response = stamp.stop_after(limit)
 
 done = common.done

@@ -28,4 +28,16 @@ function M.write(tid, answered)
   end
 end
 
+-- wrk's response() hook for a thread that stops after `limit` answers, stamping the last one.
+function M.stop_after(limit)
+  local answered = 0
+  return function(status, hdrs, resp_body)
+    answered = answered + 1
+    if answered == limit then
+      M.write(tid or 0, answered)
+      wrk.thread:stop()
+    end
+  end
+end
+
 return M

@@ -19,7 +19,6 @@ local nkeys = tonumber(os.getenv("BENCH_KEYS") or "0")
 local body = '{"value":"' .. string.rep("v", size) .. '"}'
 local headers = { ["Content-Type"] = "application/json" }
 local counter = 0
-local answered = 0
 
 setup, init = common.numbered_threads()
 
@@ -31,13 +30,7 @@ function request()
 end
 
 if limit > 0 then
-  function response(status, hdrs, resp_body)
-    answered = answered + 1
-    if answered == limit then
-      stamp.write(tid or 0, answered)
-      wrk.thread:stop()
-    end
-  end
+  response = stamp.stop_after(limit)
 end
 
 if delay_ms > 0 then
