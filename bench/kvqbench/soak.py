@@ -57,15 +57,22 @@ def p99_ms(before, after):
     return None
 
 
+def capped_stack(ctx, name):
+    """A Redis of its own capped at MAXMEMORY_MB (noeviction, as the chart configures it), with a
+    kvq-server and a kvq-worker on it: (redis port, server process, server URL, worker)."""
+    port = free_port()
+    start_redis(ctx.procs, f"{name}-redis", port, os.path.join(ctx.workdir, f"{name}-redis"), aof=False,
+                extra=["--maxmemory", f"{MAXMEMORY_MB}mb", "--maxmemory-policy", "noeviction"])
+    redis_env = {"KVQ__REDIS__URL": f"redis://127.0.0.1:{port}"}
+    server, url = ctx.start_server(redis_env, name=f"{name}-server")
+    worker = ctx.start_worker(name, redis_env)
+    return port, server, url, worker
+
+
 def soak(ctx):
     seconds = ctx.args.soak or ctx.p["soak"]
     log(f"phase 7: soak, {seconds} s of overwrites of {2 * KEYS_PER_THREAD} keys, Redis maxmemory {MAXMEMORY_MB} MB")
-    port = free_port()
-    start_redis(ctx.procs, "soak-redis", port, os.path.join(ctx.workdir, "soak-redis"), aof=False,
-                extra=["--maxmemory", f"{MAXMEMORY_MB}mb", "--maxmemory-policy", "noeviction"])
-    redis_env = {"KVQ__REDIS__URL": f"redis://127.0.0.1:{port}"}
-    server, url = ctx.start_server(redis_env, name="soak-server")
-    worker = ctx.start_worker("soak", redis_env)
+    port, server, url, worker = capped_stack(ctx, "soak")
     h = Http(url)
     series = []
     try:
@@ -133,12 +140,7 @@ def bounded(ctx):
     failed request, and stays under 44 MB."""
     scale = 0.01 if ctx.smoke else 0.1 if ctx.quick else 1
     log(f"phase 8: bounded memory, Redis maxmemory {MAXMEMORY_MB} MB, default settings (scale {scale})")
-    port = free_port()
-    start_redis(ctx.procs, "bounded-redis", port, os.path.join(ctx.workdir, "bounded-redis"), aof=False,
-                extra=["--maxmemory", f"{MAXMEMORY_MB}mb", "--maxmemory-policy", "noeviction"])
-    redis_env = {"KVQ__REDIS__URL": f"redis://127.0.0.1:{port}"}
-    server, url = ctx.start_server(redis_env, name="bounded-server")
-    worker = ctx.start_worker("bounded", redis_env)
+    port, server, url, worker = capped_stack(ctx, "bounded")
     peak, failed, sent = 0, 0, {}
     try:
         for mode, requests in (("overwrite", 300_000), ("churn", 200_000), ("idem", 100_000)):
