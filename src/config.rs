@@ -104,8 +104,8 @@ pub struct LimitSettings {
 #[serde(deny_unknown_fields)]
 pub struct TaskSettings {
     pub retention_seconds: u64,
-    /// Most bytes kvq's bookkeeping (task records, idempotency keys) takes in Redis, at any
-    /// write rate: the newest records and keys that fit are kept (README "Memory").
+    /// Most bytes kvq's bookkeeping (task outcomes, idempotency keys) takes in Redis, at any
+    /// write rate: the newest outcomes and keys that fit are kept (README "Memory").
     pub bookkeeping_bytes: u64,
 }
 
@@ -229,7 +229,7 @@ impl Settings {
             (
                 "tasks.bookkeeping_bytes (KVQ__TASKS__BOOKKEEPING_BYTES)",
                 self.tasks.bookkeeping_bytes,
-                1024 * 1024,
+                64 * 1024,
                 1 << 40,
             ),
             ("worker.concurrency (KVQ__WORKER__CONCURRENCY)", self.worker.concurrency as u64, 1, MAX_CONCURRENCY),

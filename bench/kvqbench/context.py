@@ -51,9 +51,10 @@ class Context:
 
     # -- what a run records
 
-    def figure(self, key, label, value, unit, target=None, cmp=None, ref=None):
-        """Records one table row; `target` is a number, `cmp` '>=' or '<=', `ref` 'SET'/'GET' for a ratio."""
-        row = figure_row(key, label, value, unit, target, cmp, ref, self.ref)
+    def figure(self, key, label, value, unit, target=None, cmp=None, ref=None, ratio_target=None):
+        """Records one table row; `target` is a number, `cmp` '>=' or '<=', `ref` 'SET'/'GET' for a
+        ratio, `ratio_target` a least ratio to `ref` as the target instead of a number."""
+        row = figure_row(key, label, value, unit, target, cmp, ref, self.ref, ratio_target)
         self.results["figures"].append(row)
         met = row["met"]
         log(f"  {label}: {format_value(value)} {unit}" +

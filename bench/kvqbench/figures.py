@@ -8,17 +8,23 @@ def format_value(v):
     return "n/a" if v is None else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}")
 
 
-def figure_row(key, label, value, unit, target=None, cmp=None, ref=None, refs=None):
+def figure_row(key, label, value, unit, target=None, cmp=None, ref=None, refs=None, ratio_target=None):
     """One table row; `target` a number, `cmp` '>=' or '<=', `ref` 'SET'/'GET' for the ratio to the
-    redis-benchmark figures `refs` ({'SET': {'rps': ...}, 'GET': ...}, None when not measured)."""
+    redis-benchmark figures `refs` ({'SET': {'rps': ...}, 'GET': ...}, None when not measured);
+    `ratio_target`: the target is that ratio at least (machines differ, ratios in one run do not)."""
     ratio = None
     if ref and refs and value is not None and not key.startswith("redis_"):
         ratio = value / refs[ref]["rps"]
     met = None
-    if target is not None and value is not None:
-        met = value >= target if cmp == ">=" else value <= target
+    if ratio_target is not None:
+        met = ratio >= ratio_target if ratio is not None else None
+        target_text = f">= {ratio_target:g} x {ref}"
+    else:
+        if target is not None and value is not None:
+            met = value >= target if cmp == ">=" else value <= target
+        target_text = f"{cmp} {target:g}" if target is not None else None
     return {"key": key, "figure": label, "value": value, "unit": unit,
-            "target": f"{cmp} {target:g}" if target is not None else None,
+            "target": target_text,
             "met": met, "ratio_to_redis_benchmark": round(ratio, 4) if ratio is not None else None}
 
 

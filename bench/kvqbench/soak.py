@@ -133,6 +133,19 @@ def plot(ctx, csv_path):
 
 
 
+def just_accepted_task_is_readable(url):
+    """PUTs one key and reads its task back at once: the newest tasks survive any write history."""
+    h = Http(url)
+    status, body = h.request("PUT", "/v1/keys/bounded-last", body=b'{"value":"v"}',
+                             headers={"Content-Type": "application/json"})
+    if status != 202:
+        log(f"  the last PUT answered {status}: {body[:200]!r}")
+        return False
+    status, body = h.request("GET", f"/v1/tasks/{json.loads(body)['task_id']}")
+    log(f"  a task accepted a moment ago reads back: {status}")
+    return status == 200
+
+
 def bounded(ctx):
     """Phase 8: the bounded-memory check with default settings: a Redis capped at 48 MB holding 100
     small keys takes 300,000 overwrites, 100,000 create+delete pairs of unique keys and 100,000
@@ -160,10 +173,13 @@ def bounded(ctx):
             log(f"  {mode}: {d['requests']} requests, {d['err_status']} non-2xx, {d['socket_errors']} socket errors; "
                 f"Redis used memory {used_memory(port) / 2**20:.1f} MiB, peak so far {peak / 2**20:.1f} MiB")
         end = used_memory(port)
+        readable = just_accepted_task_is_readable(url)
     finally:
         ctx.procs.stop(worker)
         ctx.procs.stop(server)
     ctx.results["raw"]["bounded"] = {"requests": sent, "peak_bytes": peak, "end_bytes": end}
+    if not readable:
+        ctx.problem("bounded: a task accepted a moment ago is not readable")
     ctx.figure("bounded_failed", "bounded: failed requests", failed, "req", 0, "<=")
     ctx.figure("bounded_peak_mb", "bounded: Redis used memory, peak", round(peak / 10**6, 2), "MB", 44, "<=")
     if failed:

@@ -119,6 +119,16 @@ class Rows(unittest.TestCase):
         self.assertFalse(r["met"])
         self.assertIsNone(r["ratio_to_redis_benchmark"])
 
+    def test_ratio_targets_compare_the_ratio_not_the_value(self):
+        r = figure_row("writes_c32_rps", "writes", 24000.0, "req/s", ref="SET", refs=self.REFS, ratio_target=0.25)
+        self.assertEqual(r["target"], ">= 0.25 x SET")
+        self.assertFalse(r["met"])
+        r = figure_row("writes_c32_rps", "writes", 26000.0, "req/s", ref="SET", refs=self.REFS, ratio_target=0.25)
+        self.assertTrue(r["met"])
+        # without a reference run (--url) there is no verdict
+        r = figure_row("writes_c32_rps", "writes", 26000.0, "req/s", ref="SET", refs=None, ratio_target=0.25)
+        self.assertIsNone(r["met"])
+
     def test_no_ratio_for_the_reference_itself_or_without_one(self):
         self.assertIsNone(figure_row("redis_set", "SET", 100000.0, "req/s", ref="SET", refs=self.REFS)["ratio_to_redis_benchmark"])
         self.assertIsNone(figure_row("writes_c1_rps", "w", 5.0, "req/s", ref="SET", refs=None)["ratio_to_redis_benchmark"])

@@ -273,7 +273,7 @@ VALUES = obj(
                 "maxValueBytes": integer(1, 536_870_912),
                 "taskRetentionSeconds": integer(1, 315_360_000),
                 # Redis memory kvq may spend on task records, idempotency keys and tombstones.
-                "bookkeepingBytes": integer(1_048_576, 1_099_511_627_776),
+                "bookkeepingBytes": integer(65_536, 1_099_511_627_776),
             }
         ),
         "serviceAccount": obj(

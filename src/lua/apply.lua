@@ -7,20 +7,23 @@
 -- Numbers never pass through Lua's number formatting (which turns 10^14 into '1e+14' and
 -- rounds past 2^53): versions are read back as strings, times are formatted with '%d'.
 --
--- KEYS[1] key index (zset), KEYS[2] version counter, KEYS[3] task stream,
---   then per task i (from 0): KEYS[4+2i] data hash of its key, KEYS[5+2i] its task record
+-- KEYS[1] key index (zset), KEYS[2] version counter, KEYS[3] task stream, KEYS[4] tombstone
+--   index (zset), KEYS[5] attempts of tasks that failed (hash, by stream id), then per task its
+--   key's data hash
 -- ARGV[1] now ms, ARGV[2] tombstone ms, ARGV[3] consumer group, ARGV[4] notify channel,
--- ARGV[5] retention seconds, ARGV[6] the tombstone index (sorted set), then per task: its stream id, the number n of its fields, and
---   n name, value pairs: the stream entry's fields as `StreamTask::fields` writes them (the table
---   `kvq::store::FIELDS`): t task id, op operation, k key, v value, ttl TTL ms, if If-Match version,
+-- ARGV[5] task outcome map base, ARGV[6] bytes per outcome bucket, then per task: its stream id, its task id, the number n of its fields, and n name, value pairs:
+--   the stream entry's fields as `StreamTask::fields` writes them (the table
+--   `kvq::store::FIELDS`): op operation, k key, v value, ttl TTL ms, if If-Match version,
 --   inm '1' for If-None-Match, w '1' when a client waits; optional ones may be absent
 -- Returns per task {status, version or '', error or ''}; status 'error' means "not applied".
 -- A READONLY, NOREPLICAS or MASTERDOWN error fails the whole call instead (Redis unavailable).
+-- Loaded after capped.lua.
 
 local now_text = ARGV[1]
 local now = tonumber(now_text)
 local tombstone_ms = tonumber(ARGV[2])
-local group, channel, retention = ARGV[3], ARGV[4], ARGV[5]
+local group, channel = ARGV[3], ARGV[4]
+local outcomes, per_bucket = ARGV[5], ARGV[6]
 
 -- Compares decimal strings without converting them to numbers (no leading zeros).
 local function cmp_decimal(a, b)
@@ -37,26 +40,23 @@ local function not_before(a, b)
   return c >= 0
 end
 
-local function apply_one(data, record, id, f)
-  local op, key, task_id = f['op'], f['k'], f['t']
+local function apply_one(data, id, task_id, f)
+  local op, key = f['op'], f['k']
   local value, ttl = f['v'] or '', f['ttl'] or ''
   local if_match, if_none_match, notify = f['if'] or '', f['inm'] or '', f['w'] or ''
-  -- Counted first: Redis keeps it even if a later call fails, which is how a poison task
-  -- reaches max_attempts.
-  redis.call('HINCRBY', record, 'attempts', 1)
-  local done = redis.call('HMGET', record, 'status', 'version', 'error', 'op')
-  if not done[1] or not done[4] then
-    -- The record outlived its retention (and was just recreated by HINCRBY): make it a
-    -- complete record again, accepted at its stream id's time, and give it a retention.
-    redis.call('HSET', record, 'op', op, 'key', key, 'seq', id,
-      'enqueued_at', string.match(id, '^(%d+)-'))
-    if not done[1] then redis.call('HSET', record, 'status', 'queued') end
-    redis.call('EXPIRE', record, retention)
+  -- Applying acknowledges in the same call, so an entry no longer pending was finished before
+  -- (by this worker or another that reclaimed it): report its first outcome, change nothing.
+  if #redis.call('XPENDING', KEYS[3], group, id, id, 1) == 0 then
+    local done = capped_get(outcomes, id)
+    if done then
+      local o = cjson.decode(done)
+      return {o[1], o[2], o[3]}
+    end
+    -- the outcome is beyond the budget now: the key's sequence below still keeps it from
+    -- being applied twice
   end
-  if done[1] and done[1] ~= 'queued' then
-    redis.call('XACK', KEYS[3], group, id)
-    return {done[1], done[2] or '', done[3] or ''}
-  end
+  local failed = redis.call('HGET', KEYS[5], id)
+  local attempts = string.format('%d', (tonumber(failed) or 0) + 1)
 
   local cur = redis.call('HMGET', data, 'seq', 'ver', 'del', 'exp')
   local seq, ver, del, exp = cur[1], cur[2], cur[3], cur[4]
@@ -85,8 +85,10 @@ local function apply_one(data, record, id, f)
           local expires = now + tonumber(ttl)
           redis.call('HSET', data, 'v', value, 'ver', version, 'seq', id, 'del', '0',
             'exp', string.format('%d', expires))
-          -- keep the sequence past expiry so a late redelivery cannot resurrect the value
+          -- keep the sequence past expiry so a late redelivery cannot resurrect the value, and
+          -- let tidy_tombstones.lua remove it once no older write can be delivered any more
           redis.call('PEXPIREAT', data, string.format('%d', expires + tombstone_ms))
+          redis.call('ZADD', KEYS[4], string.format('%d', expires), data)
         else
           redis.call('HSET', data, 'v', value, 'ver', version, 'seq', id, 'del', '0')
           if exp or del == '1' then
@@ -103,20 +105,13 @@ local function apply_one(data, record, id, f)
         redis.call('PEXPIRE', data, ARGV[2])
         redis.call('ZREM', KEYS[1], key)
         -- removed by tidy_tombstones.lua once no older write to the key can be delivered
-        redis.call('ZADD', ARGV[6], string.match(id, '^(%d+)-'), data)
+        redis.call('ZADD', KEYS[4], string.match(id, '^(%d+)-'), data)
       end
     end
   end
 
-  if version ~= '' and err ~= '' then
-    redis.call('HSET', record, 'status', status, 'finished_at', now_text, 'version', version, 'error', err)
-  elseif version ~= '' then
-    redis.call('HSET', record, 'status', status, 'finished_at', now_text, 'version', version)
-  elseif err ~= '' then
-    redis.call('HSET', record, 'status', status, 'finished_at', now_text, 'error', err)
-  else
-    redis.call('HSET', record, 'status', status, 'finished_at', now_text)
-  end
+  put_outcome(outcomes, per_bucket, id, status, version, err, now_text, op, key, attempts)
+  if failed then redis.call('HDEL', KEYS[5], id) end
   redis.call('XACK', KEYS[3], group, id)
   if notify == '1' then redis.call('PUBLISH', channel, task_id) end
   return {status, version, err}
@@ -124,12 +119,12 @@ end
 
 local results = {}
 local a = 7
-for i = 0, (#KEYS - 3) / 2 - 1 do
-  local id, n = ARGV[a], tonumber(ARGV[a + 1])
+for i = 6, #KEYS do
+  local id, task_id, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   local f = {}
-  for j = 0, n - 1 do f[ARGV[a + 2 + 2 * j]] = ARGV[a + 3 + 2 * j] end
-  a = a + 2 + 2 * n
-  local ok, res = pcall(apply_one, KEYS[4 + 2 * i], KEYS[5 + 2 * i], id, f)
+  for j = 0, n - 1 do f[ARGV[a + 3 + 2 * j]] = ARGV[a + 4 + 2 * j] end
+  a = a + 3 + 2 * n
+  local ok, res = pcall(apply_one, KEYS[i], id, task_id, f)
   if ok then
     results[#results + 1] = res
   else
@@ -141,6 +136,8 @@ for i = 0, (#KEYS - 3) / 2 - 1 do
     for _, code in ipairs({'READONLY', 'NOREPLICAS', 'MASTERDOWN'}) do
       if string.sub(msg, 1, #code) == code then return redis.error_reply(msg) end
     end
+    -- the failed attempt counts, towards the worker's max_attempts
+    pcall(redis.call, 'HINCRBY', KEYS[5], id, 1)
     results[#results + 1] = {'error', '', msg}
   end
 end

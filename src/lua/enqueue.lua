@@ -1,39 +1,35 @@
--- Enqueue one write task atomically: idempotency check, stream entry, task record.
+-- Enqueue one write task atomically: idempotency check, stream entry, idempotency record.
 -- Everything that can fail is checked before the stream entry is added, so a write is never
 -- reported as failed after it was queued.
--- KEYS[1] task stream, KEYS[2] task record, KEYS[3] idempotency key ('' when none),
--- KEYS[4] index of task records, KEYS[5] index of idempotency keys (sorted sets by time)
--- ARGV[1] task id, ARGV[2] op, ARGV[3] key, ARGV[4] retention seconds,
--- ARGV[5] task record key prefix, ARGV[6] now ms, ARGV[7] request fingerprint,
--- ARGV[8] most task records kept, ARGV[9] most idempotency keys kept,
--- ARGV[10..] the stream entry's fields as name, value pairs
--- Returns {task id, status, duplicate, enqueued_at}: duplicate 0 new task, 1 the same request
+-- KEYS[1] task stream, KEYS[2] idempotency map base ('' when no Idempotency-Key),
+-- KEYS[3] task outcome map base (by stream id)
+-- ARGV[1] Idempotency-Key ('' none), ARGV[2] request fingerprint, ARGV[3] now ms,
+-- ARGV[4] bytes per idempotency bucket, ARGV[5..] the stream entry's fields as name, value pairs
+-- Returns {stream id, status, duplicate, enqueued_at}: duplicate 0 new task, 1 the same request
 -- under the same idempotency key (nothing enqueued), 2 the idempotency key belongs to a
--- different request (nothing enqueued; the task id is the other request's).
--- Loaded after queue_task.lua (check_retention, check_type, add_task).
-local retention, bad = check_retention(ARGV[4])
+-- different request (nothing enqueued; the stream id is the other request's).
+-- Loaded after capped.lua and queue_task.lua.
+local bad = check_type(KEYS[1], 'stream')
 if bad then return bad end
-bad = check_type(KEYS[1], 'stream') or check_type(KEYS[2], 'hash')
-if bad then return bad end
-if KEYS[3] ~= '' then
-  bad = check_type(KEYS[3], 'string')
-  if bad then return bad end
-  local existing = redis.call('GET', KEYS[3])
+if KEYS[2] ~= '' then
+  local existing = capped_get(KEYS[2], ARGV[1])
   if existing then
-    -- 'task id' or 'task id fingerprint'
+    -- 'stream id fingerprint'
     local id, fp = string.match(existing, '^(%S+) (%S+)$')
-    if not id then id = existing end
-    if fp and fp ~= ARGV[7] then
-      return {id, 'queued', 2, ARGV[6]}
+    local at = string.match(id or '', '^(%d+)-')
+    if not at then
+      return redis.error_reply('ERR idempotency record of ' .. ARGV[1] .. ' is malformed')
     end
-    local rec = redis.call('HMGET', ARGV[5] .. id, 'status', 'enqueued_at')
-    return {id, rec[1] or 'queued', 1, rec[2] or ARGV[6]}
+    if fp ~= ARGV[2] then
+      return {id, 'queued', 2, at}
+    end
+    local outcome = capped_get(KEYS[3], id)
+    local status = outcome and cjson.decode(outcome)[1] or 'queued'
+    return {id, status, 1, at}
   end
 end
-add_task(KEYS[1], KEYS[2], 10, ARGV[2], ARGV[3], ARGV[6], retention, KEYS[4], ARGV[8])
-if KEYS[3] ~= '' then
-  redis.call('SET', KEYS[3], ARGV[1] .. ' ' .. ARGV[7], 'EX', retention)
-  redis.call('ZADD', KEYS[5], ARGV[6], KEYS[3])
-  cap_index(KEYS[5], ARGV[9])
+local id = add_task(KEYS[1], 5)
+if KEYS[2] ~= '' then
+  capped_put(KEYS[2], ARGV[4], ARGV[1], id .. ' ' .. ARGV[2])
 end
-return {ARGV[1], 'queued', 0, ARGV[6]}
+return {id, 'queued', 0, string.match(id, '^(%d+)-')}

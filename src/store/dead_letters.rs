@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use crate::domain::now_ms;
 
 use super::lua::{eval, DEAD_LETTER, REPLAY};
-use super::task::{decimal, Malformed, StreamTask};
+use super::task::{decimal, task_id_of, Malformed, StreamTask};
 use super::{Store, StoreError, GROUP};
 
 /// A stream entry as XRANGE returns it: id and `[field, value, ...]`.
@@ -39,13 +39,13 @@ impl DeadLetter {
 }
 
 impl Store {
-    /// Moves a task to the dead-letter stream (its whole entry), marks it failed and
+    /// Moves a task to the dead-letter stream (its whole entry), records it failed and
     /// acknowledges it.
     pub async fn dead_letter(&self, t: &StreamTask, error: &str) -> Result<(), StoreError> {
         let mut cmd = DEAD_LETTER.call(3);
         cmd.arg(&self.keys.stream)
             .arg(&self.keys.dead_letter)
-            .arg(self.keys.task(&t.task_id))
+            .arg(&self.keys.attempts)
             .arg(&t.stream_id)
             .arg(GROUP)
             .arg(error)
@@ -54,18 +54,19 @@ impl Store {
             .arg(&t.task_id)
             .arg(t.op.as_str())
             .arg(&t.key)
-            .arg(self.retention_seconds);
+            .arg(&self.keys.outcomes)
+            .arg(self.caps.outcome_bucket_bytes);
         self.run(|mut c| async move { eval::<String>(&mut c, &DEAD_LETTER, &cmd).await }).await.map(|_| ())
     }
 
     /// Moves an entry that is no valid task to the dead-letter stream with its raw fields and
-    /// the reason, and acknowledges it. No task record is touched: the entry names none that
-    /// can be trusted.
+    /// the reason, and acknowledges it. No task outcome is recorded: the entry names no task
+    /// that can be trusted.
     pub async fn dead_letter_malformed(&self, m: &Malformed) -> Result<(), StoreError> {
         let mut cmd = DEAD_LETTER.call(3);
         cmd.arg(&self.keys.stream)
             .arg(&self.keys.dead_letter)
-            .arg("")
+            .arg(&self.keys.attempts)
             .arg(&m.stream_id)
             .arg(GROUP)
             .arg(format!("malformed task entry: {}", m.reason))
@@ -74,7 +75,8 @@ impl Store {
             .arg("")
             .arg("")
             .arg("")
-            .arg(self.retention_seconds);
+            .arg(&self.keys.outcomes)
+            .arg(self.caps.outcome_bucket_bytes);
         self.run(|mut c| async move { eval::<String>(&mut c, &DEAD_LETTER, &cmd).await }).await.map(|_| ())
     }
 
@@ -124,26 +126,15 @@ impl Store {
             Ok(t) => t,
             Err(why) => return Ok(Err(why)),
         };
-        let task_id = uuid::Uuid::new_v4().simple().to_string();
         // Nobody waits for the replayed write: no completion message.
-        let replayed = StreamTask { task_id: task_id.clone(), notify: false, ..task };
-        let mut cmd = REPLAY.call(4);
-        cmd.arg(&self.keys.dead_letter)
-            .arg(&self.keys.stream)
-            .arg(self.keys.task(&task_id))
-            .arg(&self.keys.task_index)
-            .arg(&d.id)
-            .arg(&task_id)
-            .arg(replayed.op.as_str())
-            .arg(&replayed.key)
-            .arg(self.retention_seconds)
-            .arg(now_ms())
-            .arg(self.caps.max_records);
+        let replayed = StreamTask { notify: false, ..task };
+        let mut cmd = REPLAY.call(2);
+        cmd.arg(&self.keys.dead_letter).arg(&self.keys.stream).arg(&d.id);
         for (name, value) in replayed.fields() {
             cmd.arg(name).arg(value);
         }
         let (seq, _): (Option<String>, u64) =
             self.run(|mut c| async move { eval(&mut c, &REPLAY, &cmd).await }).await?;
-        Ok(Ok(seq.map(|_| task_id)))
+        seq.map(|s| task_id_of(&s).ok_or_else(|| StoreError::Corrupt(format!("stream id {s}")))).transpose().map(Ok)
     }
 }

@@ -9,14 +9,16 @@ pub struct KeySpace {
     pub index: String,
     pub version: String,
     pub done_channel: String,
-    /// `P:tidx`: task record keys by acceptance time, to keep only the newest records.
-    pub task_index: String,
-    /// `P:iidx`: idempotency keys by time, to keep only the newest.
-    pub idempotency_index: String,
-    /// `P:tombs`: data keys that hold a tombstone, by the time of their delete.
+    /// `P:tombs`: data keys that hold a tombstone or an expiring value, by the time of their
+    /// delete or expiry.
     pub tombstones: String,
-    /// `P:t:`, the prefix of every task record (the enqueue script reads records by it).
-    pub task_prefix: String,
+    /// `P:o:`, the base of the task outcome map (`capped.lua`: buckets `P:o:0`, `P:o:1`, ... and
+    /// the state hash `P:o:n`).
+    pub outcomes: String,
+    /// `P:i:`, the base of the idempotency map (Idempotency-Key -> task), capped the same way.
+    pub idempotency: String,
+    /// `P:att`: attempts of tasks that failed at least once and are not finished, by stream id.
+    pub attempts: String,
 }
 
 impl KeySpace {
@@ -28,19 +30,13 @@ impl KeySpace {
             index: format!("{prefix}:idx"),
             version: format!("{prefix}:ver"),
             done_channel: format!("{prefix}:done"),
-            task_prefix: format!("{prefix}:t:"),
-            task_index: format!("{prefix}:tidx"),
-            idempotency_index: format!("{prefix}:iidx"),
             tombstones: format!("{prefix}:tombs"),
+            outcomes: format!("{prefix}:o:"),
+            idempotency: format!("{prefix}:i:"),
+            attempts: format!("{prefix}:att"),
         }
     }
     pub fn data(&self, key: &str) -> String {
         format!("{}:k:{key}", self.prefix)
-    }
-    pub fn task(&self, id: &str) -> String {
-        format!("{}{id}", self.task_prefix)
-    }
-    pub fn idempotency(&self, token: &str) -> String {
-        format!("{}:idem:{token}", self.prefix)
     }
 }

@@ -1,13 +1,10 @@
-//! Reads of values, keys by prefix and task records.
-
-use std::collections::HashMap;
-
-use redis::AsyncCommands;
+//! Reads of values, keys by prefix and tasks.
 
 use crate::domain::{now_ms, Op, StoredValue, TaskRecord, TaskStatus};
 
-use super::lua::{eval, TIDY_INDEX};
-use super::{Store, StoreError};
+use super::lua::{eval, LOOKUP_TASK, TIDY_INDEX};
+use super::task::{decimal, stream_id_of};
+use super::{Store, StoreError, GROUP};
 
 impl Store {
     pub async fn get_value(&self, key: &str) -> Result<Option<StoredValue>, StoreError> {
@@ -89,18 +86,30 @@ impl Store {
         Ok((items, next))
     }
 
+    /// The task `id`: its outcome while kvq keeps it (the newest outcomes within the
+    /// bookkeeping budget, for `tasks.retention_seconds` at most), or its queued entry. None for
+    /// a task kvq knows nothing of (any more).
     pub async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
-        let task = self.keys.task(id);
-        let (map, _): (HashMap<String, String>, u64) = self.run(|mut c| async move { c.hgetall(&task).await }).await?;
-        if map.is_empty() {
-            return Ok(None);
-        }
-        match parse_task(id, &map) {
+        let Some(stream_id) = stream_id_of(id) else { return Ok(None) };
+        let mut cmd = LOOKUP_TASK.call(2);
+        cmd.arg(&self.keys.stream)
+            .arg(&self.keys.attempts)
+            .arg(&self.keys.outcomes)
+            .arg(&stream_id)
+            .arg(id)
+            .arg(GROUP)
+            .arg(now_ms().saturating_sub(self.retention_seconds.saturating_mul(1000)));
+        let (found, _): (Option<Vec<String>>, u64) =
+            self.run(|mut c| async move { eval(&mut c, &LOOKUP_TASK, &cmd).await }).await?;
+        let Some(found) = found else { return Ok(None) };
+        // legacy task ids (random, from before task ids were stream ids) have no acceptance time
+        let enqueued_at = decimal(stream_id.split('-').next().unwrap_or("")).unwrap_or(0);
+        match parse_task(id, enqueued_at, &found) {
             Ok(t) => Ok(Some(t)),
-            // Not a record kvq could have written (a hand edit, or a partial one left by an
-            // older kvq): as good as gone, and no server error for the client.
+            // Not an outcome kvq could have written (a hand edit): as good as gone, and no
+            // server error for the client.
             Err(e) => {
-                tracing::warn!(error = %e, "ignoring an incomplete task record");
+                tracing::warn!(error = %e, "ignoring an unreadable task outcome");
                 Ok(None)
             }
         }
@@ -121,21 +130,35 @@ fn live_value(fields: &[Option<String>], now: u64) -> Option<StoredValue> {
     Some(StoredValue { value, version, expires_at })
 }
 
-/// Reads a task record; a record without a valid op, key or status is an error, other fields
-/// fall back to defaults.
-fn parse_task(id: &str, map: &HashMap<String, String>) -> Result<TaskRecord, StoreError> {
-    let get = |f: &str| map.get(f).map(String::as_str);
-    let corrupt = |f: &str| StoreError::Corrupt(format!("task {id}: field {f} is missing or invalid"));
+/// Reads what `lookup_task.lua` found: `["done", outcome JSON]` (see `put_outcome` in
+/// `capped.lua`) or `["queued", op, key, attempts]`. A missing or invalid op, key or status is an
+/// error; other fields fall back to defaults.
+fn parse_task(id: &str, enqueued_at: u64, found: &[String]) -> Result<TaskRecord, StoreError> {
+    let corrupt = |f: &str| StoreError::Corrupt(format!("task {id}: {f} is missing or invalid"));
+    let number = |s: Option<&String>| s.and_then(|v| decimal(v));
+    let fields: Vec<String> = match found.first().map(String::as_str) {
+        Some("done") => {
+            let json = found.get(1).ok_or_else(|| corrupt("outcome"))?;
+            serde_json::from_str(json).map_err(|_| corrupt("outcome"))?
+        }
+        Some("queued") => {
+            let f = |i: usize| found.get(i).cloned().unwrap_or_default();
+            vec!["queued".into(), String::new(), String::new(), String::new(), f(1), f(2), f(3)]
+        }
+        _ => return Err(corrupt("lookup answer")),
+    };
+    // [status, version, error, finished_at, op, key, attempts]
+    let get = |i: usize| fields.get(i).filter(|s| !s.is_empty());
     Ok(TaskRecord {
         id: id.to_string(),
-        op: get("op").and_then(Op::parse).ok_or_else(|| corrupt("op"))?,
-        key: get("key").ok_or_else(|| corrupt("key"))?.to_string(),
-        status: get("status").and_then(TaskStatus::parse).ok_or_else(|| corrupt("status"))?,
-        attempts: get("attempts").and_then(|a| a.parse().ok()).unwrap_or(0),
-        error: get("error").map(String::from),
-        version: get("version").and_then(|v| v.parse().ok()),
-        enqueued_at: get("enqueued_at").and_then(|v| v.parse().ok()).unwrap_or(0),
-        finished_at: get("finished_at").and_then(|v| v.parse().ok()),
+        status: get(0).and_then(|s| TaskStatus::parse(s)).ok_or_else(|| corrupt("status"))?,
+        version: number(get(1)),
+        error: get(2).cloned(),
+        finished_at: number(get(3)),
+        op: get(4).and_then(|s| Op::parse(s)).ok_or_else(|| corrupt("op"))?,
+        key: get(5).ok_or_else(|| corrupt("key"))?.clone(),
+        attempts: number(get(6)).and_then(|a| u32::try_from(a).ok()).unwrap_or(0),
+        enqueued_at,
     })
 }
 
@@ -158,12 +181,39 @@ mod tests {
 
     const ID: &str = "0123456789abcdef0123456789abcdef";
 
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
-    fn incomplete_task_records_are_errors_not_panics() {
-        let map: HashMap<String, String> = [("attempts", "1"), ("status", "queued"), ("version", "3")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        assert!(parse_task(ID, &map).is_err());
+    fn task_lookups_read_outcomes_and_queued_entries() {
+        let done = strings(&["done", r#"["applied","7","","1700000000500","set","a","2"]"#]);
+        let t = parse_task(ID, 1_700_000_000_000, &done).unwrap();
+        assert_eq!(
+            (t.status, t.version, t.finished_at, t.attempts),
+            (TaskStatus::Applied, Some(7), Some(1_700_000_000_500), 2)
+        );
+        assert_eq!((t.op, t.key.as_str(), t.error, t.enqueued_at), (Op::Set, "a", None, 1_700_000_000_000));
+        let queued = parse_task(ID, 5, &strings(&["queued", "delete", "b", "0"])).unwrap();
+        assert_eq!(
+            (queued.status, queued.op, queued.key.as_str(), queued.version),
+            (TaskStatus::Queued, Op::Delete, "b", None)
+        );
+    }
+
+    #[test]
+    fn unreadable_task_outcomes_are_errors_not_panics() {
+        for found in [
+            strings(&["done", "not json"]),
+            strings(&["done", r#"["applied"]"#]),
+            strings(&["done", r#"["nonsense","","","","set","a",""]"#]),
+            strings(&["done", r#"[1,2]"#]),
+            strings(&["done"]),
+            strings(&["queued", "incr", "a", "0"]),
+            strings(&["what"]),
+            strings(&[]),
+        ] {
+            assert!(parse_task(ID, 0, &found).is_err(), "{found:?}");
+        }
     }
 }

@@ -30,14 +30,20 @@ macro_rules! allow_oom {
         "#!lua flags=allow-oom\n"
     };
 }
-pub(super) static ENQUEUE: LazyLock<Lua> =
-    LazyLock::new(|| Lua::new(concat!(include_str!("../lua/queue_task.lua"), include_str!("../lua/enqueue.lua"))));
+pub(super) static ENQUEUE: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(concat!(
+        include_str!("../lua/capped.lua"),
+        include_str!("../lua/queue_task.lua"),
+        include_str!("../lua/enqueue.lua")
+    ))
+});
 /// A delete enqueued while Redis is full (`maxmemory`): the same script, flagged `allow-oom` so
 /// Redis runs it, refusing anything but a delete of a key that holds a value (the delete frees
 /// more than its stream entry takes, once applied).
 pub(super) static ENQUEUE_FREEING_DELETE: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(concat!(
         allow_oom!(),
+        include_str!("../lua/capped.lua"),
         include_str!("../lua/queue_task.lua"),
         include_str!("../lua/freeing_delete.lua"),
         include_str!("../lua/enqueue.lua")
@@ -46,16 +52,20 @@ pub(super) static ENQUEUE_FREEING_DELETE: LazyLock<Lua> = LazyLock::new(|| {
 /// Applying and dead-lettering run even when Redis is full: they only finish writes that were
 /// already accepted (whose values already sit in the stream), so the queue never gets stuck
 /// behind a full store and the overshoot past `maxmemory` is bounded by the accepted backlog.
-pub(super) static APPLY: LazyLock<Lua> =
-    LazyLock::new(|| Lua::new(concat!(allow_oom!(), include_str!("../lua/apply.lua"))));
-pub(super) static DEAD_LETTER: LazyLock<Lua> =
-    LazyLock::new(|| Lua::new(concat!(allow_oom!(), include_str!("../lua/dead_letter.lua"))));
+pub(super) static APPLY: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(concat!(allow_oom!(), include_str!("../lua/capped.lua"), include_str!("../lua/apply.lua")))
+});
+pub(super) static DEAD_LETTER: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(concat!(allow_oom!(), include_str!("../lua/capped.lua"), include_str!("../lua/dead_letter.lua")))
+});
 pub(super) static REPLAY: LazyLock<Lua> =
     LazyLock::new(|| Lua::new(concat!(include_str!("../lua/queue_task.lua"), include_str!("../lua/replay.lua"))));
 pub(super) static ENSURE_GROUP: LazyLock<Lua> =
     LazyLock::new(|| Lua::new(concat!(allow_oom!(), include_str!("../lua/ensure_group.lua"))));
 pub(super) static TIDY_TOMBSTONES: LazyLock<Lua> =
     LazyLock::new(|| Lua::new(concat!(allow_oom!(), include_str!("../lua/tidy_tombstones.lua"))));
+pub(super) static LOOKUP_TASK: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(concat!(include_str!("../lua/capped.lua"), include_str!("../lua/lookup_task.lua"))));
 pub(super) static TIDY_INDEX: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("../lua/tidy_index.lua")));
 
 /// Runs a prepared EVALSHA; on NOSCRIPT loads the script and runs it once more.
@@ -70,5 +80,15 @@ pub(super) async fn eval<T: redis::FromRedisValue>(
             cmd.query_async(c).await
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The capped maps' bucket count is one number, in Lua and in Rust.
+    #[test]
+    fn capped_maps_have_the_bucket_count_rust_sizes_them_for() {
+        let line = format!("local BUCKETS = {}\n", super::super::BUCKETS);
+        assert!(include_str!("../lua/capped.lua").contains(&line), "capped.lua lacks {line:?}");
     }
 }

@@ -2,19 +2,21 @@
 //!
 //! Layout under the prefix `P` (`redis.key_prefix`):
 //! - `P:tasks`       stream of write tasks, consumed by group `kvq-workers`; fields as
-//!   `StreamTask::fields` writes them
+//!   `StreamTask::fields` writes them. A task's id is its stream id (`task_id_of`), and its
+//!   entry is all there is of it while it is queued.
 //! - `P:dlq`         dead-letter stream: `seq` (original stream id), `error`, `attempts`, `at`
 //!   (ms), and every field of the original entry prefixed `task.`
 //! - `P:k:{key}`     hash of a key: `v` value, `ver` version, `seq` last applied stream id,
 //!   `exp` expiry (ms), `del` tombstone flag
 //! - `P:idx`         sorted set of live keys, for listing by prefix
-//! - `P:t:{id}`      hash of a task record, kept `tasks.retention_seconds` and among the newest
-//!   `BookkeepingCaps::max_records` (`P:tidx`: record keys scored by acceptance ms)
-//! - `P:iidx`        idempotency keys scored by ms, to keep the newest `max_idempotency_keys`
-//! - `P:tombs`       data keys holding a tombstone, scored by their delete's ms; removed once
-//!   the queue's low-water mark passed them
-//! - `P:idem:{tok}`  `{task id} {request fingerprint}` of an idempotency token (an older kvq
-//!   stored the task id alone; such a token matches any request)
+//! - `P:o:{n}`       task outcomes, a capped map (`capped.lua`; state in `P:o:n`): task id ->
+//!   `[status, version, error, finished ms, op, key, attempts]` (JSON), the newest of them in
+//!   three quarters of `tasks.bookkeeping_bytes`; reported for `tasks.retention_seconds` at most
+//! - `P:i:{n}`       idempotency keys, a capped map (state `P:i:n`): token -> `{stream id}
+//!   {request fingerprint}`, the newest of them in a quarter of the budget
+//! - `P:att`         hash: attempts of tasks that failed and are not finished yet
+//! - `P:tombs`       data keys holding a tombstone (scored by their delete's ms) or a value with a
+//!   TTL (scored by its expiry); their leftovers go once the queue's low-water mark passed them
 //! - `P:ver`         the version counter
 //! - `P:done`        pub/sub channel on which workers announce finished tasks that have a waiter
 
@@ -35,7 +37,9 @@ use crate::domain::now_ms;
 pub use dead_letters::DeadLetter;
 pub use keys::KeySpace;
 pub use queue::{Applied, Enqueued, MemoryStats, QueueStats};
-pub use task::{field, request_fingerprint, Delivered, Malformed, StreamTask, FIELDS, MAX_TTL_MS};
+pub use task::{
+    field, request_fingerprint, stream_id_of, task_id_of, Delivered, Malformed, StreamTask, FIELDS, MAX_TTL_MS,
+};
 
 pub const GROUP: &str = "kvq-workers";
 
@@ -76,26 +80,23 @@ pub struct Store {
     caps: BookkeepingCaps,
 }
 
-/// How many task records and idempotency keys are kept at most: the bookkeeping budget
-/// (`tasks.bookkeeping_bytes`) divided by what each takes in Redis (measured with
-/// `MEMORY USAGE`, README "Memory"), three quarters for records, a quarter for idempotency keys.
+/// How the bookkeeping budget (`tasks.bookkeeping_bytes`) is shared: three quarters for task
+/// outcomes, a quarter for idempotency keys, each a capped map (`capped.lua`) of `BUCKETS`
+/// buckets, whose oldest bucket goes when a new one starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BookkeepingCaps {
-    pub max_records: u64,
-    pub max_idempotency_keys: u64,
+    pub outcome_bucket_bytes: u64,
+    pub idempotency_bucket_bytes: u64,
 }
 
-/// Bytes one task record takes: its hash (about 250 with a 100-byte value's record fields) and
-/// its member of the record index, with allocator slack.
-pub const RECORD_BYTES: u64 = 420;
-/// Bytes one idempotency key takes: the string (task id and fingerprint) and its index member.
-pub const IDEMPOTENCY_KEY_BYTES: u64 = 350;
+/// Buckets of a capped map (the `BUCKETS` of `capped.lua`).
+pub const BUCKETS: u64 = 16;
 
 impl BookkeepingCaps {
     pub fn from_budget(bytes: u64) -> Self {
         Self {
-            max_records: (bytes / 4 * 3 / RECORD_BYTES).max(1),
-            max_idempotency_keys: (bytes / 4 / IDEMPOTENCY_KEY_BYTES).max(1),
+            outcome_bucket_bytes: (bytes / 4 * 3 / BUCKETS).max(1),
+            idempotency_bucket_bytes: (bytes / 4 / BUCKETS).max(1),
         }
     }
 }

@@ -13,7 +13,7 @@ use super::lua::{eval, Lua, APPLY, ENQUEUE, ENQUEUE_FREEING_DELETE, TIDY_TOMBSTO
 /// Tombstones one tidy call looks at, and calls per trim: up to 100,000 a trim.
 const TIDY_BATCH: u64 = 5000;
 const TIDY_ROUNDS: usize = 20;
-use super::task::{request_fingerprint, Delivered, StreamTask, MAX_TTL_MS};
+use super::task::{decimal, request_fingerprint, task_id_of, Delivered, StreamTask, MAX_TTL_MS};
 use super::{classify, Store, StoreError, GROUP};
 
 /// Result of an enqueue.
@@ -68,7 +68,6 @@ impl Store {
     /// Enqueues a write. With an `Idempotency-Key` already used for the same request, returns
     /// that task and enqueues nothing; used for a different request: `IdempotencyConflict`.
     pub async fn enqueue(&self, w: &WriteRequest) -> Result<Enqueued, StoreError> {
-        let task_id = uuid::Uuid::new_v4().simple().to_string();
         let ttl_ms = match w.ttl_seconds {
             None => None,
             Some(s) => Some(
@@ -79,7 +78,7 @@ impl Store {
         };
         let task = StreamTask {
             stream_id: String::new(),
-            task_id: task_id.clone(),
+            task_id: String::new(),
             op: w.op,
             key: w.key.as_str().to_string(),
             value: w.value.clone().unwrap_or_default(),
@@ -88,35 +87,42 @@ impl Store {
             if_none_match: w.if_none_match,
             notify: w.notify,
         };
-        let idempotency = w.idempotency_key.as_deref().map(|t| self.keys.idempotency(t)).unwrap_or_default();
-        let (now, fingerprint) = (now_ms(), request_fingerprint(w));
+        let token = w.idempotency_key.as_deref().unwrap_or_default();
+        let fingerprint = if token.is_empty() { String::new() } else { request_fingerprint(w) };
         let command = |lua: &Lua, data_key: Option<String>| {
-            let mut cmd = lua.call(5 + usize::from(data_key.is_some()));
+            let mut cmd = lua.call(3 + usize::from(data_key.is_some()));
             cmd.arg(&self.keys.stream)
-                .arg(self.keys.task(&task_id))
-                .arg(&idempotency)
-                .arg(&self.keys.task_index)
-                .arg(&self.keys.idempotency_index);
+                .arg(if token.is_empty() { "" } else { self.keys.idempotency.as_str() })
+                .arg(&self.keys.outcomes);
             if let Some(data) = data_key {
                 cmd.arg(data);
             }
-            cmd.arg(&task_id)
-                .arg(w.op.as_str())
-                .arg(w.key.as_str())
-                .arg(self.retention_seconds)
-                .arg(&self.keys.task_prefix)
-                .arg(now)
-                .arg(&fingerprint)
-                .arg(self.caps.max_records)
-                .arg(self.caps.max_idempotency_keys);
+            cmd.arg(token).arg(&fingerprint).arg(now_ms()).arg(self.caps.idempotency_bucket_bytes);
             for (name, value) in task.fields() {
                 cmd.arg(name).arg(value);
             }
             cmd
         };
-        let cmd = command(&ENQUEUE, None);
-        let reply = self.run(|mut c| async move { eval(&mut c, &ENQUEUE, &cmd).await }).await;
-        let ((id, status, duplicate, at), generation): ((String, String, u8, u64), u64) = match reply {
+        let reply = if token.is_empty() {
+            // Nothing to check first: one XADD is the whole enqueue (it fails whole, or adds).
+            let mut cmd = redis::cmd("XADD");
+            cmd.arg(&self.keys.stream).arg("*");
+            for (name, value) in task.fields() {
+                cmd.arg(name).arg(value);
+            }
+            self.run(|mut c| async move { cmd.query_async::<String>(&mut c).await }).await.and_then(|(id, g)| {
+                let at = id
+                    .split('-')
+                    .next()
+                    .and_then(decimal)
+                    .ok_or_else(|| StoreError::Corrupt(format!("stream id {id}")))?;
+                Ok(((id, "queued".to_string(), 0, at), g))
+            })
+        } else {
+            let cmd = command(&ENQUEUE, None);
+            self.run(|mut c| async move { eval(&mut c, &ENQUEUE, &cmd).await }).await
+        };
+        let ((stream_id, status, duplicate, at), generation): ((String, String, u8, u64), u64) = match reply {
             // Redis is full: a delete of a key that holds a value still gets through, so
             // clients can free space.
             Err(StoreError::Full(_)) if w.op == Op::Delete => {
@@ -125,6 +131,7 @@ impl Store {
             }
             other => other?,
         };
+        let id = task_id_of(&stream_id).ok_or_else(|| StoreError::Corrupt(format!("stream id {stream_id}")))?;
         if duplicate == 2 {
             return Err(StoreError::IdempotencyConflict { task_id: id });
         }
@@ -244,20 +251,24 @@ impl Store {
         tasks: &[StreamTask],
         tombstone_ms: u64,
     ) -> Result<Vec<Result<Applied, String>>, StoreError> {
-        let mut cmd = APPLY.call(3 + 2 * tasks.len());
-        cmd.arg(&self.keys.index).arg(&self.keys.version).arg(&self.keys.stream);
+        let mut cmd = APPLY.call(5 + tasks.len());
+        cmd.arg(&self.keys.index)
+            .arg(&self.keys.version)
+            .arg(&self.keys.stream)
+            .arg(&self.keys.tombstones)
+            .arg(&self.keys.attempts);
         for t in tasks {
-            cmd.arg(self.keys.data(&t.key)).arg(self.keys.task(&t.task_id));
+            cmd.arg(self.keys.data(&t.key));
         }
         cmd.arg(now_ms())
             .arg(tombstone_ms)
             .arg(GROUP)
             .arg(&self.keys.done_channel)
-            .arg(self.retention_seconds)
-            .arg(&self.keys.tombstones);
+            .arg(&self.keys.outcomes)
+            .arg(self.caps.outcome_bucket_bytes);
         for t in tasks {
             let fields = t.fields();
-            cmd.arg(&t.stream_id).arg(fields.len());
+            cmd.arg(&t.stream_id).arg(&t.task_id).arg(fields.len());
             for (name, value) in fields {
                 cmd.arg(name).arg(value);
             }
@@ -280,16 +291,16 @@ impl Store {
 
     /// Counts one attempt of a task that did not reach the apply script (the worker failed
     /// before it); returns the attempts now recorded.
-    pub async fn count_attempt(&self, task_id: &str) -> Result<u32, StoreError> {
-        let task = self.keys.task(task_id);
-        let (n, _): (u32, u64) = self.run(|mut c| async move { c.hincr(&task, "attempts", 1).await }).await?;
+    pub async fn count_attempt(&self, task: &StreamTask) -> Result<u32, StoreError> {
+        let (attempts, id) = (&self.keys.attempts, &task.stream_id);
+        let (n, _): (u32, u64) = self.run(|mut c| async move { c.hincr(attempts, id, 1).await }).await?;
         Ok(n)
     }
 
-    /// Attempts recorded for a task (incremented by each apply).
-    pub async fn attempts(&self, task_id: &str) -> Result<u32, StoreError> {
-        let task = self.keys.task(task_id);
-        let (n, _): (Option<u32>, u64) = self.run(|mut c| async move { c.hget(&task, "attempts").await }).await?;
+    /// Attempts recorded for an unfinished task (each apply of it counts one).
+    pub async fn attempts(&self, task: &StreamTask) -> Result<u32, StoreError> {
+        let (attempts, id) = (&self.keys.attempts, &task.stream_id);
+        let (n, _): (Option<u32>, u64) = self.run(|mut c| async move { c.hget(attempts, id).await }).await?;
         Ok(n.unwrap_or(0))
     }
 
@@ -301,16 +312,17 @@ impl Store {
         let tombstones = self.keys.tombstones.clone();
         self.run(|mut c| async move {
             let groups: redis::Value = redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(&mut c).await?;
-            let Some(last_delivered) = (match &groups {
-                redis::Value::Array(gs) => gs
-                    .iter()
-                    .map(value_map)
-                    .find(|f| f.get("name").map(String::as_str) == Some(GROUP))
-                    .and_then(|f| f.get("last-delivered-id").cloned()),
+            let Some(group) = (match &groups {
+                redis::Value::Array(gs) => {
+                    gs.iter().map(value_map).find(|f| f.get("name").map(String::as_str) == Some(GROUP))
+                }
                 _ => None,
             }) else {
                 return Ok(());
             };
+            let Some(last_delivered) = group.get("last-delivered-id").cloned() else { return Ok(()) };
+            // `lag` (Redis 7): entries not yet delivered; unknown counts as some
+            let undelivered = group.get("lag").is_none_or(|l| l != "0");
             // The oldest pending entry bounds the trim; without one, everything delivered is acked.
             let pending: redis::Value = redis::cmd("XPENDING").arg(&stream).arg(GROUP).query_async(&mut c).await?;
             let oldest_pending = match &pending {
@@ -320,6 +332,7 @@ impl Store {
                 },
                 _ => None,
             };
+            let queue_empty = oldest_pending.is_none() && !undelivered;
             let min_id = match oldest_pending {
                 Some(p) => p,
                 None => next_id(&last_delivered),
@@ -337,12 +350,15 @@ impl Store {
                 .arg(0)
                 .query_async(&mut c)
                 .await?;
-            // Tombstones older than the low-water mark guard against nothing any more: every
-            // write to their key accepted before the delete has been applied.
-            let low_water_ms = min_id.split('-').next().unwrap_or("0").to_string();
+            // Tombstones (and expired keys' leftovers) older than the low-water mark guard against
+            // nothing any more: every write to their key accepted before them has been applied.
+            // With nothing pending or undelivered, no older write is left at all: every marker may
+            // go (an expiring key's once it has expired, which the script checks against now).
+            let low_water_ms =
+                if queue_empty { now_ms().to_string() } else { min_id.split('-').next().unwrap_or("0").to_string() };
             for _ in 0..TIDY_ROUNDS {
                 let mut cmd = TIDY_TOMBSTONES.call(1);
-                cmd.arg(&tombstones).arg(&low_water_ms).arg(TIDY_BATCH);
+                cmd.arg(&tombstones).arg(&low_water_ms).arg(TIDY_BATCH).arg(now_ms());
                 let removed: u64 = eval(&mut c, &TIDY_TOMBSTONES, &cmd).await?;
                 if removed < TIDY_BATCH {
                     break;

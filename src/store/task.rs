@@ -15,6 +15,8 @@ pub const MAX_TTL_MS: u64 = MAX_TTL_SECONDS * 1000;
 /// `dead_letter.lua`) and `apply.lua`, which receives each task's fields as name/value pairs and
 /// reads them by these names.
 pub mod field {
+    /// The task id, 32 hex digits: only in entries written before task ids were derived from
+    /// stream ids (`task_id_of`); such entries still decode.
     pub const TASK_ID: &str = "t";
     pub const OP: &str = "op";
     pub const KEY: &str = "k";
@@ -26,8 +28,7 @@ pub mod field {
 }
 
 /// Every field of a stream entry with its meaning: adding a write option adds a row here.
-pub const FIELDS: [(&str, &str); 8] = [
-    (field::TASK_ID, "task id, 32 hex digits"),
+pub const FIELDS: [(&str, &str); 7] = [
     (field::OP, "operation: set or delete"),
     (field::KEY, "the key"),
     (field::VALUE, "the value (sets only)"),
@@ -54,13 +55,9 @@ pub struct StreamTask {
 
 impl StreamTask {
     /// The stream entry's fields (see `FIELDS`), as enqueue writes them and apply reads them; the
-    /// stream id is not one of them.
+    /// stream id is not one of them, and neither is the task id (it is the stream id).
     pub fn fields(&self) -> Vec<(&'static str, String)> {
-        let mut f = vec![
-            (field::TASK_ID, self.task_id.clone()),
-            (field::OP, self.op.as_str().to_string()),
-            (field::KEY, self.key.clone()),
-        ];
+        let mut f = vec![(field::OP, self.op.as_str().to_string()), (field::KEY, self.key.clone())];
         if self.op == Op::Set {
             f.push((field::VALUE, self.value.clone()));
             if let Some(ttl) = self.ttl_ms {
@@ -96,10 +93,14 @@ impl StreamTask {
         let required = |name: &str, what: &str| -> Result<String, String> {
             text(name)?.ok_or_else(|| format!("field {name} ({what}) is missing"))
         };
-        let task_id = required(field::TASK_ID, "task id")?;
-        if !(task_id.len() == 32 && task_id.bytes().all(|b| b.is_ascii_hexdigit())) {
-            return Err(format!("field {}: {} is not a task id (32 hex digits)", field::TASK_ID, shorten(&task_id)));
-        }
+        let task_id = match text(field::TASK_ID)? {
+            // an entry from before task ids were stream ids
+            Some(t) if t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()) => t,
+            Some(t) => {
+                return Err(format!("field {}: {} is not a task id (32 hex digits)", field::TASK_ID, shorten(&t)))
+            }
+            None => task_id_of(stream_id).ok_or_else(|| format!("stream id {} is malformed", shorten(stream_id)))?,
+        };
         let op_text = required(field::OP, "operation")?;
         let op = Op::parse(&op_text)
             .ok_or_else(|| format!("field {}: unknown operation {} (set or delete)", field::OP, shorten(&op_text)))?;
@@ -162,6 +163,23 @@ impl StreamTask {
             notify: flag(field::NOTIFY)?,
         })
     }
+}
+
+/// The task id of the task at `stream_id`: its milliseconds and sequence number as 16 hex digits
+/// each, so a task id is opaque, fixed-length and leads back to its stream entry.
+pub fn task_id_of(stream_id: &str) -> Option<String> {
+    let (ms, seq) = stream_id.split_once('-')?;
+    Some(format!("{:016x}{:016x}", decimal(ms)?, decimal(seq)?))
+}
+
+/// The stream id a task id stands for (see `task_id_of`); None unless it is 32 hex digits.
+pub fn stream_id_of(task_id: &str) -> Option<String> {
+    if task_id.len() != 32 || !task_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let ms = u64::from_str_radix(&task_id[..16], 16).ok()?;
+    let seq = u64::from_str_radix(&task_id[16..], 16).ok()?;
+    Some(format!("{ms}-{seq}"))
 }
 
 /// A plain decimal number without sign or leading zeros (so it reads back as written).
@@ -232,7 +250,7 @@ mod tests {
     #[test]
     fn malformed_entries_say_what_is_wrong() {
         let cases: &[(&[(&str, &str)], &str)] = &[
-            (&[("foo", "bar")], "field t (task id) is missing"),
+            (&[("foo", "bar")], "field op (operation) is missing"),
             (&[("t", "x"), ("op", "set"), ("k", "a"), ("v", "1")], "field t:"),
             (&[("t", ID), ("k", "a")], "field op (operation) is missing"),
             (&[("t", ID), ("op", "incr"), ("k", "a")], "unknown operation"),
@@ -321,7 +339,7 @@ mod tests {
 
         fn valid_task() -> impl Strategy<Value = StreamTask> {
             (
-                "[0-9a-f]{32}",
+                (any::<u64>(), any::<u64>()),
                 any::<bool>(),
                 "[^\\p{Cc}]{1,40}",
                 ".{0,64}",
@@ -330,9 +348,9 @@ mod tests {
                 any::<bool>(),
                 any::<bool>(),
             )
-                .prop_map(|(task_id, set, key, value, ttl_ms, if_match, inm, notify)| StreamTask {
-                    stream_id: "1700000000000-0".into(),
-                    task_id,
+                .prop_map(|((ms, seq), set, key, value, ttl_ms, if_match, inm, notify)| StreamTask {
+                    stream_id: format!("{ms}-{seq}"),
+                    task_id: format!("{ms:016x}{seq:016x}"),
                     op: if set { Op::Set } else { Op::Delete },
                     key,
                     value: if set { value } else { String::new() },
@@ -376,16 +394,35 @@ mod tests {
         for (name, _) in FIELDS {
             assert!(script.lines().any(|l| l.starts_with("--") && l.contains(&format!(" {name} "))), "{name}");
         }
-        // dead_letter.lua keeps the task id, op and key under their field names when the entry
-        // itself is gone.
+        // dead_letter.lua keeps the op and key under their field names when the entry itself is
+        // gone.
         let dead_letter = include_str!("../lua/dead_letter.lua");
-        for name in [field::TASK_ID, field::OP, field::KEY] {
+        for name in [field::OP, field::KEY] {
             assert!(dead_letter.contains(&format!("{{'{name}', ARGV[")), "dead_letter.lua does not write {name}");
         }
         // The scripts that write entries copy the fields they are given; none spells one out.
         for script in [include_str!("../lua/enqueue.lua"), include_str!("../lua/replay.lua")] {
             assert!(script.contains("the stream entry's fields") || script.contains("the new stream entry's fields"));
         }
+    }
+
+    #[test]
+    fn task_ids_lead_back_to_their_stream_entry() {
+        for stream_id in ["0-0", "1-1", "1700000000000-0", "18446744073709551615-18446744073709551615"] {
+            let id = task_id_of(stream_id).unwrap();
+            assert_eq!(id.len(), 32);
+            assert_eq!(stream_id_of(&id).as_deref(), Some(stream_id));
+        }
+        assert_eq!(task_id_of("1700000000000-0").unwrap(), "0000018bcfe568000000000000000000");
+        for bad in ["", "1", "1-", "-1", "01-1", "1-1-1", "a-1", "18446744073709551616-0"] {
+            assert_eq!(task_id_of(bad), None, "{bad}");
+        }
+        for bad in ["", "0123", "0123456789abcdef0123456789abcdeg", "0123456789abcdef0123456789abcdef0"] {
+            assert_eq!(stream_id_of(bad), None, "{bad}");
+        }
+        // an entry without a task id field takes its stream id's
+        let t = StreamTask::decode("1700000000000-0", &bulk(&[("op", "delete"), ("k", "a")])).unwrap();
+        assert_eq!(t.task_id, "0000018bcfe568000000000000000000");
     }
 
     #[test]

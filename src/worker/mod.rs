@@ -312,7 +312,7 @@ impl Worker {
 
     async fn after_panic(&self, task: &StreamTask, error: String) -> Option<Applied> {
         self.metrics.task_retries.inc();
-        match self.store.count_attempt(&task.task_id).await {
+        match self.store.count_attempt(task).await {
             Ok(attempts) if attempts >= self.max_attempts => {
                 tracing::error!(%error, attempts, "task failed for good; moving it to the dead-letter stream");
                 match self.store.dead_letter(task, &error).await {
@@ -395,7 +395,7 @@ impl Worker {
         let mut stopping_deadline = None;
         loop {
             self.metrics.task_retries.inc();
-            match self.store.attempts(&task.task_id).await {
+            match self.store.attempts(task).await {
                 Ok(attempts) if attempts >= self.max_attempts => {
                     tracing::error!(%error, attempts, "task failed for good; moving it to the dead-letter stream");
                     if self.store.dead_letter(task, &error).await.is_ok() {

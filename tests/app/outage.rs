@@ -127,10 +127,7 @@ async fn sigterm_drains_in_flight_requests_and_the_worker_finishes_its_tasks() {
     assert_eq!(bins.worker.process.wait(), Some(0));
     assert!(redis.pending_on("worker-0").is_empty(), "everything it held was finished and acknowledged");
     for id in &held {
-        let entry: Vec<(String, std::collections::HashMap<String, String>)> =
-            redis::cmd("XRANGE").arg("kvq:tasks").arg(id).arg(id).query(&mut conn).unwrap();
-        let task_id = &entry[0].1["t"];
-        let t = store.get_task(task_id).await.unwrap().unwrap();
+        let t = store.get_task(&kvq::store::task_id_of(id).unwrap()).await.unwrap().unwrap();
         assert_eq!(t.status, kvq::domain::TaskStatus::Applied, "{t:?}");
     }
 }

@@ -288,10 +288,8 @@ async fn without_a_replica_writes_answer_503_and_an_idempotent_retry_is_safe() {
     .await;
     let t: Value = r.json().await.unwrap();
     assert_eq!(t["status"], "applied");
-    // The idempotency key holds "<task id> <request fingerprint>".
-    let first: String = redis::cmd("GET").arg("kvq:idem:durable-1").query(&mut master.conn()).unwrap();
-    let first_task = first.split(' ').next().unwrap();
-    assert_eq!(t["id"], first_task, "the retries returned the task of the first attempt");
+    let first_task = idempotency_task(&master, "durable-1");
+    assert_eq!(t["id"], first_task.as_str(), "the retries returned the task of the first attempt");
     let versions: u64 = redis::cmd("GET").arg("kvq:ver").query(&mut master.conn()).unwrap();
     assert_eq!(versions, 1, "applied once");
     // Reads are not held up by WAIT rounds: they use the shared connection only.
@@ -329,11 +327,18 @@ async fn a_stalled_replica_gets_writes_refused_in_time_and_a_retry_applies_once(
     .await;
     let t: Value = r.json().await.unwrap();
     assert_eq!(t["status"], "applied");
-    let first: String = redis::cmd("GET").arg("kvq:idem:stalled-1").query(&mut master.conn()).unwrap();
-    assert_eq!(t["id"], first.split(' ').next().unwrap(), "the retry returned the first attempt's task");
+    let first_task = idempotency_task(&master, "stalled-1");
+    assert_eq!(t["id"], first_task.as_str(), "the retry returned the first attempt's task");
     let versions: u64 = redis::cmd("GET").arg("kvq:ver").query(&mut master.conn()).unwrap();
     assert_eq!(versions, versions_before + 1, "the refused write and its retries applied once");
     app.stop().await;
+}
+
+/// The task an Idempotency-Key names: the idempotency map (its first bucket, enough for a test's
+/// few keys) holds "<stream id> <request fingerprint>".
+fn idempotency_task(redis: &TestRedis, token: &str) -> String {
+    let held: String = redis::cmd("HGET").arg("kvq:i:0").arg(token).query(&mut redis.conn()).unwrap();
+    kvq::store::task_id_of(held.split(' ').next().unwrap()).unwrap()
 }
 
 /// Sentinel mode where the first sentinel is stale: it names a server that is a replica.
@@ -489,11 +494,11 @@ async fn a_slow_worker_overtaken_by_a_reclaim_applies_each_task_once_in_effect()
         let key = format!("race-{k}");
         assert_eq!(stored_value(&redis, &key), Some(format!("{key}-4")), "the last write wins");
     }
-    let mut conn = redis.conn();
+    let store =
+        kvq::store::Store::new(kvq::connection::Redis::new(test_settings(&redis.url(), &[]).redis.clone()), 3600);
     for (id, first) in ids.iter().zip(&fast) {
-        let (status, version): (String, u64) =
-            redis::cmd("HMGET").arg(format!("kvq:t:{id}")).arg("status").arg("version").query(&mut conn).unwrap();
-        assert_eq!((status.as_str(), Some(version)), ("applied", first.version), "task {id}");
+        let t = store.get_task(id).await.unwrap().unwrap();
+        assert_eq!((t.status, t.version), (kvq::domain::TaskStatus::Applied, first.version), "task {id}");
     }
     println!(
         "HA slow worker raced by a reclaim: {} tasks each handed to two workers, {} versions issued",
@@ -502,22 +507,19 @@ async fn a_slow_worker_overtaken_by_a_reclaim_applies_each_task_once_in_effect()
     );
 }
 
-/// The same race when the task records outlived their retention between the two applies: the
-/// data hash's sequence alone must tell the redelivery apart from a new write.
+/// The same race when the task outcomes were dropped (beyond the bookkeeping budget) between the
+/// two applies: the data hash's sequence alone must tell the redelivery apart from a new write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_redelivery_after_its_task_record_expired_applies_nothing_twice() {
+async fn a_redelivery_after_its_task_outcome_was_dropped_applies_nothing_twice() {
     let redis = TestRedis::start();
     let writes: Vec<(String, String)> = (0..6).map(|k| (format!("late-{k}"), format!("late-{k}-v"))).collect();
-    let records_expired = async {
+    let outcomes_dropped = async {
         let mut conn = redis.conn();
-        eventually(Duration::from_secs(10), "the task records to expire", || {
-            let left: Vec<String> = redis::cmd("KEYS").arg("kvq:t:*").query(&mut conn).unwrap();
-            std::future::ready(left.is_empty().then_some(()))
-        })
-        .await;
+        let buckets: Vec<String> = redis::cmd("KEYS").arg("kvq:o:*").query(&mut conn).unwrap();
+        assert!(!buckets.is_empty(), "the reclaim recorded no outcomes");
+        let _: () = redis::cmd("DEL").arg(&buckets).query(&mut conn).unwrap();
     };
-    let (_, fast, slow) =
-        race_a_slow_worker(&redis, &[("KVQ__TASKS__RETENTION_SECONDS", "1")], &writes, records_expired).await;
+    let (_, fast, slow) = race_a_slow_worker(&redis, &[], &writes, outcomes_dropped).await;
 
     assert!(fast.iter().all(|a| a.status == kvq::domain::TaskStatus::Applied), "the reclaim applied all: {fast:?}");
     assert_eq!(slow, fast, "the redelivered tasks are recognised by the key's sequence");

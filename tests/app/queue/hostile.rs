@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use super::write;
 use crate::support::*;
-use kvq::connection::Redis;
 use kvq::domain::{TaskStatus, WriteRequest};
-use kvq::store::{Store, StoreError};
+use kvq::store::StoreError;
 use kvq::worker::Step;
 use serde_json::{json, Value};
 
@@ -50,9 +49,9 @@ type RawFields = Vec<(&'static str, &'static [u8])>;
 /// Each kind of entry that is no valid task, and words its dead-letter reason must contain.
 fn malformed_kinds() -> Vec<(RawFields, &'static str)> {
     vec![
-        (vec![("foo", b"bar")], "field t (task id) is missing"),
+        (vec![("foo", b"bar")], "field op (operation) is missing"),
         (vec![("t", TASK_ID), ("op", b"incr"), ("k", b"a")], "unknown operation"),
-        (vec![("op", b"set"), ("k", b"a"), ("v", b"1")], "field t (task id) is missing"),
+        (vec![("t", b"not a task id"), ("op", b"set"), ("k", b"a"), ("v", b"1")], "is not a task id"),
         (vec![("t", TASK_ID), ("op", b"set"), ("v", b"1")], "field k (key) is missing"),
         (vec![("t", TASK_ID), ("op", b"set"), ("k", b"a"), ("v", b"1"), ("ttl", b"soon")], "field ttl"),
         (vec![("t", TASK_ID), ("op", b"set"), ("k", b"a"), ("v", b"1"), ("if", b"latest")], "field if"),
@@ -92,12 +91,11 @@ async fn malformed_stream_entries_are_dead_lettered_and_the_stream_is_trimmed_pa
     }
     let stats = app.store.queue_stats().await.unwrap();
     assert_eq!((stats.depth(), stats.dead_letters), (0, kinds.len() as u64));
-    // Nothing touched the record a hostile entry named.
-    let exists: bool = redis::cmd("EXISTS")
-        .arg(format!("kvq:t:{}", std::str::from_utf8(TASK_ID).unwrap()))
-        .query(&mut redis.conn())
-        .unwrap();
-    assert!(!exists);
+    // No outcome was recorded for an entry that names no task kvq can trust.
+    for id in &malformed_ids {
+        let outcome: Option<String> = redis::cmd("HGET").arg("kvq:o:0").arg(id).query(&mut redis.conn()).unwrap();
+        assert_eq!(outcome, None, "{id}");
+    }
 
     app.store.trim_acknowledged().await.unwrap();
     let first: Vec<(String, Vec<String>)> =
@@ -309,7 +307,8 @@ async fn dead_letters_keep_the_whole_task_and_replay_through_the_worker_binary()
 
     let dlq = dead_letters(&redis);
     assert_eq!(dlq.len(), 2, "{dlq:?}");
-    let (poison_dl, fields) = dlq.iter().find(|(_, f)| f.get("task.t") == Some(&failed_id)).unwrap().clone();
+    let failed_seq = kvq::store::stream_id_of(&failed_id).unwrap();
+    let (poison_dl, fields) = dlq.iter().find(|(_, f)| f.get("seq") == Some(&failed_seq)).unwrap().clone();
     assert_eq!(fields["task.op"], "set");
     assert_eq!(fields["task.k"], "poison");
     assert_eq!(fields["task.v"], "the payload");
@@ -330,7 +329,7 @@ async fn dead_letters_keep_the_whole_task_and_replay_through_the_worker_binary()
     assert_eq!(poison["attempts"], 2);
     let junk = lines.iter().find(|l| l["id"] == junk_dl.as_str()).unwrap();
     assert_eq!(junk["replayable"], false);
-    assert!(junk["problem"].as_str().unwrap().contains("field t"), "{junk}");
+    assert!(junk["problem"].as_str().unwrap().contains("field op"), "{junk}");
 
     // Unknown ids and entries that are no task are reported, and nothing is removed.
     let bogus = worker_cli(&redis, &["dead-letters", "replay", "1-1", "nonsense", junk_dl.as_str()]);
@@ -376,41 +375,38 @@ async fn dead_letters_keep_the_whole_task_and_replay_through_the_worker_binary()
     app.stop().await;
 }
 
+/// A task is its stream entry while queued and its outcome after: both read as a complete task,
+/// and an outcome kvq cannot read (a hand edit) is a 404, no server error.
 #[tokio::test]
-async fn a_task_whose_record_expired_before_apply_reads_as_a_complete_task() {
+async fn a_task_reads_complete_from_its_entry_and_from_its_outcome() {
     let redis = TestRedis::start();
     let app = spawn_app(&redis, 0).await;
     let id = app.store.enqueue(&write("late", "v")).await.unwrap().task_id;
-    let seq: String = redis::cmd("HGET").arg(format!("kvq:t:{id}")).arg("seq").query(&mut redis.conn()).unwrap();
-    // The record's retention runs out before any worker gets to the task.
-    let _: () = redis::cmd("DEL").arg(format!("kvq:t:{id}")).query(&mut redis.conn()).unwrap();
-    let w = step_worker(&app.settings, "late-worker");
-    let Step::Executed(outcomes) = w.try_execute_tasks().await.unwrap() else { panic!("nothing executed") };
-    assert_eq!(outcomes[0].status, TaskStatus::Applied);
-
-    let r = app.get(&format!("/v1/tasks/{id}")).await;
-    assert_eq!(r.status(), 200);
-    let t: Value = r.json().await.unwrap();
-    assert_eq!(
-        (t["op"].as_str(), t["key"].as_str(), t["status"].as_str()),
-        (Some("set"), Some("late"), Some("applied"))
-    );
+    let seq = kvq::store::stream_id_of(&id).unwrap();
     let accepted_ms: u64 = seq.split('-').next().unwrap().parse().unwrap();
-    assert_eq!(t["enqueued_at"], kvq::timefmt::rfc3339_ms(accepted_ms));
-    let ttl: i64 = redis::cmd("TTL").arg(format!("kvq:t:{id}")).query(&mut redis.conn()).unwrap();
-    assert!(ttl > 0, "the recreated record has a retention again");
-    assert_eq!(app.get(&format!("/ui/tasks/{id}")).await.status(), 200);
+    for expected in ["queued", "applied"] {
+        if expected == "applied" {
+            let w = step_worker(&app.settings, "late-worker");
+            let Step::Executed(outcomes) = w.try_execute_tasks().await.unwrap() else { panic!("nothing executed") };
+            assert_eq!(outcomes[0].status, TaskStatus::Applied);
+        }
+        let r = app.get(&format!("/v1/tasks/{id}")).await;
+        assert_eq!(r.status(), 200);
+        let t: Value = r.json().await.unwrap();
+        assert_eq!(
+            (t["op"].as_str(), t["key"].as_str(), t["status"].as_str()),
+            (Some("set"), Some("late"), Some(expected))
+        );
+        assert_eq!(t["enqueued_at"], kvq::timefmt::rfc3339_ms(accepted_ms));
+        assert_eq!(app.get(&format!("/ui/tasks/{id}")).await.status(), 200);
+    }
 
-    // A record missing its fields (as an older kvq left them) is no server error.
-    let partial = "fedcba9876543210fedcba9876543210";
+    // An outcome that is no JSON array of kvq's: no server error.
+    let partial = "0000018bcfe568000000000000000007";
     let _: () = redis::cmd("HSET")
-        .arg(format!("kvq:t:{partial}"))
-        .arg("attempts")
-        .arg(1)
-        .arg("status")
-        .arg("applied")
-        .arg("version")
-        .arg(3)
+        .arg("kvq:o:0")
+        .arg(kvq::store::stream_id_of(partial).unwrap())
+        .arg("{\"status\": \"applied\"}")
         .query(&mut redis.conn())
         .unwrap();
     let r = app.get(&format!("/v1/tasks/{partial}")).await;
@@ -461,22 +457,14 @@ async fn versions_past_ten_to_the_fourteen_and_around_two_to_the_fifty_three_sta
 async fn an_enqueue_that_cannot_complete_adds_nothing_to_the_stream() {
     let redis = TestRedis::start();
     let app = spawn_app(&redis, 0).await;
-    // A retention Redis cannot set as an expiry.
-    let huge = Store::new(Redis::new(app.settings.redis.clone()), 10_000_000_000_000_000);
-    let err = huge.enqueue(&write("k", "v")).await.unwrap_err();
-    let stream: u64 = redis::cmd("EXISTS").arg("kvq:tasks").query(&mut redis.conn()).unwrap();
-    assert_eq!(stream, 0, "a failed enqueue must not have added a task: {err}");
-    assert!(err.to_string().contains("retention"), "{err}");
-    // An idempotency key someone overwrote with another type.
-    let _: () = redis::cmd("HSET").arg("kvq:idem:tok").arg("x").arg("y").query(&mut redis.conn()).unwrap();
+    // The idempotency map's bucket overwritten with another type.
+    let _: () = redis::cmd("SET").arg("kvq:i:0").arg("x").query(&mut redis.conn()).unwrap();
     let err =
         app.store.enqueue(&WriteRequest { idempotency_key: Some("tok".into()), ..write("k", "v") }).await.unwrap_err();
     let stream: u64 = redis::cmd("EXISTS").arg("kvq:tasks").query(&mut redis.conn()).unwrap();
     assert_eq!(stream, 0, "a failed enqueue must not have added a task: {err}");
     assert!(matches!(err, StoreError::Redis(_)), "{err}");
     assert!(err.to_string().contains("WRONGTYPE"), "{err}");
-    let records: Vec<String> = redis::cmd("KEYS").arg("kvq:t:*").query(&mut redis.conn()).unwrap();
-    assert!(records.is_empty(), "{records:?}");
     // and a normal enqueue still works
     app.store.enqueue(&write("k", "v")).await.unwrap();
     assert_eq!(redis.xlen("kvq:tasks"), 1);
@@ -523,7 +511,7 @@ async fn a_panic_while_applying_neither_stops_the_worker_nor_loses_the_batch() {
     );
     let dlq = dead_letters(&redis);
     assert_eq!(dlq.len(), 1);
-    assert_eq!(dlq[0].1["task.t"], boom_id);
+    assert_eq!(dlq[0].1["seq"], kvq::store::stream_id_of(&boom_id).unwrap());
     // With one permit, a leaked permit or a dead loop would hold this one back forever.
     for i in 0..3 {
         let id = app.store.enqueue(&write(&format!("later{i}"), "1")).await.unwrap().task_id;

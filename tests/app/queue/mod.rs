@@ -22,8 +22,9 @@ pub(crate) fn write(key: &str, value: &str) -> WriteRequest {
     }
 }
 
-fn task_seq(redis: &TestRedis, id: &str) -> (u64, u64) {
-    let seq: String = redis::cmd("HGET").arg(format!("kvq:t:{id}")).arg("seq").query(&mut redis.conn()).unwrap();
+/// The acceptance order of a task: its stream id, which its task id stands for.
+fn task_seq(id: &str) -> (u64, u64) {
+    let seq = kvq::store::stream_id_of(id).unwrap();
     let (ms, n) = seq.split_once('-').unwrap();
     (ms.parse().unwrap(), n.parse().unwrap())
 }
@@ -75,7 +76,7 @@ async fn concurrent_writers_and_four_workers_end_at_the_last_accepted_write() {
     type Accepted = ((u64, u64), String, String);
     let mut by_key: HashMap<&str, Vec<Accepted>> = HashMap::new();
     for (key, value, id) in &all {
-        by_key.entry(key).or_default().push((task_seq(&redis, id), value.clone(), id.clone()));
+        by_key.entry(key).or_default().push((task_seq(id), value.clone(), id.clone()));
     }
     for (key, mut writes) in by_key {
         writes.sort();
@@ -223,7 +224,8 @@ async fn a_poison_task_ends_in_the_dead_letter_stream_as_failed() {
 
     let dlq: redis::Value = redis::cmd("XRANGE").arg("kvq:dlq").arg("-").arg("+").query(&mut redis.conn()).unwrap();
     let text = format!("{dlq:?}");
-    assert!(text.contains(&id) && text.contains("WRONGTYPE"), "{text}");
+    let seq = kvq::store::stream_id_of(&id).unwrap();
+    assert!(text.contains(&format!("\"{seq}\"")) && text.contains("WRONGTYPE"), "{text}");
     let stats = app.store.queue_stats().await.unwrap();
     assert_eq!((stats.dead_letters, stats.pending), (1, 0));
     // The worker is not stuck: other writes still apply.
@@ -373,9 +375,7 @@ async fn a_worker_stopped_while_applying_finishes_and_acknowledges_its_batch_bef
     running.await.unwrap();
     assert!(redis.pending_on("holder").is_empty(), "a stopped worker left tasks pending");
     for id in &held {
-        let entry: Vec<(String, HashMap<String, String>)> =
-            redis::cmd("XRANGE").arg("kvq:tasks").arg(id).arg(id).query(&mut redis.conn()).unwrap();
-        let t = app.store.get_task(&entry[0].1["t"]).await.unwrap().unwrap();
+        let t = app.store.get_task(&kvq::store::task_id_of(id).unwrap()).await.unwrap().unwrap();
         assert_eq!(t.status, TaskStatus::Applied, "{t:?}");
     }
     app.stop().await;
