@@ -6,6 +6,7 @@
 mod support;
 
 mod contract;
+mod release;
 mod render;
 mod upgrade;
 mod values;
