@@ -10,3 +10,4 @@ mod release;
 mod render;
 mod upgrade;
 mod values;
+mod workflows;
