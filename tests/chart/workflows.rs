@@ -106,3 +106,55 @@ fn release_workflow_signs_what_it_publishes_with_the_identity_the_readme_verifie
         assert!(readme.contains("--certificate-oidc-issuer https://token.actions.githubusercontent.com"), "{doc}");
     }
 }
+
+#[test]
+fn every_ct_scenario_gets_what_it_needs_on_kind() {
+    let root = repo_root();
+    let workflow = std::fs::read_to_string(root.join(".github/workflows/chart.yaml")).unwrap();
+    let ct: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(root.join("ct.yaml")).unwrap()).unwrap();
+    // The upgrade test installs main's scenarios only where this revision still has the file.
+    assert_eq!(ct["skip-missing-values"], true);
+
+    let yaml = |p: PathBuf| -> Value { serde_yaml_ng::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
+    let redis_docs: Vec<Value> = crate::support::chart::parse_docs(
+        &std::fs::read_to_string(root.join(".github/kind/external-redis.yaml")).unwrap(),
+    );
+    let service = redis_docs.iter().find(|d| d["kind"] == "Service").expect("the external Redis Service");
+    let external_host = format!(
+        "{}.{}.svc.cluster.local:{}",
+        service["metadata"]["name"].as_str().unwrap(),
+        service["metadata"]["namespace"].as_str().unwrap(),
+        service["spec"]["ports"][0]["port"]
+    );
+    assert!(workflow.contains("kubectl apply -f .github/kind/external-redis.yaml"));
+
+    let mut scenarios = 0;
+    for entry in std::fs::read_dir(root.join("helm/kvq/ci")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if !name.ends_with("-values.yaml") {
+            continue;
+        }
+        scenarios += 1;
+        let v = yaml(path);
+        // Every install is followed by helm test.
+        assert_ne!(v["tests"]["enabled"], false, "{name}: helm test disabled");
+        if v["redis"]["mode"] == "external" {
+            let url = v["redis"]["external"]["url"].as_str().unwrap_or("");
+            assert!(
+                url.contains(&external_host),
+                "{name}: {url} is not the Redis the workflow deploys ({external_host})"
+            );
+        }
+        if v["worker"]["keda"]["enabled"] == true {
+            assert!(workflow.contains("/keda-2.") && workflow.contains("-crds.yaml"), "{name} needs KEDA's CRDs");
+        }
+        if v["serviceMonitor"]["enabled"] == true {
+            assert!(
+                workflow.contains("monitoring.coreos.com_servicemonitors.yaml"),
+                "{name} needs the ServiceMonitor CRD"
+            );
+        }
+    }
+    assert!(scenarios >= 5, "{scenarios} scenarios");
+}
