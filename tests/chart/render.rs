@@ -58,7 +58,7 @@ fn expected_kinds(file: &str) -> Vec<(&'static str, usize)> {
             ("StatefulSet", 1),
         ],
         // nothing of Redis; the test pod runs against the external Redis
-        "helm/kvq/ci/external-values.yaml" => vec![
+        "helm/kvq/ci/external-redis-values.yaml" => vec![
             ("ConfigMap", 1),
             ("Deployment", 2),
             ("HorizontalPodAutoscaler", 2),
