@@ -29,10 +29,13 @@ fi
 step "chart verification (ct lint equivalent, schema validation)"
 bash scripts/verify-chart.sh --no-cargo
 
+step "GitHub workflows: schema, zizmor --offline (no finding), shellcheck of the release scripts"
+bash scripts/check-workflows.sh
+
 step "API fuzzing against its own OpenAPI spec (Schemathesis, real redis/server/worker)"
 bash scripts/fuzz-api.sh
 
-step "cargo test (unit; app: API, queue, outage, pages, browser; chart: render, contract; faults: HA, chart pods)"
+step "cargo test (unit; app: API, queue, outage, pages, browser; chart: render, contract, release packaging, workflow pins; faults: HA, chart pods)"
 cargo test --all-targets --no-fail-fast -- --test-threads="${KVQ_TEST_THREADS:-4}"
 
 step "benchmark suite: unit tests, then a smoke run of every phase on the debug binaries cargo test built"

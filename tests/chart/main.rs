@@ -6,6 +6,8 @@
 mod support;
 
 mod contract;
+mod release;
 mod render;
 mod upgrade;
 mod values;
+mod workflows;

@@ -57,11 +57,12 @@ fn expected_kinds(file: &str) -> Vec<(&'static str, usize)> {
             ("ServiceAccount", 1),
             ("StatefulSet", 1),
         ],
-        // nothing of Redis, no test pod
-        "helm/kvq/ci/external-values.yaml" => vec![
+        // nothing of Redis; the test pod runs against the external Redis
+        "helm/kvq/ci/external-redis-values.yaml" => vec![
             ("ConfigMap", 1),
             ("Deployment", 2),
             ("HorizontalPodAutoscaler", 2),
+            ("Pod", 1),
             ("Service", 2),
             ("ServiceAccount", 1),
         ],

@@ -766,7 +766,7 @@ fn renders_without_a_cluster_refuse_to_generate_passwords() {
     assert!(try_render_plain(RELEASE, &[], &["redis.auth.password=p"]).is_err());
     // Nothing to generate: auth off, or external Redis.
     try_render_plain(RELEASE, &[], &["redis.auth.enabled=false"]).unwrap();
-    try_render_plain(RELEASE, &["helm/kvq/ci/external-values.yaml"], &[]).unwrap();
+    try_render_plain(RELEASE, &["helm/kvq/ci/external-redis-values.yaml"], &[]).unwrap();
     // The explicit opt-in for one-off renders.
     let m = try_render_plain(RELEASE, &[], &["redis.auth.generateWithoutCluster=true"]).unwrap();
     assert_eq!(m.of_kind("Secret").len(), 1);

@@ -377,3 +377,19 @@ impl RunningApp {
         }
     }
 }
+
+/// Runs scripts/stamp-release.sh (the release workflow's chart packaging) with these arguments
+/// and the test's helm; returns (success, stdout, stderr).
+pub fn stamp_release(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("bash")
+        .arg(repo_root().join("scripts/stamp-release.sh"))
+        .args(args)
+        .env("HELM", helm())
+        .output()
+        .expect("run scripts/stamp-release.sh");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
