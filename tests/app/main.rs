@@ -7,6 +7,7 @@ mod support;
 mod api;
 mod browser;
 mod hostile;
+mod metrics;
 mod outage;
 mod pages;
 mod queue;

@@ -7,6 +7,7 @@ pub mod app;
 pub mod chart;
 pub mod http;
 pub mod load;
+pub mod metrics;
 pub mod pods;
 pub mod process;
 pub mod redis_server;
@@ -15,5 +16,6 @@ pub mod webdriver;
 
 pub use self::app::*;
 pub use self::http::{assert_problem, HttpClient};
+pub use self::metrics::{scrape, Scrape};
 pub use self::process::{eventually, free_port, which, ChildProcess};
 pub use self::redis_server::TestRedis;
