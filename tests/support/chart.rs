@@ -83,6 +83,23 @@ pub fn helm_template(
 
 /// The render that stands for `helm install` on a cluster: the chart may generate passwords
 /// that `lookup` would keep (chart/values.rs also renders without).
+/// `helm template` of the chart with extra command-line arguments (e.g. `--api-versions`) and
+/// `--set`s.
+pub fn helm_template_args(args: &[&str], set: &[&str]) -> Result<String, String> {
+    let mut cmd = Command::new(helm());
+    cmd.current_dir(repo_root()).args(["template", RELEASE]).arg(chart_dir()).args(["--namespace", NAMESPACE]);
+    cmd.args(args).arg("--set").arg(GENERATE_WITHOUT_CLUSTER);
+    for s in set {
+        cmd.arg("--set").arg(s);
+    }
+    let out = cmd.output().expect("run helm");
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 pub fn try_render_in(chart: &Path, values: &[&str], set: &[&str]) -> Result<String, String> {
     helm_template(RELEASE, chart, &[GENERATE_WITHOUT_CLUSTER], values, set)
 }

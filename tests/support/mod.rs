@@ -10,6 +10,7 @@ pub mod load;
 pub mod metrics;
 pub mod pods;
 pub mod process;
+pub mod prometheus;
 pub mod redis_server;
 pub mod sentinel;
 pub mod webdriver;
