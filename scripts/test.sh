@@ -29,6 +29,9 @@ fi
 step "chart verification (ct lint equivalent, schema validation)"
 bash scripts/verify-chart.sh --no-cargo
 
+step "alert rules: promtool check rules and promtool test rules on the chart's rendered PrometheusRule"
+cargo test --test chart alerts:: -- --test-threads=2
+
 step "API fuzzing against its own OpenAPI spec (Schemathesis, real redis/server/worker)"
 bash scripts/fuzz-api.sh
 
