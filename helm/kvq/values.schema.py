@@ -319,6 +319,16 @@ VALUES = obj(
                 ),
             }
         ),
+        "grafanaDashboard": obj(
+            {
+                "enabled": BOOLEAN,
+                "namespace": STRING,
+                "label": {"type": "string", "minLength": 1},
+                "labelValue": STRING,
+                "labels": ANY_OBJECT,
+                "annotations": ANY_OBJECT,
+            }
+        ),
         "tests": obj({"enabled": BOOLEAN, "image": ref("image")}),
     }
 )

@@ -7,6 +7,7 @@ mod support;
 
 mod alerts;
 mod contract;
+mod dashboard;
 mod render;
 mod upgrade;
 mod values;
