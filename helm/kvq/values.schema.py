@@ -166,8 +166,9 @@ WORKER = app_component(
                 "maxReplicaCount": integer(1),
                 "pollingInterval": integer(1),
                 "cooldownPeriod": integer(0),
-                "pendingEntriesCount": integer(1),
-                "lagCount": one_of(integer(1), EMPTY_STRING),
+                "lagCount": integer(1),
+                "activationLagCount": integer(0),
+                "pendingEntriesCount": one_of(integer(1), EMPTY_STRING),
                 "redisAddress": STRING,
             }
         ),

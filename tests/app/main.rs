@@ -5,6 +5,7 @@
 mod support;
 
 mod api;
+mod autoscaling;
 mod browser;
 mod hostile;
 mod metrics;
