@@ -7,6 +7,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::domain::TaskStatus;
 use crate::http::CHECK_TIMEOUT;
 use crate::store::{MemoryStats, QueueStats, Store, StoreError};
 
@@ -37,11 +38,19 @@ pub struct RefusalLabels {
     pub reason: &'static str,
 }
 
+impl RefusalLabels {
+    pub const REASONS: [&'static str; 3] = ["redis_unavailable", "not_replicated", "redis_full"];
+}
+
 /// What one replica-acknowledgement round (`WAIT`) ended with.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RoundLabels {
     /// `acknowledged`, `too_few_replicas` (timed out short of the replicas asked for), `error`.
     pub outcome: &'static str,
+}
+
+impl RoundLabels {
+    pub const OUTCOMES: [&'static str; 3] = ["acknowledged", "too_few_replicas", "error"];
 }
 
 /// What the scrape itself reads from Redis, beside the queue and memory figures.
@@ -179,6 +188,17 @@ impl Metrics {
             prometheus_client::registry::Unit::Bytes,
             bookkeeping.clone(),
         );
+        // Every known label value from the start, at 0: a rate over a series that appears only
+        // with its first event misses that event, and dashboards show 0 rather than no data.
+        for status in [TaskStatus::Applied, TaskStatus::Superseded, TaskStatus::Rejected, TaskStatus::Failed] {
+            let _ = tasks_finished.get_or_create(&StatusLabels { status: status.as_str() });
+        }
+        for reason in RefusalLabels::REASONS {
+            let _ = writes_refused.get_or_create(&RefusalLabels { reason });
+        }
+        for outcome in RoundLabels::OUTCOMES {
+            let _ = replica_ack_rounds.get_or_create(&RoundLabels { outcome });
+        }
         Self {
             registry,
             http_requests,

@@ -4,6 +4,10 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeSet;
+
+use crate::support::chart::{dashboard_exprs, rendered_dashboard};
+use crate::support::prometheus::{alert_rules, rendered_rule_groups};
 use crate::support::*;
 use kvq::store::GROUP;
 
@@ -93,4 +97,41 @@ async fn writes_refused_without_a_master_are_counted_by_reason() {
     .await;
     assert_eq!(m.value("kvq_writes_refused_total{reason=\"redis_unavailable\"}"), 1.0);
     app.stop().await;
+}
+
+/// Every `kvq_*` metric an alert or a dashboard panel of the chart queries is one the real
+/// binaries serve (after traffic, with replica acknowledgements on): a renamed or removed metric
+/// must not leave an alert that can never fire or a panel that shows nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_alerts_and_the_dashboard_query_is_served_by_the_binaries() {
+    let master = TestRedis::start();
+    let _replica = TestRedis::builder().replica_of(&master).start();
+    let kvq = Binaries::spawn(&master.url(), &[("KVQ__REDIS__MIN_REPLICAS_ACK", "1".into())]);
+    let http = kvq.server.http(Duration::from_secs(10));
+    http.wait_status("/readyz", 200, Duration::from_secs(15)).await;
+    eventually(Duration::from_secs(15), "a write confirmed by the replica and applied", || async {
+        (http.put("seen", "1", "?wait=5").await.status() == 200).then_some(())
+    })
+    .await;
+    assert_eq!(http.value_of("seen").await.as_deref(), Some("1"));
+    assert_eq!(http.delete("seen", "?wait=5").await.status(), 200);
+
+    let mut served = BTreeSet::new();
+    for url in [kvq.server.url("/metrics"), kvq.worker.url("/metrics")] {
+        served.extend(scrape(&url).await.names());
+    }
+    let name = regex::Regex::new(r"\bkvq_[a-z0-9_]+").unwrap();
+    let mut queried: Vec<(String, String)> = Vec::new();
+    let groups = rendered_rule_groups(&[]);
+    for rule in alert_rules(&groups) {
+        let expr = rule["expr"].as_str().unwrap();
+        queried.extend(name.find_iter(expr).map(|m| (m.as_str().to_string(), format!("alert {}", rule["alert"]))));
+    }
+    for expr in dashboard_exprs(&rendered_dashboard(&[])) {
+        queried.extend(name.find_iter(&expr).map(|m| (m.as_str().to_string(), format!("dashboard query {expr}"))));
+    }
+    let distinct: BTreeSet<&str> = queried.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(distinct.len() >= 15, "the alerts and the dashboard query {distinct:?}");
+    let missing: Vec<&(String, String)> = queried.iter().filter(|(n, _)| !served.contains(n)).collect();
+    assert!(missing.is_empty(), "queried but not served: {missing:#?}\nserved: {served:#?}");
 }

@@ -7,15 +7,6 @@ use crate::support::chart::*;
 
 const NAME: &str = "kvq-grafana-dashboard";
 
-/// The dashboard JSON of the rendered ConfigMap.
-pub fn rendered_dashboard(set: &[&str]) -> Value {
-    let mut all = vec!["grafanaDashboard.enabled=true"];
-    all.extend_from_slice(set);
-    let m = render(&[], &all);
-    let text = m.get("ConfigMap", NAME)["data"]["kvq.json"].as_str().expect("kvq.json").to_string();
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("the dashboard is no JSON: {e}"))
-}
-
 /// Every query panel (rows left out).
 pub fn panels(dashboard: &Value) -> Vec<&Value> {
     dashboard["panels"].as_array().unwrap().iter().filter(|p| p["type"] != "row").collect()

@@ -394,3 +394,33 @@ impl RunningApp {
         }
     }
 }
+
+/// The Grafana dashboard JSON of the ConfigMap the chart renders with `grafanaDashboard.enabled`
+/// plus `set`.
+pub fn rendered_dashboard(set: &[&str]) -> Value {
+    let mut all = vec!["grafanaDashboard.enabled=true"];
+    all.extend_from_slice(set);
+    let m = render(&[], &all);
+    let text = m.get("ConfigMap", &format!("{RELEASE}-grafana-dashboard"))["data"]["kvq.json"]
+        .as_str()
+        .expect("kvq.json")
+        .to_string();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("the dashboard is no JSON: {e}"))
+}
+
+/// Every PromQL expression of a dashboard: panel queries, annotation queries, variable queries.
+pub fn dashboard_exprs(dashboard: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in dashboard["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            out.extend(t["expr"].as_str().map(String::from));
+        }
+    }
+    for a in dashboard["annotations"]["list"].as_array().into_iter().flatten() {
+        out.extend(a["expr"].as_str().map(String::from));
+    }
+    for v in dashboard["templating"]["list"].as_array().into_iter().flatten() {
+        out.extend(v["query"]["query"].as_str().map(String::from));
+    }
+    out
+}
