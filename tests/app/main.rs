@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod alerting;
 mod api;
 mod autoscaling;
 mod browser;

@@ -61,8 +61,8 @@ pub fn promtool(dir: &Path, args: &[&str]) -> String {
 }
 
 /// A Prometheus server on 127.0.0.1 (a free port), its storage in a temporary directory,
-/// scraping `targets` (`host:port` of kvq processes, job `job`) every second and evaluating
-/// `rule_file` every second. Killed on drop.
+/// scraping `jobs` (job name, `host:port` targets) every second with the label `namespace` the
+/// chart's alerts select, and evaluating `rule_file` every second. Killed on drop.
 pub struct TestPrometheus {
     pub port: u16,
     _process: ChildProcess,
@@ -70,17 +70,17 @@ pub struct TestPrometheus {
 }
 
 impl TestPrometheus {
-    pub fn start(job: &str, targets: &[String], rule_file: &Path) -> Self {
+    pub fn start(jobs: &[(&str, Vec<String>)], rule_file: &Path) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let rules = dir.path().join("rules.yaml");
         std::fs::copy(rule_file, &rules).unwrap();
         let config = serde_json::json!({
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
             "rule_files": [rules],
-            "scrape_configs": [{
+            "scrape_configs": jobs.iter().map(|(job, targets)| serde_json::json!({
                 "job_name": job,
                 "static_configs": [{"targets": targets, "labels": {"namespace": super::chart::NAMESPACE}}],
-            }],
+            })).collect::<Vec<_>>(),
         });
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
@@ -113,6 +113,16 @@ impl TestPrometheus {
     pub async fn alerts(&self) -> Vec<Value> {
         let v: Value = reqwest::get(self.url("/api/v1/alerts")).await.unwrap().json().await.unwrap();
         v["data"]["alerts"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Names of the alerts firing now.
+    pub async fn firing_names(&self) -> std::collections::BTreeSet<String> {
+        self.alerts()
+            .await
+            .into_iter()
+            .filter(|a| a["state"] == "firing")
+            .filter_map(|a| a["labels"]["alertname"].as_str().map(String::from))
+            .collect()
     }
 
     /// The alert named `name` when it is firing.
