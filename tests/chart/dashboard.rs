@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::support::chart::*;
 
-const NAME: &str = "kvq-grafana-dashboard";
+const NAME: &str = "kvq-dashboard";
 
 /// Every query panel (rows left out).
 pub fn panels(dashboard: &Value) -> Vec<&Value> {

@@ -401,10 +401,8 @@ pub fn rendered_dashboard(set: &[&str]) -> Value {
     let mut all = vec!["grafanaDashboard.enabled=true"];
     all.extend_from_slice(set);
     let m = render(&[], &all);
-    let text = m.get("ConfigMap", &format!("{RELEASE}-grafana-dashboard"))["data"]["kvq.json"]
-        .as_str()
-        .expect("kvq.json")
-        .to_string();
+    let text =
+        m.get("ConfigMap", &format!("{RELEASE}-dashboard"))["data"]["kvq.json"].as_str().expect("kvq.json").to_string();
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("the dashboard is no JSON: {e}"))
 }
 
