@@ -56,8 +56,9 @@ impl RoundLabels {
 /// What the scrape itself reads from Redis, beside the queue and memory figures.
 #[derive(Debug, Clone, Default)]
 pub struct ScrapeFacts {
-    /// Age of the oldest write not yet applied (None: nothing waits, or Redis did not answer).
-    pub oldest_waiting_ms: Option<u64>,
+    /// Age of the oldest write not yet applied: `Some(None)` when nothing waits, `None` when
+    /// Redis did not say (the gauge then keeps its last value, as the queue gauges do).
+    pub oldest_waiting_ms: Option<Option<u64>>,
     /// The master answered a write (`SET`); a full master counts, its writes answer 507.
     pub master_writable: bool,
     /// Master changes this process saw so far (`Redis::master_changes`).
@@ -228,8 +229,8 @@ impl Metrics {
         self.master_writable.set(i64::from(facts.master_writable));
         // The connection layer counts; the counter follows it (it only grows).
         self.master_changes.inc_by(facts.master_changes.saturating_sub(self.master_changes.get()));
-        if stats.is_some() {
-            self.oldest_task_age.set(facts.oldest_waiting_ms.unwrap_or(0) as f64 / 1000.0);
+        if let Some(oldest) = facts.oldest_waiting_ms {
+            self.oldest_task_age.set(oldest.unwrap_or(0) as f64 / 1000.0);
         }
         if let Some(m) = memory {
             self.redis_used_memory.set(m.used as i64);
@@ -270,7 +271,7 @@ pub async fn serve(
     );
     let stats = stats.ok().and_then(Result::ok);
     let facts = ScrapeFacts {
-        oldest_waiting_ms: oldest.ok().and_then(Result::ok).flatten(),
+        oldest_waiting_ms: oldest.ok().and_then(Result::ok),
         master_writable: matches!(writable, Ok(Ok(()) | Err(StoreError::Full(_)))),
         master_changes: store.redis.master_changes(),
     };
