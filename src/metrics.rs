@@ -39,7 +39,10 @@ pub struct RefusalLabels {
 }
 
 impl RefusalLabels {
-    pub const REASONS: [&'static str; 3] = ["redis_unavailable", "not_replicated", "redis_full"];
+    pub const REDIS_UNAVAILABLE: &'static str = "redis_unavailable";
+    pub const NOT_REPLICATED: &'static str = "not_replicated";
+    pub const REDIS_FULL: &'static str = "redis_full";
+    pub const REASONS: [&'static str; 3] = [Self::REDIS_UNAVAILABLE, Self::NOT_REPLICATED, Self::REDIS_FULL];
 }
 
 /// What one replica-acknowledgement round (`WAIT`) ended with.
@@ -50,7 +53,10 @@ pub struct RoundLabels {
 }
 
 impl RoundLabels {
-    pub const OUTCOMES: [&'static str; 3] = ["acknowledged", "too_few_replicas", "error"];
+    pub const ACKNOWLEDGED: &'static str = "acknowledged";
+    pub const TOO_FEW_REPLICAS: &'static str = "too_few_replicas";
+    pub const ERROR: &'static str = "error";
+    pub const OUTCOMES: [&'static str; 3] = [Self::ACKNOWLEDGED, Self::TOO_FEW_REPLICAS, Self::ERROR];
 }
 
 /// What the scrape itself reads from Redis, beside the queue and memory figures.

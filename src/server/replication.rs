@@ -65,9 +65,9 @@ impl ReplicaAcks {
     async fn round(&self) -> Result<(u64, u32), String> {
         let result = self.store.wait_replicas(self.replicas, ACK_TIMEOUT_MS).await;
         let outcome = match &result {
-            Ok((_, got)) if *got >= self.replicas => "acknowledged",
-            Ok(_) => "too_few_replicas",
-            Err(_) => "error",
+            Ok((_, got)) if *got >= self.replicas => RoundLabels::ACKNOWLEDGED,
+            Ok(_) => RoundLabels::TOO_FEW_REPLICAS,
+            Err(_) => RoundLabels::ERROR,
         };
         self.metrics.replica_ack_rounds.get_or_create(&RoundLabels { outcome }).inc();
         result.map_err(|e: StoreError| e.to_string())

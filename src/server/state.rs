@@ -70,8 +70,8 @@ impl AppState {
         }
         let span = tracing::Span::current();
         let enqueued = self.store.enqueue(&write).await.inspect_err(|e| match e {
-            StoreError::Unavailable(_) => self.refused("redis_unavailable"),
-            StoreError::Full(_) => self.refused("redis_full"),
+            StoreError::Unavailable(_) => self.refused(RefusalLabels::REDIS_UNAVAILABLE),
+            StoreError::Full(_) => self.refused(RefusalLabels::REDIS_FULL),
             _ => {}
         })?;
         span.record("task_id", enqueued.task_id.as_str());
@@ -80,7 +80,7 @@ impl AppState {
         if let Some(acks) = &self.replica_acks {
             if let Err(e) = acks.confirm(enqueued.generation).await {
                 tracing::warn!(error = %e, "write not confirmed by the replicas");
-                self.refused("not_replicated");
+                self.refused(RefusalLabels::NOT_REPLICATED);
                 return Err(SubmitError::NotReplicated(e.to_string()));
             }
         }
