@@ -17,6 +17,9 @@ if [[ "${1:-}" != "--runtime-only" ]]; then
   need unzip unzip
   need npm npm
   need wrk wrk # load generator of the benchmark suite (bench/), smoke-run by scripts/test.sh
+  # promtool checks and unit-tests the chart's alerts; prometheus runs them against real kvq.
+  need promtool prometheus
+  need prometheus prometheus
 fi
 
 if ((${#want[@]})); then
@@ -26,4 +29,5 @@ if ((${#want[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
 fi
-# The Debian package starts a system redis on 6379; tests start their own on free ports.
+# The Debian packages start a system redis on 6379 and a prometheus on 9090 where systemd runs;
+# tests start their own on free loopback ports.

@@ -32,6 +32,9 @@ bash scripts/verify-chart.sh --no-cargo
 step "GitHub workflows: schema, zizmor --offline (no finding), shellcheck of the release scripts"
 bash scripts/check-workflows.sh
 
+step "alert rules: promtool check rules and promtool test rules on the chart's rendered PrometheusRule"
+cargo test --test chart alerts:: -- --test-threads=2
+
 step "API fuzzing against its own OpenAPI spec (Schemathesis, real redis/server/worker)"
 bash scripts/fuzz-api.sh
 

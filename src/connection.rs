@@ -56,6 +56,10 @@ struct Inner {
     /// Single-flight for reconnects: one caller resolves, the others wait a bounded time.
     reconnect: tokio::sync::Mutex<()>,
     generation: AtomicU64,
+    /// Address of the master the shared connection last reached, and how often it differed from
+    /// the one before (a failover or switchover, as this process saw it; for `/metrics`).
+    master: std::sync::Mutex<Option<String>>,
+    master_changes: AtomicU64,
 }
 
 impl Redis {
@@ -67,6 +71,8 @@ impl Redis {
                 current: RwLock::new(None),
                 reconnect: tokio::sync::Mutex::new(()),
                 generation: AtomicU64::new(0),
+                master: std::sync::Mutex::new(None),
+                master_changes: AtomicU64::new(0),
             }),
         }
     }
@@ -87,7 +93,9 @@ impl Redis {
         if let Some(conn) = self.cached() {
             return Ok(conn);
         }
-        let (conn, ack) = tokio::time::timeout(budget, self.open_pair()).await.map_err(|_| ConnectError::Timeout)??;
+        let (info, conn, ack) =
+            tokio::time::timeout(budget, self.open_pair()).await.map_err(|_| ConnectError::Timeout)??;
+        self.note_master(&info);
         let conn = Conn { conn, ack, generation: self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1 };
         *self.inner.current.write().expect("poisoned") = Some(conn.clone());
         Ok(conn)
@@ -123,13 +131,30 @@ impl Redis {
 
     /// The shared connection and, when writes await replicas, its sibling for `WAIT`, both to
     /// the one master resolved here.
-    async fn open_pair(&self) -> Result<(MultiplexedConnection, Option<MultiplexedConnection>), ConnectError> {
+    /// Times the shared connection found a different master than the one before.
+    pub fn master_changes(&self) -> u64 {
+        self.inner.master_changes.load(Ordering::Relaxed)
+    }
+
+    fn note_master(&self, info: &ConnectionInfo) {
+        let addr = info.addr().to_string();
+        let mut last = self.inner.master.lock().unwrap_or_else(|e| e.into_inner());
+        if last.as_ref().is_some_and(|a| *a != addr) {
+            self.inner.master_changes.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(master = %addr, previous = %last.as_deref().unwrap_or_default(), "the redis master changed");
+        }
+        *last = Some(addr);
+    }
+
+    async fn open_pair(
+        &self,
+    ) -> Result<(ConnectionInfo, MultiplexedConnection, Option<MultiplexedConnection>), ConnectError> {
         let (info, conn) = self.connect_master(Some(RESPONSE_TIMEOUT)).await?;
         let ack = match self.inner.settings.min_replicas_ack {
             0 => None,
-            _ => Some(self.connect(info, Some(RESPONSE_TIMEOUT)).await?),
+            _ => Some(self.connect(info.clone(), Some(RESPONSE_TIMEOUT)).await?),
         };
-        Ok((conn, ack))
+        Ok((info, conn, ack))
     }
 
     async fn open(&self, response_timeout: Option<Duration>) -> Result<MultiplexedConnection, ConnectError> {

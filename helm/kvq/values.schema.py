@@ -57,6 +57,9 @@ OPTIONAL_COUNT = one_of(integer(0), EMPTY_STRING)
 # A PDB figure: a count or a percentage.
 COUNT_OR_PERCENT = one_of(integer(0), {"type": "string", "pattern": "^([0-9]+%?)?$"})
 PERCENT = integer(1, 100)
+# A Prometheus duration (`for:` of an alert), e.g. 5m, 1h30m.
+DURATION = {"type": "string", "pattern": "^([0-9]+(ms|s|m|h|d|w|y))+$"}
+RATIO = {"type": "number", "exclusiveMinimum": 0, "maximum": 1}
 
 # ---------------------------------------------------------------- shared definitions
 
@@ -163,8 +166,9 @@ WORKER = app_component(
                 "maxReplicaCount": integer(1),
                 "pollingInterval": integer(1),
                 "cooldownPeriod": integer(0),
-                "pendingEntriesCount": integer(1),
-                "lagCount": one_of(integer(1), EMPTY_STRING),
+                "lagCount": integer(1),
+                "activationLagCount": integer(0),
+                "pendingEntriesCount": one_of(integer(1), EMPTY_STRING),
                 "redisAddress": STRING,
             }
         ),
@@ -292,6 +296,40 @@ VALUES = obj(
             }
         ),
         "serviceMonitor": obj({"enabled": BOOLEAN, "interval": STRING, "scrapeTimeout": STRING, "labels": ANY_OBJECT}),
+        "prometheusRule": obj(
+            {
+                "enabled": BOOLEAN,
+                "force": BOOLEAN,
+                "labels": ANY_OBJECT,
+                "runbookBaseUrl": {"type": "string", "minLength": 1},
+                "selector": STRING,
+                "alerts": obj(
+                    {
+                        "oldestTaskAgeWarningSeconds": integer(1),
+                        "oldestTaskAgeCriticalSeconds": integer(1),
+                        "backlogTasks": integer(1),
+                        "backlogFor": DURATION,
+                        "writeErrorRatio": RATIO,
+                        "notConsumingFor": DURATION,
+                        "masterUnwritableFor": DURATION,
+                        "memoryWarningRatio": RATIO,
+                        "memoryCriticalRatio": RATIO,
+                        "replicaAckFailureRatio": RATIO,
+                        "defaultFor": DURATION,
+                    }
+                ),
+            }
+        ),
+        "grafanaDashboard": obj(
+            {
+                "enabled": BOOLEAN,
+                "namespace": STRING,
+                "label": {"type": "string", "minLength": 1},
+                "labelValue": STRING,
+                "labels": ANY_OBJECT,
+                "annotations": ANY_OBJECT,
+            }
+        ),
         "tests": obj({"enabled": BOOLEAN, "image": ref("image")}),
     }
 )

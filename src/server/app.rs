@@ -43,7 +43,7 @@ fn api_service(state: AppState) -> OpenApiService<Api, ()> {
 /// The OpenAPI document, as served at `/openapi.json` (used by the spec snapshot test).
 pub fn openapi_spec(settings: &Settings) -> String {
     let store = Store::from_settings(settings);
-    complete_spec(&api_service(state_for(settings, store)), settings.limits.max_value_bytes)
+    complete_spec(&api_service(state_for(settings, store, Arc::default())), settings.limits.max_value_bytes)
 }
 
 /// poem-openapi's document plus what its derive cannot say: the write body takes no other
@@ -68,13 +68,15 @@ fn complete_spec(api: &OpenApiService<Api, ()>, max_value_bytes: usize) -> Strin
     serde_json::to_string_pretty(&spec).expect("a JSON value serializes")
 }
 
-fn state_for(settings: &Settings, store: Store) -> AppState {
+fn state_for(settings: &Settings, store: Store, metrics: Arc<Metrics>) -> AppState {
     AppState {
         completions: Arc::new(Completions::default()),
         max_value_bytes: settings.limits.max_value_bytes,
-        replica_acks: (settings.redis.min_replicas_ack > 0)
-            .then(|| Arc::new(replication::ReplicaAcks::new(store.clone(), settings.redis.min_replicas_ack))),
+        replica_acks: (settings.redis.min_replicas_ack > 0).then(|| {
+            Arc::new(replication::ReplicaAcks::new(store.clone(), settings.redis.min_replicas_ack, metrics.clone()))
+        }),
         store,
+        metrics,
         stopping: Arc::new(tokio::sync::watch::channel(false).0),
     }
 }
@@ -84,7 +86,8 @@ impl ServerApp {
     pub async fn build(settings: &Settings) -> std::io::Result<Self> {
         let (acceptor, port) = http::bind(settings.server.bind).await?;
         let store = Store::from_settings(settings);
-        Ok(Self { acceptor, port, state: state_for(settings, store), metrics: Arc::new(Metrics::new()) })
+        let metrics = Arc::new(Metrics::new());
+        Ok(Self { acceptor, port, state: state_for(settings, store, metrics.clone()), metrics })
     }
 
     pub fn port(&self) -> u16 {

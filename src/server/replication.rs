@@ -8,9 +8,11 @@
 //! serves many writes. Connection generations tell when the master changed in between.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
+use crate::metrics::{Metrics, RoundLabels};
 use crate::store::{Store, StoreError};
 
 /// Time a round may wait for the replicas before the writes it covers are refused with 503.
@@ -20,6 +22,7 @@ pub struct ReplicaAcks {
     store: Store,
     replicas: u32,
     rounds: Rounds,
+    metrics: Arc<Metrics>,
 }
 
 /// The round bookkeeping of group commit, apart from Redis: which round covers which write.
@@ -49,8 +52,8 @@ pub enum AckError {
 }
 
 impl ReplicaAcks {
-    pub fn new(store: Store, replicas: u32) -> Self {
-        Self { store, replicas, rounds: Rounds::default() }
+    pub fn new(store: Store, replicas: u32, metrics: Arc<Metrics>) -> Self {
+        Self { store, replicas, rounds: Rounds::default(), metrics }
     }
 
     /// Returns once `replicas` replicas hold the write made on connection `generation`.
@@ -60,7 +63,14 @@ impl ReplicaAcks {
     }
 
     async fn round(&self) -> Result<(u64, u32), String> {
-        self.store.wait_replicas(self.replicas, ACK_TIMEOUT_MS).await.map_err(|e: StoreError| e.to_string())
+        let result = self.store.wait_replicas(self.replicas, ACK_TIMEOUT_MS).await;
+        let outcome = match &result {
+            Ok((_, got)) if *got >= self.replicas => RoundLabels::ACKNOWLEDGED,
+            Ok(_) => RoundLabels::TOO_FEW_REPLICAS,
+            Err(_) => RoundLabels::ERROR,
+        };
+        self.metrics.replica_ack_rounds.get_or_create(&RoundLabels { outcome }).inc();
+        result.map_err(|e: StoreError| e.to_string())
     }
 }
 
@@ -97,7 +107,6 @@ fn verdict(outcome: Result<(u64, u32), String>, generation: u64, replicas: u32) 
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicU32;
-    use std::sync::Arc;
 
     use std::time::Duration;
 

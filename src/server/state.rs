@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::domain::{TaskRecord, TaskStatus, WriteRequest, MAX_WAIT_SECONDS};
+use crate::metrics::{Metrics, RefusalLabels};
 use crate::store::{Store, StoreError};
 
 use super::completions::Completions;
@@ -25,6 +26,7 @@ pub struct AppState {
     /// Becomes true when the server is told to stop: `?wait` requests then answer 202 at once
     /// instead of holding the drain up and being cut off by it.
     pub stopping: Arc<watch::Sender<bool>>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// What became of a submitted write.
@@ -53,6 +55,10 @@ pub enum SubmitError {
 }
 
 impl AppState {
+    fn refused(&self, reason: &'static str) {
+        self.metrics.writes_refused.get_or_create(&RefusalLabels { reason }).inc();
+    }
+
     /// Enqueues a write and, with `wait_seconds > 0` (capped at `MAX_WAIT_SECONDS`), waits for
     /// its outcome (the write contract in the README's API section).
     pub async fn submit(&self, write: WriteRequest, wait_seconds: u64) -> Result<Submitted, SubmitError> {
@@ -63,16 +69,22 @@ impl AppState {
             return Err(SubmitError::ConflictingConditions);
         }
         let span = tracing::Span::current();
-        let enqueued = self.store.enqueue(&write).await?;
+        let enqueued = self.store.enqueue(&write).await.inspect_err(|e| match e {
+            StoreError::Unavailable(_) => self.refused(RefusalLabels::REDIS_UNAVAILABLE),
+            StoreError::Full(_) => self.refused(RefusalLabels::REDIS_FULL),
+            _ => {}
+        })?;
         span.record("task_id", enqueued.task_id.as_str());
         span.record("key", write.key.as_str());
         // Also for an idempotent replay: its first attempt may not have been replicated.
         if let Some(acks) = &self.replica_acks {
             if let Err(e) = acks.confirm(enqueued.generation).await {
                 tracing::warn!(error = %e, "write not confirmed by the replicas");
+                self.refused(RefusalLabels::NOT_REPLICATED);
                 return Err(SubmitError::NotReplicated(e.to_string()));
             }
         }
+        self.metrics.writes_accepted.inc();
         if wait_seconds > 0 {
             match self.await_task(&enqueued.task_id, wait_duration(wait_seconds)).await {
                 Ok(Some(task)) => return Ok(Submitted::Finished(task)),

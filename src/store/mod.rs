@@ -20,6 +20,7 @@
 //! - `P:ver`         the version counter
 //! - `P:done`        pub/sub channel on which workers announce finished tasks that have a waiter
 
+mod backlog;
 mod dead_letters;
 mod keys;
 mod listing;

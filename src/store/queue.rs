@@ -424,7 +424,7 @@ fn parse_autoclaim(reply: redis::Value) -> Result<(Delivered, String), StoreErro
 }
 
 /// Flattens a RESP map or `[k, v, k, v]` array into strings (integers included).
-fn value_map(v: &redis::Value) -> HashMap<String, String> {
+pub(super) fn value_map(v: &redis::Value) -> HashMap<String, String> {
     let text = |v: &redis::Value| match v {
         redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
         redis::Value::SimpleString(s) => Some(s.clone()),

@@ -4,9 +4,12 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod alerting;
 mod api;
+mod autoscaling;
 mod browser;
 mod hostile;
+mod metrics;
 mod outage;
 mod pages;
 mod queue;

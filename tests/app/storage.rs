@@ -40,6 +40,9 @@ async fn a_full_store_answers_507_keeps_accepted_writes_and_recovers_once_memory
     let used = metric(&metrics, "kvq_redis_used_memory_bytes");
     assert!(used > maxmemory as f64, "used memory {used} of {maxmemory}");
     assert!(metric(&metrics, "kvq_bookkeeping_bytes") > 0.0, "{metrics}");
+    let m = Scrape::parse(&metrics);
+    assert_eq!(m.value("kvq_writes_refused_total{reason=\"redis_full\"}"), 2.0, "the set and the delete refused");
+    assert_eq!(m.value("kvq_redis_master_writable"), 1.0, "a full master is reachable: its alert is the memory one");
 
     // The worker finishes every accepted write although Redis is full.
     app.workers.push(spawn_worker(&app.settings, "worker-0").await);

@@ -5,8 +5,10 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod alerts;
 mod contract;
 mod release;
+mod dashboard;
 mod render;
 mod upgrade;
 mod values;

@@ -480,12 +480,7 @@ fn keda_standalone_address_is_namespace_qualified() {
 }
 
 #[test]
-fn keda_scale_to_zero_needs_a_lag_trigger() {
-    assert_refused(
-        &["helm/kvq/ci/keda-values.yaml"],
-        &["worker.keda.minReplicaCount=0"],
-        &["worker.keda.minReplicaCount is 0", "worker.keda.lagCount"],
-    );
+fn keda_scales_on_the_lag_and_to_zero_with_pending_entries_only_as_a_second_trigger() {
     assert_refused(
         &["helm/kvq/ci/keda-values.yaml"],
         &["worker.keda.minReplicaCount=5", "worker.keda.maxReplicaCount=3"],
@@ -494,15 +489,29 @@ fn keda_scale_to_zero_needs_a_lag_trigger() {
     for mode in ["sentinel", "standalone"] {
         let m = render(
             &["helm/kvq/ci/keda-values.yaml"],
-            &[&format!("redis.mode={mode}"), "worker.keda.minReplicaCount=0", "worker.keda.lagCount=20"],
+            &[&format!("redis.mode={mode}"), "worker.keda.minReplicaCount=0", "worker.keda.activationLagCount=5"],
         );
         let so = scaled_object(&m);
         assert_eq!(so["spec"]["minReplicaCount"], 0);
-        let meta = &so["spec"]["triggers"][0]["metadata"];
-        assert_eq!(meta["lagCount"], "20", "{mode}");
+        let triggers = so["spec"]["triggers"].as_array().unwrap();
+        assert_eq!(triggers.len(), 1, "{mode}: the lag alone by default");
+        let meta = &triggers[0]["metadata"];
+        assert_eq!(
+            (meta["lagCount"].as_str(), meta["activationLagCount"].as_str()),
+            (Some("100"), Some("5")),
+            "{mode}"
+        );
         assert!(meta.get("pendingEntriesCount").is_none(), "{mode}: KEDA prefers pendingEntriesCount over lagCount");
         assert_eq!(meta["consumerGroup"], "kvq-workers");
     }
+    // Pending entries as a second trigger: its own trigger, so KEDA takes the larger of both.
+    let m = render(&["helm/kvq/ci/keda-values.yaml"], &["worker.keda.pendingEntriesCount=40"]);
+    let triggers = scaled_object(&m)["spec"]["triggers"].as_array().unwrap().clone();
+    assert_eq!(triggers.len(), 2);
+    assert_eq!(triggers[0]["metadata"]["lagCount"], "100");
+    assert_eq!(triggers[1]["metadata"]["pendingEntriesCount"], "40");
+    assert!(triggers[1]["metadata"].get("lagCount").is_none());
+    assert_eq!(triggers[1]["authenticationRef"], triggers[0]["authenticationRef"]);
     let readme = std::fs::read_to_string(chart_dir().join("README.md")).unwrap();
     assert!(readme.contains("kubectl delete hpa"), "the chart README documents switching an existing release to KEDA");
 }

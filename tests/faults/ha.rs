@@ -76,6 +76,8 @@ async fn master_failover_under_load_loses_no_acknowledged_write_and_the_old_mast
     assert!(acked.len() > acked_before_kill, "writes resumed after the kill");
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
     assert!(abandoned.is_empty(), "every write eventually got through: {abandoned:?}");
+    let m = scrape(&server.url("/metrics")).await;
+    assert_eq!(m.value("kvq_redis_master_changes_total"), 1.0, "the server followed one failover");
 
     // The old master comes back: it must rejoin as a replica and lose nothing written since.
     cluster.node(old_master).restart();
@@ -279,6 +281,10 @@ async fn without_a_replica_writes_answer_503_and_an_idempotent_retry_is_safe() {
     assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
     let b: Value = r.json().await.unwrap();
     assert!(b["detail"].as_str().unwrap().contains("Idempotency-Key"), "{b}");
+    let m = scrape(&format!("{}/metrics", app.base)).await;
+    assert_eq!(m.value("kvq_writes_refused_total{reason=\"not_replicated\"}"), 1.0);
+    assert_eq!(m.value("kvq_replica_ack_rounds_total{outcome=\"too_few_replicas\"}"), 1.0);
+    assert_eq!(m.value("kvq_writes_accepted_total"), 0.0);
 
     let _replica = TestRedis::builder().replica_of(&master).start();
     let r = eventually(Duration::from_secs(15), "a confirmed write once a replica is in sync", || async {
@@ -292,6 +298,9 @@ async fn without_a_replica_writes_answer_503_and_an_idempotent_retry_is_safe() {
     assert_eq!(t["id"], first_task.as_str(), "the retries returned the task of the first attempt");
     let versions: u64 = redis::cmd("GET").arg("kvq:ver").query(&mut master.conn()).unwrap();
     assert_eq!(versions, 1, "applied once");
+    let m = scrape(&format!("{}/metrics", app.base)).await;
+    assert!(m.value("kvq_replica_ack_rounds_total{outcome=\"acknowledged\"}") >= 1.0, "{}", m.text);
+    assert_eq!(m.value("kvq_writes_accepted_total"), 1.0, "the confirmed retry");
     // Reads are not held up by WAIT rounds: they use the shared connection only.
     assert_eq!(app.value_of("durable").await.as_deref(), Some("v"));
     app.stop().await;

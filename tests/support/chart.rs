@@ -83,6 +83,23 @@ pub fn helm_template(
 
 /// The render that stands for `helm install` on a cluster: the chart may generate passwords
 /// that `lookup` would keep (chart/values.rs also renders without).
+/// `helm template` of the chart with extra command-line arguments (e.g. `--api-versions`) and
+/// `--set`s.
+pub fn helm_template_args(args: &[&str], set: &[&str]) -> Result<String, String> {
+    let mut cmd = Command::new(helm());
+    cmd.current_dir(repo_root()).args(["template", RELEASE]).arg(chart_dir()).args(["--namespace", NAMESPACE]);
+    cmd.args(args).arg("--set").arg(GENERATE_WITHOUT_CLUSTER);
+    for s in set {
+        cmd.arg("--set").arg(s);
+    }
+    let out = cmd.output().expect("run helm");
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 pub fn try_render_in(chart: &Path, values: &[&str], set: &[&str]) -> Result<String, String> {
     helm_template(RELEASE, chart, &[GENERATE_WITHOUT_CLUSTER], values, set)
 }
@@ -392,4 +409,32 @@ pub fn stamp_release(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The Grafana dashboard JSON of the ConfigMap the chart renders with `grafanaDashboard.enabled`
+/// plus `set`.
+pub fn rendered_dashboard(set: &[&str]) -> Value {
+    let mut all = vec!["grafanaDashboard.enabled=true"];
+    all.extend_from_slice(set);
+    let m = render(&[], &all);
+    let text =
+        m.get("ConfigMap", &format!("{RELEASE}-dashboard"))["data"]["kvq.json"].as_str().expect("kvq.json").to_string();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("the dashboard is no JSON: {e}"))
+}
+
+/// Every PromQL expression of a dashboard: panel queries, annotation queries, variable queries.
+pub fn dashboard_exprs(dashboard: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in dashboard["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            out.extend(t["expr"].as_str().map(String::from));
+        }
+    }
+    for a in dashboard["annotations"]["list"].as_array().into_iter().flatten() {
+        out.extend(a["expr"].as_str().map(String::from));
+    }
+    for v in dashboard["templating"]["list"].as_array().into_iter().flatten() {
+        out.extend(v["query"]["query"].as_str().map(String::from));
+    }
+    out
 }

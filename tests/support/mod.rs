@@ -7,13 +7,16 @@ pub mod app;
 pub mod chart;
 pub mod http;
 pub mod load;
+pub mod metrics;
 pub mod pods;
 pub mod process;
+pub mod prometheus;
 pub mod redis_server;
 pub mod sentinel;
 pub mod webdriver;
 
 pub use self::app::*;
 pub use self::http::{assert_problem, HttpClient};
+pub use self::metrics::{scrape, Scrape};
 pub use self::process::{eventually, free_port, which, ChildProcess};
 pub use self::redis_server::TestRedis;

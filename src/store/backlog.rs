@@ -1,0 +1,82 @@
+//! How long the oldest write still waiting for a worker has waited: the queue's age, which a
+//! backlog count alone does not show (a short queue nobody consumes is as bad as a long one).
+
+use crate::domain::now_ms;
+
+use super::queue::value_map;
+use super::{Store, StoreError, GROUP};
+
+impl Store {
+    /// Milliseconds since the oldest entry not yet applied was enqueued (its stream id is its
+    /// enqueue time); None when nothing waits. Pending entries are older than undelivered ones,
+    /// so the oldest pending entry wins; without any, the first entry after the group's
+    /// last-delivered id. The stream head alone would not do: acknowledged entries stay there
+    /// until the next trim.
+    pub async fn oldest_waiting_ms(&self) -> Result<Option<u64>, StoreError> {
+        let stream = self.keys.stream.clone();
+        let (oldest, _): (Option<String>, u64) = self
+            .run(|mut c| async move {
+                let groups: redis::Value =
+                    match redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(&mut c).await {
+                        Ok(g) => g,
+                        // No stream yet: nothing was ever enqueued.
+                        Err(e) if e.to_string().contains("no such key") => return Ok(None),
+                        Err(e) => return Err(e),
+                    };
+                let group = match &groups {
+                    redis::Value::Array(gs) => {
+                        gs.iter().map(value_map).find(|f| f.get("name").map(String::as_str) == Some(GROUP))
+                    }
+                    _ => None,
+                };
+                let after = match group {
+                    // No worker has created the group: everything in the stream waits.
+                    None => "-".to_string(),
+                    Some(g) if g.get("pending").is_some_and(|p| p != "0") => {
+                        let summary: redis::Value =
+                            redis::cmd("XPENDING").arg(&stream).arg(GROUP).query_async(&mut c).await?;
+                        return Ok(first_id_of_summary(&summary));
+                    }
+                    Some(g) => format!("({}", g.get("last-delivered-id").cloned().unwrap_or_else(|| "0-0".into())),
+                };
+                let next: redis::Value = redis::cmd("XRANGE")
+                    .arg(&stream)
+                    .arg(&after)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut c)
+                    .await?;
+                Ok(first_id_of_range(&next))
+            })
+            .await?;
+        Ok(oldest
+            .and_then(|id| id.split_once('-').and_then(|(ms, _)| ms.parse::<u64>().ok()))
+            .map(|ms| now_ms().saturating_sub(ms)))
+    }
+}
+
+/// The smallest pending id of an `XPENDING` summary reply `[count, smallest, greatest, consumers]`.
+fn first_id_of_summary(summary: &redis::Value) -> Option<String> {
+    match summary {
+        redis::Value::Array(items) => match items.get(1) {
+            Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The id of the first entry of an `XRANGE` reply `[[id, [field, value, ...]], ...]`.
+fn first_id_of_range(range: &redis::Value) -> Option<String> {
+    match range {
+        redis::Value::Array(entries) => match entries.first() {
+            Some(redis::Value::Array(entry)) => match entry.first() {
+                Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
+    }
+}
