@@ -155,6 +155,12 @@ fn every_ct_scenario_gets_what_it_needs_on_kind() {
                 "{name} needs the ServiceMonitor CRD"
             );
         }
+        if v["prometheusRule"]["enabled"] == true {
+            assert!(
+                workflow.contains("monitoring.coreos.com_prometheusrules.yaml"),
+                "{name} needs the PrometheusRule CRD"
+            );
+        }
     }
     assert!(scenarios >= 5, "{scenarios} scenarios");
 }
