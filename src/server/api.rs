@@ -283,7 +283,7 @@ impl Api {
         match self.state.store.get_task(&id).await? {
             Some(t) => Ok(TaskResponse::Ok(Json(t.into()))),
             None => Err(ApiError::not_found(format!(
-                "task '{}' does not exist (or is past retention: only the newest task records are kept)",
+                "task '{}' does not exist (or is past retention: only the newest task outcomes are kept)",
                 id.0
             ))),
         }
