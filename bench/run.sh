@@ -20,6 +20,20 @@ if ((${#need[@]})); then
 fi
 command -v python3 >/dev/null || { echo "bench: python3 is required" >&2; exit 1; }
 
+# The soak plot needs matplotlib (kvqbench itself is standard library only): a venv of its own,
+# pinned; without PyPI the soak phase notes that it drew no plot.
+PLOT_PIN="matplotlib==3.9.2"
+if [ -z "${BENCH_PLOT_PYTHON:-}" ]; then
+  plot_venv=".tools/plot-venv"
+  if [ "$(cat "$plot_venv/.pins" 2>/dev/null)" != "$PLOT_PIN" ]; then
+    echo "bench: pip install $PLOT_PIN into $plot_venv" >&2
+    if python3 -m venv "$plot_venv" && "$plot_venv/bin/pip" install -q --disable-pip-version-check "$PLOT_PIN"; then
+      echo "$PLOT_PIN" >"$plot_venv/.pins"
+    fi
+  fi
+  [ -f "$plot_venv/.pins" ] && export BENCH_PLOT_PYTHON="$PWD/$plot_venv/bin/python"
+fi
+
 # kvqbench mirrors the pids of everything it starts into this file; the trap stops those
 # (by pid, nothing else) if kvqbench itself is killed or interrupted.
 BENCH_PIDFILE="$(mktemp -t kvq-bench-pids.XXXXXX)"
