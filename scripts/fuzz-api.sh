@@ -61,7 +61,7 @@ server_port=$(free_port)
 worker_port=$(free_port)
 export KVQ__REDIS__URL="redis://127.0.0.1:$redis_port" KVQ__LOG__FORMAT=json RUST_LOG="${RUST_LOG:-info}"
 # A small value limit keeps generated oversized bodies cheap to send.
-export KVQ__LIMITS__MAX_VALUE_BYTES=4096
+export KVQ__LIMITS__MAX_VALUE_BYTES=4096 KVQ__AUTH__MODE=none
 KVQ__SERVER__BIND="127.0.0.1:$server_port" target/debug/kvq-server >"$work/server.log" 2>&1 &
 pids+=($!)
 KVQ__WORKER__BIND="127.0.0.1:$worker_port" KVQ__WORKER__CONSUMER_NAME=fuzz-worker \

@@ -29,6 +29,12 @@ pub struct StatusLabels {
     pub status: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// Why, never who: `missing_token`, `unknown_token`, `scope`, `prefix`.
+    pub reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<RequestLabels, Counter>,
@@ -36,6 +42,8 @@ pub struct Metrics {
     pub tasks_finished: Family<StatusLabels, Counter>,
     pub task_retries: Counter,
     pub malformed_entries: Counter,
+    /// Requests refused by authentication (401) or authorization (403), by reason.
+    pub auth_refusals: Family<RefusalLabels, Counter>,
     queue_depth: Gauge,
     queue_pending: Gauge,
     dead_letters: Gauge,
@@ -69,6 +77,12 @@ impl Metrics {
             "malformed_entries",
             "Stream entries that were no valid task, moved to the dead-letter stream",
             malformed_entries.clone(),
+        );
+        let auth_refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "auth_refusals",
+            "Requests refused for a missing or unknown token (401) or a scope or key prefix it lacks (403)",
+            auth_refusals.clone(),
         );
         let queue_depth = Gauge::default();
         registry.register("queue_depth", "Tasks not yet applied (undelivered plus pending)", queue_depth.clone());
@@ -110,6 +124,7 @@ impl Metrics {
             tasks_finished,
             task_retries,
             malformed_entries,
+            auth_refusals,
             queue_depth,
             queue_pending,
             dead_letters,

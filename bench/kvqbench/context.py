@@ -70,7 +70,8 @@ class Context:
     # -- kvq processes
 
     def kvq_env(self, extra=None):
-        env = {"KVQ__LOG__FORMAT": "json", "RUST_LOG": "warn"}
+        # Without authentication unless a phase passes its tokens (the auth phase compares both).
+        env = {"KVQ__LOG__FORMAT": "json", "RUST_LOG": "warn", "KVQ__AUTH__MODE": "none"}
         if self.redis_port:
             env["KVQ__REDIS__URL"] = f"redis://127.0.0.1:{self.redis_port}"
         env.update(extra or {})

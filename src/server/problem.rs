@@ -45,6 +45,12 @@ pub enum ApiError {
     /// Malformed or invalid input.
     #[oai(status = 400)]
     BadRequest(Json<Problem>),
+    /// No token, or one that is not valid (`WWW-Authenticate: Bearer`).
+    #[oai(status = 401)]
+    Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
+    /// The token lacks the scope, or the key is outside its prefixes; nothing was enqueued.
+    #[oai(status = 403)]
+    Forbidden(Json<Problem>),
     /// No such key or task.
     #[oai(status = 404)]
     NotFound(Json<Problem>),
@@ -79,6 +85,9 @@ pub enum ApiError {
 impl ApiError {
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::BadRequest(Json(Problem::new(StatusCode::BAD_REQUEST, detail)))
+    }
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::Forbidden(Json(Problem::new(StatusCode::FORBIDDEN, detail)))
     }
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::NotFound(Json(Problem::new(StatusCode::NOT_FOUND, detail)))

@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod app;
+pub mod auth;
 pub mod chart;
 pub mod http;
 pub mod load;
@@ -14,6 +15,7 @@ pub mod sentinel;
 pub mod webdriver;
 
 pub use self::app::*;
+pub use self::auth::*;
 pub use self::http::{assert_problem, HttpClient};
 pub use self::process::{eventually, free_port, which, ChildProcess};
 pub use self::redis_server::TestRedis;
