@@ -238,3 +238,28 @@ fn a_bad_token_file_stops_the_server_with_one_line_naming_the_entry() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("/nonexistent/tokens.yaml"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_spec_declares_the_bearer_scheme_on_every_v1_operation() {
+    let redis = TestRedis::start();
+    let tokens = TokenFile::new(&[ADMIN]);
+    let app = spawn_app_with_tokens(&redis, 0, &tokens).await;
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let scheme = &spec["components"]["securitySchemes"]["bearerAuth"];
+    assert_eq!((scheme["type"].as_str(), scheme["scheme"].as_str()), (Some("http"), Some("bearer")), "{scheme}");
+    let mut operations = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            assert_eq!(op["security"], json!([{ "bearerAuth": [] }]), "{method} {path} needs the token");
+            for status in ["401", "403"] {
+                assert!(op["responses"][status].is_object(), "{method} {path} declares {status}");
+            }
+            operations += 1;
+        }
+    }
+    assert_eq!(operations, 5);
+    // Swagger UI embeds the same document, so its Authorize button sends the header.
+    let docs = app.get("/docs").await.text().await.unwrap();
+    assert!(docs.contains("\"securitySchemes\"") && docs.contains("\"bearerAuth\""), "/docs has Authorize");
+    app.stop().await;
+}
