@@ -128,12 +128,15 @@ impl ServerApp {
             .at(routes::UI_LOOKUP, get(pages::lookup))
             .at(routes::UI_KEY, get(pages::key_page))
             .at(routes::UI_TASK, get(pages::task_page))
+            .at(routes::UI_LOGIN, get(pages::login_page).post(pages::login))
+            .at(routes::UI_LOGOUT, poem::post(pages::logout))
             .at(routes::UI_OTHER, get(ui_not_found));
         let pages_and_probes = http::with_probes(pages)
             .data(self.state.clone())
             .data(self.state.store.clone())
             .data(self.metrics.clone())
-            .data(Arc::new(Pages::new()));
+            .data(Arc::new(Pages::new()))
+            .data(self.auth.clone());
         let app = Route::new()
             .at(routes::EMPTY_KEY, api::empty_key.with(RequireToken(self.auth.clone())))
             .nest_no_strip(

@@ -8,7 +8,7 @@ use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Object};
 
 use super::model::Task;
-use super::routes::{label_of, API_KEY, API_TASK, UI_TASK};
+use super::routes::{label_of, API_KEY, API_TASK, UI_LOGIN, UI_LOGOUT, UI_TASK};
 
 pub use crate::http::RETRY_AFTER_SECONDS;
 
@@ -158,6 +158,10 @@ fn bad_parameter(name: &str, reason: &str) -> Response {
 pub fn allowed_methods(route: &str) -> &'static str {
     if route == label_of(API_KEY) {
         "GET, HEAD, PUT, DELETE"
+    } else if route == label_of(UI_LOGIN) {
+        "GET, HEAD, POST"
+    } else if route == label_of(UI_LOGOUT) {
+        "POST"
     } else {
         "GET, HEAD"
     }

@@ -263,3 +263,96 @@ async fn the_spec_declares_the_bearer_scheme_on_every_v1_operation() {
     assert!(docs.contains("\"securitySchemes\"") && docs.contains("\"bearerAuth\""), "/docs has Authorize");
     app.stop().await;
 }
+
+/// A client that neither follows redirects nor sends a token.
+fn browser_like() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// Logs in with `token` through the form: the `Set-Cookie` line.
+async fn log_in(app: &TestApp, token: &str, next: &str) -> reqwest::Response {
+    browser_like().post(app.url("/ui/login")).form(&[("token", token), ("next", next)]).send().await.unwrap()
+}
+
+/// `name=value` of a `Set-Cookie` line.
+fn cookie_pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_string()
+}
+
+async fn page(app: &TestApp, path: &str, cookie: Option<&str>) -> (u16, String) {
+    let mut req = browser_like().get(app.url(path));
+    if let Some(c) = cookie {
+        req = req.header("Cookie", c);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn pages_show_data_only_after_a_login_and_only_what_the_token_may_read() {
+    let redis = TestRedis::start();
+    let tokens = TokenFile::new(&ALL);
+    let app = spawn_app_with_tokens(&redis, 1, &tokens).await;
+    let admin = app.with_token(ADMIN.token);
+    let r = admin.put("team-a:open", "VALUE-A", "?wait=5").await;
+    let task_a = r.headers()["location"].to_str().unwrap().replace("/v1/", "/ui/");
+    let r = admin.put("team-b:secret", "VALUE-B", "?wait=5").await;
+    let task_b = r.headers()["location"].to_str().unwrap().replace("/v1/", "/ui/");
+
+    // Without a login: the form, never a value.
+    for path in ["/ui/keys/team-a:open", "/ui/keys?key=team-a:open", task_a.as_str()] {
+        let (status, html) = page(&app, path, None).await;
+        assert_eq!(status, 401, "{path}");
+        assert!(html.contains("id=\"login\"") && !html.contains("VALUE-A"), "{path}: {html}");
+    }
+    let (status, html) = page(&app, "/ui/keys/team-a:open", Some(&format!("kvq_token={}", "wrong"))).await;
+    assert_eq!(status, 401);
+    assert!(!html.contains("VALUE-A"));
+
+    // A wrong token is refused; no cookie.
+    let r = log_in(&app, "wrong", "/ui/keys/team-a:open").await;
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("set-cookie").is_none());
+    assert!(r.text().await.unwrap().contains("id=\"login-error\""));
+
+    // A valid token: the cookie, and back to the page asked for.
+    let r = log_in(&app, TEAM_A.token, "/ui/keys/team-a:open").await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/ui/keys/team-a:open");
+    let set_cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/ui"] {
+        assert!(set_cookie.split("; ").any(|a| a == attribute), "{attribute} in {set_cookie}");
+    }
+    let cookie = cookie_pair(&set_cookie);
+    let (status, html) = page(&app, "/ui/keys/team-a:open", Some(&cookie)).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("VALUE-A") && html.contains("id=\"logout\""), "{html}");
+    assert_eq!(page(&app, &task_a, Some(&cookie)).await.0, 200);
+    // Outside the token's prefixes: refused, nothing shown.
+    let (status, html) = page(&app, "/ui/keys/team-b:secret", Some(&cookie)).await;
+    assert_eq!(status, 403);
+    assert!(!html.contains("VALUE-B"));
+    let (status, html) = page(&app, &task_b, Some(&cookie)).await;
+    assert_eq!(status, 404);
+    assert!(!html.contains("team-b"));
+
+    // Logging in from another site is refused; `next` never leaves the site.
+    let r = browser_like()
+        .post(app.url("/ui/login"))
+        .header("Origin", "https://evil.example")
+        .form(&[("token", TEAM_A.token), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.headers().get("set-cookie").is_none());
+    let r = log_in(&app, TEAM_A.token, "//evil.example/").await;
+    assert_eq!(r.headers()["location"], "/");
+
+    // Logout clears the cookie.
+    let r = browser_like().post(app.url("/ui/logout")).header("Cookie", &cookie).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let cleared = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(cleared.starts_with("kvq_token=;") && cleared.contains("Max-Age=0"), "{cleared}");
+    app.stop().await;
+}
