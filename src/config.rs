@@ -143,9 +143,24 @@ pub struct AuthSettings {
     /// serve every key to anyone.
     pub mode: AuthMode,
     /// The token file (YAML or JSON): names, SHA-256 of each token, scopes, key prefixes.
+    /// Several files, comma-separated, are merged (the chart's own and a user's Secret).
     /// Re-read when it changes. Only the server reads it.
     #[serde(default)]
     pub tokens_file: Option<String>,
+}
+
+impl AuthSettings {
+    /// The token files named by `tokens_file`.
+    pub fn tokens_files(&self) -> Vec<String> {
+        self.tokens_file
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect()
+    }
 }
 
 fn list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {

@@ -147,6 +147,26 @@ impl TokenSet {
         Ok(Self { clients })
     }
 
+    /// Parses several files into one set: names and tokens must be unique across them. Errors
+    /// name the file and the entry.
+    pub fn parse_files(paths: &[String], texts: &[Vec<u8>]) -> Result<Self, String> {
+        let mut clients: Vec<Arc<Client>> = Vec::new();
+        for (path, bytes) in paths.iter().zip(texts) {
+            let text = std::str::from_utf8(bytes).map_err(|e| format!("tokens file {path}: {e}"))?;
+            let set = Self::parse(text).map_err(|e| format!("tokens file {path}: {e}"))?;
+            for c in set.clients {
+                if clients.iter().any(|o| o.name == c.name) {
+                    return Err(format!("tokens file {path}: name '{}': another file has this name", c.name));
+                }
+                if clients.iter().any(|o| o.hash == c.hash) {
+                    return Err(format!("tokens file {path}: name '{}': another file has the same token", c.name));
+                }
+                clients.push(c);
+            }
+        }
+        Ok(Self { clients })
+    }
+
     pub fn len(&self) -> usize {
         self.clients.len()
     }
@@ -222,7 +242,8 @@ pub struct AuthError(String);
 /// The server's authentication: the mode, the current token set and the refusal counter.
 pub struct Auth {
     mode: AuthMode,
-    path: Option<String>,
+    /// The token files, merged (the chart mounts its own and, optionally, the user's Secret).
+    paths: Vec<String>,
     tokens: RwLock<Arc<TokenSet>>,
     refusals: Family<RefusalLabels, Counter>,
 }
@@ -232,26 +253,25 @@ impl Auth {
     /// stops with its one line rather than start refusing (or allowing) everyone.
     pub fn load(settings: &AuthSettings, metrics: &Metrics) -> Result<Self, AuthError> {
         let refusals = metrics.auth_refusals.clone();
+        let paths = settings.tokens_files();
         let tokens = match settings.mode {
             AuthMode::None => TokenSet::default(),
             AuthMode::Tokens => {
-                let path = settings.tokens_file.as_deref().ok_or_else(|| {
-                    AuthError(
+                if paths.is_empty() {
+                    return Err(AuthError(
                         "auth.tokens_file (KVQ__AUTH__TOKENS_FILE) is required when auth.mode is tokens; set \
                          auth.mode=none (KVQ__AUTH__MODE=none) to run without authentication"
                             .into(),
-                    )
-                })?;
-                let text = std::fs::read_to_string(path).map_err(|e| AuthError(format!("tokens file {path}: {e}")))?;
-                TokenSet::parse(&text).map_err(|e| AuthError(format!("tokens file {path}: {e}")))?
+                    ));
+                }
+                let texts = paths
+                    .iter()
+                    .map(|p| std::fs::read(p).map_err(|e| AuthError(format!("tokens file {p}: {e}"))))
+                    .collect::<Result<Vec<_>, _>>()?;
+                TokenSet::parse_files(&paths, &texts).map_err(AuthError)?
             }
         };
-        Ok(Self {
-            mode: settings.mode,
-            path: settings.tokens_file.clone(),
-            tokens: RwLock::new(Arc::new(tokens)),
-            refusals,
-        })
+        Ok(Self { mode: settings.mode, paths, tokens: RwLock::new(Arc::new(tokens)), refusals })
     }
 
     pub fn mode(&self) -> AuthMode {
@@ -287,37 +307,50 @@ impl Auth {
     /// replaces the set, a bad one is logged once (one line naming the entry) and the previous
     /// set stays.
     pub async fn watch(self: Arc<Self>) {
-        let Some(path) = self.path.clone().filter(|_| self.mode == AuthMode::Tokens) else {
+        if self.mode != AuthMode::Tokens || self.paths.is_empty() {
             return;
+        }
+        let read_all = |paths: &[String]| -> Result<Vec<Vec<u8>>, String> {
+            paths.iter().map(|p| std::fs::read(p).map_err(|e| format!("{p}: {e}"))).collect()
         };
-        // What was last seen (applied or refused), so a file is parsed and logged once.
-        let mut seen: Option<[u8; 32]> = std::fs::read(&path).ok().map(|b| Sha256::digest(&b).into());
+        let digest = |texts: &[Vec<u8>]| -> [u8; 32] {
+            let mut h = Sha256::new();
+            for t in texts {
+                h.update((t.len() as u64).to_le_bytes());
+                h.update(t);
+            }
+            h.finalize().into()
+        };
+        // What was last seen (applied or refused), so a change is parsed and logged once.
+        let mut seen: Option<[u8; 32]> = read_all(&self.paths).ok().map(|t| digest(&t));
         let mut unreadable = false;
         loop {
             tokio::time::sleep(RELOAD_EVERY).await;
-            let bytes = match tokio::fs::read(&path).await {
-                Ok(b) => b,
-                Err(e) => {
+            let paths = self.paths.clone();
+            let texts = match tokio::task::spawn_blocking(move || read_all(&paths)).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
                     if !unreadable {
-                        tracing::warn!(path, error = %e, "tokens file unreadable; keeping the current tokens");
+                        tracing::warn!("tokens file unreadable, keeping the current tokens: {e}");
                     }
                     unreadable = true;
                     continue;
                 }
+                Err(_) => continue,
             };
             unreadable = false;
-            let digest: [u8; 32] = Sha256::digest(&bytes).into();
-            if seen == Some(digest) {
+            let d = digest(&texts);
+            if seen == Some(d) {
                 continue;
             }
-            seen = Some(digest);
-            match std::str::from_utf8(&bytes).map_err(|e| e.to_string()).and_then(TokenSet::parse) {
+            seen = Some(d);
+            match TokenSet::parse_files(&self.paths, &texts) {
                 Ok(set) => {
                     let n = set.len();
                     *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
-                    tracing::info!(path, tokens = n, "tokens file reloaded");
+                    tracing::info!(tokens = n, "tokens file reloaded");
                 }
-                Err(e) => tracing::warn!(path, "tokens file not reloaded, keeping the previous tokens: {e}"),
+                Err(e) => tracing::warn!("tokens file not reloaded, keeping the previous tokens: {e}"),
             }
         }
     }
@@ -536,6 +569,20 @@ mod tests {
             assert!(!err.contains('\n'), "one line: {err}");
             assert!(!err.contains(&good), "no hash in {err}");
         }
+    }
+
+    #[test]
+    fn several_files_are_merged_and_must_not_repeat_a_name_or_token() {
+        let entry = |name: &str, token: &str| {
+            format!("tokens:\n  - name: {name}\n    sha256: {}\n    scopes: [read]\n", sha(token))
+        };
+        let paths = ["/chart/tokens.yaml".to_string(), "/user/tokens.yaml".to_string()];
+        let set = TokenSet::parse_files(&paths, &[entry("a", "ta").into(), entry("b", "tb").into()]).unwrap();
+        assert_eq!((set.find("ta").unwrap().name.as_str(), set.find("tb").unwrap().name.as_str()), ("a", "b"));
+        let err = TokenSet::parse_files(&paths, &[entry("a", "ta").into(), entry("a", "tb").into()]).unwrap_err();
+        assert!(err.starts_with("tokens file /user/tokens.yaml: name 'a'"), "{err}");
+        let err = TokenSet::parse_files(&paths, &[entry("a", "ta").into(), entry("b", "ta").into()]).unwrap_err();
+        assert!(err.contains("same token"), "{err}");
     }
 
     #[test]

@@ -91,13 +91,17 @@ impl HttpClient {
 
 /// A reqwest client sending the token on every request, redirects not followed.
 pub fn bearer_client(token: &str) -> reqwest::Client {
+    bearer_client_with_timeout(token, std::time::Duration::from_secs(40))
+}
+
+pub fn bearer_client_with_timeout(token: &str, timeout: std::time::Duration) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
     value.set_sensitive(true);
     headers.insert(reqwest::header::AUTHORIZATION, value);
     reqwest::Client::builder()
         .default_headers(headers)
-        .timeout(std::time::Duration::from_secs(40))
+        .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
