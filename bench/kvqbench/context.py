@@ -129,14 +129,16 @@ class Context:
         self.problem(f"queue not drained after {what} within {timeout}s (depth {depth})")
         return None
 
-    def load(self, label, script, conns, env):
-        """A warm-up (none when its length is 0), then one measured wrk run of `script` at `conns` connections; its figures."""
+    def load(self, label, script, conns, env, url=None):
+        """A warm-up (none when its length is 0), then one measured wrk run of `script` at `conns` connections
+        against `url` (default: the suite's server); its figures."""
+        url = url or self.url
         threads = 1 if conns == 1 else 2
         if self.p["warm"]:
-            run_wrk(self.url, script, conns, threads, self.p["warm"],
+            run_wrk(url, script, conns, threads, self.p["warm"],
                     {**env, "BENCH_PREFIX": env.get("BENCH_PREFIX", "") + "-warm"} if script == "write.lua" else env)
         watch = CpuWatch(self.procs)
-        d = run_wrk(self.url, script, conns, threads, self.p["dur"], env)
+        d = run_wrk(url, script, conns, threads, self.p["dur"], env)
         d["cpu"] = watch.result()
         self.results["raw"][label] = d
         self.check_disturbed(label, d["cpu"])
