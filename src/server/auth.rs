@@ -109,7 +109,9 @@ struct TokenFile {
 #[serde(deny_unknown_fields)]
 struct Entry {
     name: String,
-    sha256: String,
+    /// Read as any YAML value: an unquoted all-digit hash would otherwise fail as a number, and
+    /// the parser's message would quote it.
+    sha256: serde_yaml_ng::Value,
     scopes: Vec<String>,
     #[serde(default)]
     prefixes: Option<Vec<String>>,
@@ -194,7 +196,11 @@ fn check_entry(e: Entry) -> Result<Client, String> {
     if e.name.is_empty() || e.name.len() > 128 || e.name.chars().any(char::is_control) {
         return Err("name: must be 1 to 128 characters without control characters".into());
     }
-    let hash = decode_sha256(&e.sha256).ok_or("sha256: must be 64 hex characters (the SHA-256 of the token)")?;
+    let hash = e
+        .sha256
+        .as_str()
+        .and_then(decode_sha256)
+        .ok_or("sha256: must be a string of 64 hex characters (the SHA-256 of the token)")?;
     if e.scopes.is_empty() {
         return Err("scopes: must list read, write or both".into());
     }
@@ -562,12 +568,13 @@ mod tests {
             (format!("tokens:\n  - name: a\n    sha256: {good}\n    scopes: [read]\n  - name: a\n    sha256: {}\n    scopes: [read]\n", sha("y")), "tokens[1] (name 'a'): name"),
             ("tokens:\n  - name: ci\n    token: hunter2\n    scopes: [read]\n".to_string(), "never the token itself"),
             ("tokens: []\n".to_string(), "no entries"),
+            (format!("tokens:\n  - name: digits\n    sha256: {}\n    scopes: [read]\n", "1".repeat(64)), "tokens[0] (name 'digits'): sha256: must be a string"),
         ];
         for (text, expected) in cases {
             let err = TokenSet::parse(&text).unwrap_err();
             assert!(err.contains(expected), "{err} should contain {expected}");
             assert!(!err.contains('\n'), "one line: {err}");
-            assert!(!err.contains(&good), "no hash in {err}");
+            assert!(!err.contains(&good) && !err.contains(&"1".repeat(20)), "no hash in {err}");
         }
     }
 
