@@ -139,8 +139,9 @@ pub enum AuthMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
-    /// `tokens` by default: a server started without a token file refuses to start rather than
-    /// serve every key to anyone.
+    /// `none` in the binary (a bare `kvq-server` for development runs as it always did); the
+    /// chart defaults to `tokens`, and the staging and production values set it. With `tokens`
+    /// a server without a token file refuses to start rather than serve every key to anyone.
     pub mode: AuthMode,
     /// The token file (YAML or JSON): names, SHA-256 of each token, scopes, key prefixes.
     /// Several files, comma-separated, are merged (the chart's own and a user's Secret).
@@ -200,7 +201,7 @@ tasks:
 log:
   format: json
 auth:
-  mode: tokens
+  mode: none
 "#;
 
 /// Upper bounds of the numeric settings: far beyond any sane value, and low enough that no
@@ -388,6 +389,7 @@ mod tests {
         assert_eq!(s.tasks.retention_seconds, 86400);
         assert_eq!(s.log.format, LogFormat::Json);
         assert!(s.redis.password.is_none());
+        assert_eq!(s.auth.mode, AuthMode::None);
     }
 
     #[test]

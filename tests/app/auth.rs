@@ -229,8 +229,8 @@ fn a_bad_token_file_stops_the_server_with_one_line_naming_the_entry() {
     assert!(stderr.contains("tokens[1] (name 'ci'): scopes: 'admin'"), "{stderr}");
     assert!(!stderr.contains(&good), "the hash is never printed: {stderr}");
 
-    // Tokens mode (the default) without a file does not start either.
-    let (code, stderr) = server_start_failure(&[]);
+    // Tokens mode without a file does not start either.
+    let (code, stderr) = server_start_failure(&[("KVQ__AUTH__MODE", "tokens")]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("KVQ__AUTH__TOKENS_FILE"), "{stderr}");
     let (code, stderr) =
