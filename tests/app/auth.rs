@@ -59,6 +59,11 @@ async fn no_token_or_an_unknown_one_gets_401_on_every_v1_route_and_writes_nothin
     let tokens = TokenFile::new(&ALL);
     let app = spawn_app_with_tokens(&redis, 0, &tokens).await;
     let before = redis_keys(&redis);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for reason in ["missing_token", "unknown_token", "scope", "prefix"] {
+        let zero = format!("kvq_auth_refusals_total{{reason=\"{reason}\"}} 0");
+        assert!(metrics.lines().any(|l| l == zero), "{zero} before any refusal");
+    }
 
     for (what, req) in every_v1_request(&app) {
         assert_401(req.send().await.unwrap(), &format!("no token, {what}")).await;
