@@ -40,7 +40,8 @@ struct Target {
 
 impl Target {
     async fn new() -> Self {
-        // A deployment with authentication on: `KVQ_TEST_TOKEN` (read and write on every key).
+        // A deployment with authentication on: `KVQ_TEST_TOKEN`, read and write on at least the
+        // `remote-test-` keys (the chart generates one: `test-token` in its auth Secret).
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = std::env::var("KVQ_TEST_TOKEN").ok().filter(|t| !t.trim().is_empty()) {
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim())).unwrap();

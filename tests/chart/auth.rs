@@ -38,7 +38,7 @@ fn tokens_come_from_a_secret_mounted_into_the_server_only() {
     assert_eq!(entry("admin")["scopes"], serde_json::json!(["read", "write"]));
     assert!(entry("admin").get("prefixes").is_none(), "admin: every key");
     assert_eq!(entry("helm-test")["sha256"], sha256_hex(&test).as_str());
-    assert_eq!(entry("helm-test")["prefixes"], serde_json::json!(["helm-test-"]));
+    assert_eq!(entry("helm-test")["prefixes"], serde_json::json!(["helm-test-", "remote-test-"]));
     assert!(!file.contains(&admin) && !file.contains(&test), "the file holds no token");
     // Nothing of it in a ConfigMap.
     for cm in m.of_kind("ConfigMap") {
@@ -169,6 +169,14 @@ async fn the_helm_test_pod_passes_with_its_own_token_against_the_rendered_server
     // And it fails with another token: the pod really authenticates.
     let (ok, out) = run_script(&script, "not-the-token").await;
     assert!(!ok, "the test passed with a wrong token:\n{out}");
+
+    // The tests' token reaches the helm test's and the black-box suite's keys, nothing else.
+    let tests = crate::support::HttpClient::with_client(
+        &format!("http://127.0.0.1:{}", app.server_port),
+        crate::support::bearer_client(&secret_text(&m, "kvq-auth", "test-token")),
+    );
+    assert_eq!(tests.put("remote-test-x", "v", "").await.status(), 202);
+    assert_eq!(tests.put("production-data", "v", "").await.status(), 403);
 
     // The generated admin token works on every key; no token is refused.
     let http = app.http(Duration::from_secs(15));
