@@ -201,3 +201,28 @@ async fn run_script(script: &str, token: &str) -> (bool, String) {
     .await
     .unwrap()
 }
+
+/// `helm template` has no cluster, so lookup returns nothing: stub it with the auth Secret
+/// "already in the cluster" and check an upgrade keeps its tokens (and their entries).
+#[test]
+fn generated_tokens_are_kept_across_upgrades() {
+    let lookup = r#"(lookup "v1" "Secret" .Release.Namespace $name)"#;
+    let template = std::fs::read_to_string(chart_dir().join("templates/server/auth-secret.yaml")).unwrap();
+    assert!(template.contains(lookup), "auth-secret.yaml no longer looks up the existing Secret");
+    // First installs: new tokens each time.
+    let (a, b) = (render(&[], &[]), render(&[], &[]));
+    assert_ne!(secret_text(&a, "kvq-auth", "admin-token"), secret_text(&b, "kvq-auth", "admin-token"));
+
+    let dir = tempfile::tempdir().unwrap();
+    crate::values::copy_dir(&chart_dir(), dir.path());
+    // "QURNSU4tVE9LRU4=" and "VEVTVC1UT0tFTg==": ADMIN-TOKEN and TEST-TOKEN.
+    let stub = r#"(dict "data" (dict "admin-token" "QURNSU4tVE9LRU4=" "test-token" "VEVTVC1UT0tFTg=="))"#;
+    std::fs::write(dir.path().join("templates/server/auth-secret.yaml"), template.replace(lookup, stub)).unwrap();
+    let upgraded = Manifests(parse_docs(&try_render_in(dir.path(), &[], &[]).unwrap()));
+    assert_eq!(secret_text(&upgraded, "kvq-auth", "admin-token"), "ADMIN-TOKEN");
+    assert_eq!(secret_text(&upgraded, "kvq-auth", "test-token"), "TEST-TOKEN");
+    let file = secret_text(&upgraded, "kvq-auth", "tokens.yaml");
+    let set = kvq::server::auth::TokenSet::parse(&file).unwrap();
+    assert_eq!(set.find("ADMIN-TOKEN").map(|c| c.name.clone()).as_deref(), Some("admin"));
+    assert_eq!(set.find("TEST-TOKEN").map(|c| c.name.clone()).as_deref(), Some("helm-test"));
+}
