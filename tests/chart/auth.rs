@@ -114,6 +114,17 @@ fn a_tokens_mode_nobody_could_call_or_a_token_in_clear_is_refused_at_render() {
         assert!(try_render_in(&chart_dir(), &[], &set).is_err(), "{bad}");
     }
     assert!(try_render_in(&chart_dir(), &[], &["auth.mode=open"]).is_err());
+    // Names the server would refuse as repeated.
+    let sha = format!("auth.tokens[0].sha256={}", "a".repeat(64));
+    let err = try_render_in(&chart_dir(), &[], &["auth.tokens[0].name=admin", "auth.tokens[0].scopes[0]=read", &sha])
+        .unwrap_err();
+    assert!(err.contains("the name \"admin\" is the chart's generated token's"), "{err}");
+    let sha1 = format!("auth.tokens[1].sha256={}", "b".repeat(64));
+    let twice = ["auth.tokens[0].name=ci", "auth.tokens[0].scopes[0]=read", &sha, "auth.tokens[1].name=ci"];
+    let mut twice = twice.to_vec();
+    twice.extend(["auth.tokens[1].scopes[0]=read", &sha1]);
+    let err = try_render_in(&chart_dir(), &[], &twice).unwrap_err();
+    assert!(err.contains("the name \"ci\" appears twice"), "{err}");
 }
 
 #[test]

@@ -29,6 +29,20 @@ kubelet then updates the files in place and the server reloads them without a re
 {{- if and (eq $a.mode "tokens") (not $a.existingSecret) (not $a.tokens) (not $a.generateToken) }}
 {{- fail "auth.mode=tokens has no token source, so every request would be refused: set auth.existingSecret (a Secret holding a tokens file; recommended for GitOps), auth.tokens (hashed entries), or auth.generateToken=true; or choose auth.mode=none explicitly" }}
 {{- end }}
+{{- /* The server refuses a file whose names repeat: say so here rather than in a crash loop. */ -}}
+{{- $reserved := list -}}
+{{- if $a.generateToken }}{{ $reserved = append $reserved "admin" }}{{ end -}}
+{{- if .Values.tests.enabled }}{{ $reserved = append $reserved "helm-test" }}{{ end -}}
+{{- $seen := list -}}
+{{- range $a.tokens }}
+{{- if has .name $reserved }}
+{{- fail (printf "auth.tokens: the name %q is the chart's generated token's; choose another" .name) }}
+{{- end }}
+{{- if has .name $seen }}
+{{- fail (printf "auth.tokens: the name %q appears twice" .name) }}
+{{- end }}
+{{- $seen = append $seen .name -}}
+{{- end }}
 {{- end }}
 
 {{/* Server env: where the token files are (comma-separated; the server merges them). */}}
