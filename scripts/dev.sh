@@ -23,6 +23,8 @@ if [[ -z "${KVQ__REDIS__URL:-}" ]]; then
 fi
 
 export KVQ__LOG__FORMAT="${KVQ__LOG__FORMAT:-pretty}"
+# Local development runs without tokens unless told otherwise (README, "Authentication").
+export KVQ__AUTH__MODE="${KVQ__AUTH__MODE:-none}"
 export KVQ__SERVER__BIND="${KVQ__SERVER__BIND:-127.0.0.1:8080}"
 export KVQ__WORKER__BIND="${KVQ__WORKER__BIND:-127.0.0.1:9090}"
 ./target/release/kvq-server & pids+=($!)

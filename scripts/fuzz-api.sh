@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Property-based fuzzing of the whole HTTP API against its own OpenAPI spec (Schemathesis).
 #
-# Starts a real redis-server, kvq-server and kvq-worker (debug builds) on free loopback ports,
-# then lets Schemathesis generate requests from /openapi.json and check every answer: no 5xx,
-# status codes, content types, headers and bodies as the spec declares them, invalid input
-# rejected and valid input accepted. Any finding fails the run.
+# Starts a real redis-server, kvq-server (authentication on, one token) and kvq-worker (debug
+# builds) on free loopback ports, then lets Schemathesis generate requests from /openapi.json and
+# check every answer: no 5xx, status codes, content types, headers and bodies as the spec
+# declares them, invalid input rejected and valid input accepted, and the declared bearer auth
+# enforced (a probe without the token must fail). It runs twice: with the token (three quarters
+# of the examples) and without it (the rest; every answer must then be 401 with a Bearer
+# challenge). Any finding fails the run.
 #
 #   KVQ_FUZZ_SEED=N          random seed (default fixed, printed; reuse it to reproduce a run)
-#   KVQ_FUZZ_EXAMPLES=N      test cases per operation and phase (default 800: about 1-2 minutes)
+#   KVQ_FUZZ_EXAMPLES=N      test cases per operation and phase, split between the two runs
+#                            (default 800: about 1-2 minutes in all)
 #   KVQ_FUZZ_KEEP_LOGS=1     keep the server/worker/redis logs after a passing run
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,7 +50,7 @@ cleanup() {
   if [ "$status" -eq 0 ] && [ -z "${KVQ_FUZZ_KEEP_LOGS:-}" ]; then
     rm -rf "$work"
   else
-    log "logs kept in $work (server.log, worker.log, redis.log, report/)"
+    log "logs kept in $work (server.log, worker.log, redis.log, report-with/, report-without/)"
   fi
 }
 trap cleanup EXIT
@@ -62,6 +66,11 @@ worker_port=$(free_port)
 export KVQ__REDIS__URL="redis://127.0.0.1:$redis_port" KVQ__LOG__FORMAT=json RUST_LOG="${RUST_LOG:-info}"
 # A small value limit keeps generated oversized bodies cheap to send.
 export KVQ__LIMITS__MAX_VALUE_BYTES=4096
+# One token with every scope and no prefix limit (the file holds its SHA-256 only).
+token="fuzz-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+printf 'tokens:\n  - name: fuzz\n    sha256: %s\n    scopes: [read, write]\n' \
+  "$(printf %s "$token" | sha256sum | cut -d' ' -f1)" > "$work/tokens.yaml"
+export KVQ__AUTH__MODE=tokens KVQ__AUTH__TOKENS_FILE="$work/tokens.yaml"
 KVQ__SERVER__BIND="127.0.0.1:$server_port" target/debug/kvq-server >"$work/server.log" 2>&1 &
 pids+=($!)
 KVQ__WORKER__BIND="127.0.0.1:$worker_port" KVQ__WORKER__CONSUMER_NAME=fuzz-worker \
@@ -76,6 +85,7 @@ for url in "$base/readyz" "http://127.0.0.1:$worker_port/readyz"; do
   done
   curl -fsS -o /dev/null "$url" || { log "$url never became ready"; exit 1; }
 done
+unset KVQ__AUTH__TOKENS_FILE
 
 # (c) Every check, every phase, a fixed seed and a bounded number of examples. Two checks are left
 # out because writes are queued: 202 Accepted means "will be applied" (RFC 9110), not "applied",
@@ -83,26 +93,42 @@ done
 # a 202 PUT may not find it yet (ensure_resource_availability). tests/app/api.rs checks ?wait instead.
 # scripts/schemathesis.toml widens the accepted statuses where the spec says why; scripts/
 # fuzz_hooks.py keeps the one rule between two parameters that OpenAPI cannot declare.
-log "schemathesis $("$venv/bin/st" --version | awk '{print $NF}') against $base/openapi.json, seed $seed, $examples examples per operation"
+with_token=$(( examples * 3 / 4 > 0 ? examples * 3 / 4 : 1 ))
+without_token=$(( examples - with_token > 0 ? examples - with_token : 1 ))
+log "schemathesis $("$venv/bin/st" --version | awk '{print $NF}') against $base/openapi.json, seed $seed, $with_token examples per operation with a token, $without_token without"
+# The token run authenticates through the spec's security scheme (not a raw header), so
+# Schemathesis can also send each operation without it and check that it is refused.
+{ cat "$root/scripts/schemathesis.toml"; printf '\n[auth.openapi.bearerAuth]\nbearer = "${KVQ_FUZZ_TOKEN}"\n'; } \
+  > "$work/with-token.toml"
+# $1: with|without; $2: examples; $3: the config file.
+fuzz() {
+  local run=$1 n=$2 config=$3
+  mkdir -p "$work/$run"
+  # Run from a work directory: Schemathesis and Hypothesis keep their databases in the cwd.
+  (cd "$work/$run" && KVQ_FUZZ_AUTH=$([ "$run" = with ] && echo token || echo none) KVQ_FUZZ_TOKEN="$token" \
+    SCHEMATHESIS_HOOKS=fuzz_hooks PYTHONPATH="$root/scripts" \
+    "$venv/bin/st" --config-file "$config" run "$base/openapi.json" \
+    --checks all \
+    --exclude-checks use_after_free,ensure_resource_availability \
+    --phases examples,coverage,fuzzing,stateful \
+    --max-examples "$n" \
+    --seed "$seed" \
+    --workers 1 \
+    --request-timeout 10 \
+    --suppress-health-check too_slow,filter_too_much \
+    --report junit,har --report-dir "$work/report-$run" \
+    --output-truncate false)
+}
 started=$(date +%s)
 set +e
-# Run from the work directory: Schemathesis and Hypothesis keep their databases in the cwd.
-cd "$work"
-SCHEMATHESIS_HOOKS=fuzz_hooks PYTHONPATH="$root/scripts" \
-  "$venv/bin/st" --config-file "$root/scripts/schemathesis.toml" run "$base/openapi.json" \
-  --checks all \
-  --exclude-checks use_after_free,ensure_resource_availability \
-  --phases examples,coverage,fuzzing,stateful \
-  --max-examples "$examples" \
-  --seed "$seed" \
-  --workers 1 \
-  --request-timeout 10 \
-  --suppress-health-check too_slow,filter_too_much \
-  --report junit,har --report-dir "$work/report" \
-  --output-truncate false
+log "run 1: with the token"
+fuzz with "$with_token" "$work/with-token.toml"
 rc=$?
+log "run 2: without a token (every answer must be 401)"
+fuzz without "$without_token" "$root/scripts/schemathesis.toml"
+rc2=$?
 set -e
-cd "$root"
+[ "$rc" -ne 0 ] || rc=$rc2
 log "schemathesis took $(( $(date +%s) - started )) s (exit $rc)"
 
 # (d) Fail on any finding, and say how to get it again. A server that died is a finding too.

@@ -157,7 +157,7 @@ worker_want="ghcr.io/$owner/kvq-worker@$(echo "$given" | sed -n 's/.*"worker.ima
 scenarios=("")
 for f in "$chart"/ci/*-values.yaml; do [ -f "$f" ] && scenarios+=("$f"); done
 for s in "${scenarios[@]}"; do
-  args=(template kvq "$archive" --set redis.auth.generateWithoutCluster=true --set redis.exporter.enabled=true --set tests.enabled=true)
+  args=(template kvq "$archive" --set redis.auth.generateWithoutCluster=true --set auth.generateWithoutCluster=true --set redis.exporter.enabled=true --set tests.enabled=true)
   [ -z "$s" ] || args+=(-f "$s")
   rendered=$("$helm_bin" "${args[@]}") || { echo "helm template of $archive ${s:-(defaults)} failed" >&2; exit 1; }
   refs=$(echo "$rendered" | sed -n 's/^ *image: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p' | sort -u)

@@ -57,7 +57,7 @@ EOF
 mapfile -t value_files < <(ls "$chart"/ci/*-values.yaml values/*.yaml)
 # Every render here is without a cluster: the chart refuses to generate passwords it cannot
 # look up unless told this render is a one-off.
-NO_CLUSTER=(--set redis.auth.generateWithoutCluster=true)
+NO_CLUSTER=(--set redis.auth.generateWithoutCluster=true --set auth.generateWithoutCluster=true)
 echo "values files: ${value_files[*]}"
 echo "Kubernetes versions: $KUBE_OLDEST, $KUBE_NEWEST"
 

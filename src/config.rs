@@ -42,6 +42,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub tasks: TaskSettings,
     pub log: LogSettings,
+    pub auth: AuthSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -125,6 +126,44 @@ pub struct LogSettings {
     pub format: LogFormat,
 }
 
+/// Who may call the API (README, "Authentication").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Every `/v1` request and data page needs a token from `auth.tokens_file`.
+    Tokens,
+    /// No authentication at all: only by an explicit choice (development, a private network).
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// `none` in the binary (a bare `kvq-server` for development runs as it always did); the
+    /// chart defaults to `tokens`, and the staging and production values set it. With `tokens`
+    /// a server without a token file refuses to start rather than serve every key to anyone.
+    pub mode: AuthMode,
+    /// The token file (YAML or JSON): names, SHA-256 of each token, scopes, key prefixes.
+    /// Several files, comma-separated, are merged (the chart's own and a user's Secret).
+    /// Re-read when it changes. Only the server reads it.
+    #[serde(default)]
+    pub tokens_file: Option<String>,
+}
+
+impl AuthSettings {
+    /// The token files named by `tokens_file`.
+    pub fn tokens_files(&self) -> Vec<String> {
+        self.tokens_file
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect()
+    }
+}
+
 fn list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -161,6 +200,8 @@ tasks:
   bookkeeping_bytes: 33554432
 log:
   format: json
+auth:
+  mode: none
 "#;
 
 /// Upper bounds of the numeric settings: far beyond any sane value, and low enough that no
@@ -348,6 +389,7 @@ mod tests {
         assert_eq!(s.tasks.retention_seconds, 86400);
         assert_eq!(s.log.format, LogFormat::Json);
         assert!(s.redis.password.is_none());
+        assert_eq!(s.auth.mode, AuthMode::None);
     }
 
     #[test]
@@ -491,7 +533,7 @@ mod tests {
                 "KVQ__SERVER__BIND", "KVQ__WORKER__CONCURRENCY", "KVQ__WORKER__CLAIM_IDLE_MS",
                 "KVQ__WORKER__MAX_ATTEMPTS", "KVQ__REDIS__MODE", "KVQ__REDIS__URL", "KVQ__REDIS__SENTINELS",
                 "KVQ__REDIS__MIN_REPLICAS_ACK", "KVQ__REDIS__KEY_PREFIX", "KVQ__LIMITS__MAX_VALUE_BYTES",
-                "KVQ__TASKS__RETENTION_SECONDS", "KVQ__LOG__FORMAT",
+                "KVQ__TASKS__RETENTION_SECONDS", "KVQ__LOG__FORMAT", "KVQ__AUTH__MODE", "KVQ__AUTH__TOKENS_FILE",
             ]),
             value in "[^\\x00]{0,40}",
         ) {

@@ -71,6 +71,12 @@ pub struct ScrapeFacts {
     pub master_changes: u64,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthRefusalLabels {
+    /// Why, never who: `missing_token`, `unknown_token`, `scope`, `prefix`.
+    pub reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub http_requests: Family<RequestLabels, Counter>,
@@ -85,6 +91,8 @@ pub struct Metrics {
     master_writable: Gauge,
     queue_lag: Gauge,
     oldest_task_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Requests refused by authentication (401) or authorization (403), by reason.
+    pub auth_refusals: Family<AuthRefusalLabels, Counter>,
     queue_depth: Gauge,
     queue_pending: Gauge,
     dead_letters: Gauge,
@@ -162,6 +170,12 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             oldest_task_age.clone(),
         );
+        let auth_refusals = Family::<AuthRefusalLabels, Counter>::default();
+        registry.register(
+            "auth_refusals",
+            "Requests refused for a missing or unknown token (401) or a scope or key prefix it lacks (403)",
+            auth_refusals.clone(),
+        );
         let queue_depth = Gauge::default();
         registry.register("queue_depth", "Tasks not yet applied (undelivered plus pending)", queue_depth.clone());
         let queue_pending = Gauge::default();
@@ -220,6 +234,7 @@ impl Metrics {
             master_writable,
             queue_lag,
             oldest_task_age,
+            auth_refusals,
             queue_depth,
             queue_pending,
             dead_letters,

@@ -71,7 +71,8 @@ class Context:
     # -- kvq processes
 
     def kvq_env(self, extra=None):
-        env = {"KVQ__LOG__FORMAT": "json", "RUST_LOG": "warn"}
+        # Without authentication unless a phase passes its tokens (the auth phase compares both).
+        env = {"KVQ__LOG__FORMAT": "json", "RUST_LOG": "warn", "KVQ__AUTH__MODE": "none"}
         if self.redis_port:
             env["KVQ__REDIS__URL"] = f"redis://127.0.0.1:{self.redis_port}"
         env.update(extra or {})
@@ -129,14 +130,16 @@ class Context:
         self.problem(f"queue not drained after {what} within {timeout}s (depth {depth})")
         return None
 
-    def load(self, label, script, conns, env):
-        """A warm-up (none when its length is 0), then one measured wrk run of `script` at `conns` connections; its figures."""
+    def load(self, label, script, conns, env, url=None):
+        """A warm-up (none when its length is 0), then one measured wrk run of `script` at `conns` connections
+        against `url` (default: the suite's server); its figures."""
+        url = url or self.url
         threads = 1 if conns == 1 else 2
         if self.p["warm"]:
-            run_wrk(self.url, script, conns, threads, self.p["warm"],
+            run_wrk(url, script, conns, threads, self.p["warm"],
                     {**env, "BENCH_PREFIX": env.get("BENCH_PREFIX", "") + "-warm"} if script == "write.lua" else env)
         watch = CpuWatch(self.procs)
-        d = run_wrk(self.url, script, conns, threads, self.p["dur"], env)
+        d = run_wrk(url, script, conns, threads, self.p["dur"], env)
         d["cpu"] = watch.result()
         self.results["raw"][label] = d
         self.check_disturbed(label, d["cpu"])

@@ -1,7 +1,9 @@
 """The phases of bench/README.md, each a function of the shared Context."""
 
+import hashlib
 import http.client
 import os
+import secrets
 import subprocess
 import threading
 import time
@@ -112,6 +114,56 @@ def reads(ctx):
         ctx.figure(f"reads_c{c}_p99", f"reads p99 c={c}", d["p99_ms"], "ms", *((5, "<=") if c == 32 else (None, None)))
         ctx.figure(f"reads_c{c}_p999", f"reads p99.9 c={c}", d["p999_ms"], "ms")
     ctx.memory("after_reads")
+
+
+# ---------------------------------------------------------------- phase 9: cost of authentication
+
+AUTH_ENTRIES = 100
+
+
+def write_token_file(path, token, entries=AUTH_ENTRIES):
+    """A tokens file of `entries` clients (read and write), `token`'s entry last: the server
+    compares a token with every entry, so the file's length is part of the cost."""
+    lines = ["tokens:"]
+    for i in range(entries - 1):
+        lines += [f"  - name: bench-{i}", f"    sha256: {hashlib.sha256(secrets.token_bytes(32)).hexdigest()}",
+                  "    scopes: [read, write]"]
+    lines += ["  - name: bench", f"    sha256: {hashlib.sha256(token.encode()).hexdigest()}", "    scopes: [read, write]"]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def auth(ctx):
+    """Writes and reads at c=32 against two servers on the same Redis and worker, one without
+    authentication and one with tokens, measured one after the other in the same run."""
+    n = ctx.p["seed"]
+    prefix = f"a{ctx.run_id}"
+    log(f"phase 9: cost of authentication, writes and reads c=32 with and without a token ({AUTH_ENTRIES} entries)")
+    token = secrets.token_hex(32)
+    path = os.path.join(ctx.workdir, "tokens.yaml")
+    write_token_file(path, token)
+    server, url = ctx.start_server({"KVQ__AUTH__MODE": "tokens", "KVQ__AUTH__TOKENS_FILE": path},
+                                   name="kvq-server-auth")
+    try:
+        seed(ctx, prefix, n)
+        runs = {
+            "writes": ("write.lua", lambda mode: {"BENCH_PREFIX": f"{prefix}w{mode}"}),
+            "reads": ("read.lua", lambda mode: {"BENCH_PREFIX": prefix, "BENCH_KEYS": str(n // 2)}),
+        }
+        for what, (script, env) in runs.items():
+            rps = {}
+            for mode, target, extra in (("none", ctx.url, {}), ("tokens", url, {"BENCH_TOKEN": token})):
+                d = ctx.load(f"auth_{what}_{mode}", script, 32, {**env(mode), **extra}, url=target)
+                rps[mode] = d["ok_rps"]
+                label = "without auth" if mode == "none" else "with a token"
+                ctx.figure(f"auth_{what}_{mode}_rps", f"{what}/s c=32 {label}", d["ok_rps"], "req/s",
+                           ref="SET" if what == "writes" else "GET")
+                ctx.figure(f"auth_{what}_{mode}_p99", f"{what} p99 c=32 {label}", d["p99_ms"], "ms")
+            cost = (1 - rps["tokens"] / rps["none"]) * 100 if rps["none"] and rps["tokens"] is not None else None
+            ctx.figure(f"auth_{what}_cost_pct", f"{what}: throughput lost to authentication", cost, "%")
+        ctx.wait_drained("the authentication phase")
+    finally:
+        ctx.procs.stop(server)
 
 
 # ---------------------------------------------------------------- phase 3: end to end
@@ -288,5 +340,5 @@ def sentinel(ctx):
 
 
 # the phases --only names, in the order a run takes them (setup always runs first)
-PHASES = {"startup": startup, "writes": writes, "reads": reads, "e2e": e2e, "sentinel": sentinel, "soak": soak,
-          "bounded": bounded}
+PHASES = {"startup": startup, "writes": writes, "reads": reads, "auth": auth, "e2e": e2e, "sentinel": sentinel,
+          "soak": soak, "bounded": bounded}

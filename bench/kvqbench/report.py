@@ -20,6 +20,8 @@ EXPECTED_FIGURES = {
               ["writes_c32_no_worker_rps", "writes_c32_no_worker_p99", "server_rss_after_writes",
                "server_hwm_after_writes"],
     "reads": [f"reads_c{c}_{f}" for c in (1, 32) for f in ("rps", "p50", "p99", "p999")],
+    "auth": [f"auth_{w}_{m}_{f}" for w in ("writes", "reads") for m in ("none", "tokens") for f in ("rps", "p99")] +
+            ["auth_writes_cost_pct", "auth_reads_cost_pct"],
     "e2e": ["apply_rate_1w", "apply_rate_4w", "sustained_rps", "burst_drain_s"],
     "sentinel": [f"sentinel_writes_c{c}_{f}" for c in (1, 32) for f in ("rps", "p99")],
     "soak": ["soak_writes", "soak_errors", "soak_mem_max", "soak_mem_growth_2nd_half"],

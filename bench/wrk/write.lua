@@ -6,6 +6,7 @@
 --   BENCH_LIMIT   stop each thread after this many responses (0: run for -d)
 --   BENCH_DELAY_MS  mean pause between a response and the next request on a connection
 --                 (fractional values are dithered between floor and ceil); 0: no pause
+--   BENCH_TOKEN   when set, sent as `Authorization: Bearer <token>`
 package.path = (os.getenv("BENCH_WRK_DIR") or "bench/wrk") .. "/?.lua;" .. package.path
 local common = require("common")
 local stamp = require("stamp")
@@ -18,6 +19,8 @@ local nkeys = tonumber(os.getenv("BENCH_KEYS") or "0")
 
 local body = '{"value":"' .. string.rep("v", size) .. '"}'
 local headers = { ["Content-Type"] = "application/json" }
+local token = os.getenv("BENCH_TOKEN") or ""
+if token ~= "" then headers["Authorization"] = "Bearer " .. token end
 local counter = 0
 
 setup, init = common.numbered_threads()

@@ -280,6 +280,32 @@ VALUES = obj(
                 "bookkeepingBytes": integer(65_536, 1_099_511_627_776),
             }
         ),
+        "auth": obj(
+            {
+                "mode": {"enum": ["tokens", "none"]},
+                "existingSecret": STRING,
+                "existingSecretKey": {"type": "string", "pattern": "^[-._a-zA-Z0-9]+$"},
+                # Hashes only: an entry with the token itself is refused (no `token` property).
+                "tokens": array_of(
+                    obj(
+                        {
+                            "name": {"type": "string", "minLength": 1, "maxLength": 128},
+                            "sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+                            "scopes": {
+                                "type": "array",
+                                "items": {"enum": ["read", "write"]},
+                                "minItems": 1,
+                                "uniqueItems": True,
+                            },
+                            "prefixes": array_of({"type": "string", "minLength": 1}, min_items=1),
+                        },
+                        required=["name", "sha256", "scopes"],
+                    )
+                ),
+                "generateToken": BOOLEAN,
+                "generateWithoutCluster": BOOLEAN,
+            }
+        ),
         "serviceAccount": obj(
             {"create": BOOLEAN, "name": STRING, "annotations": ANY_OBJECT, "automountServiceAccountToken": BOOLEAN}
         ),

@@ -17,9 +17,13 @@ async fn main() -> ExitCode {
     kvq::telemetry::init(settings.log.format);
     let app = match ServerApp::build(&settings).await {
         Ok(app) => app,
-        Err(e) => {
+        Err(kvq::server::BuildError::Listen(e)) => {
             eprintln!("kvq-server: cannot listen on {}: {e}", settings.server.bind);
             return ExitCode::from(1);
+        }
+        Err(e @ kvq::server::BuildError::Auth(_)) => {
+            eprintln!("kvq-server: {e}");
+            return ExitCode::from(2);
         }
     };
     tracing::info!(bind = %settings.server.bind, port = app.port(), "kvq-server started");

@@ -14,6 +14,7 @@ use crate::domain::{Key, Op, TaskStatus, WriteRequest};
 use crate::store::StoreError;
 use crate::timefmt::rfc3339_ms;
 
+use super::auth::{Caller, Scope};
 pub use super::model::Task;
 pub use super::params::{decode_cursor, encode_cursor, is_task_id};
 use super::params::{if_none_match_hits, CursorParam, IdempotencyKey, IfMatch, IfNoneMatchAny, KeyParam};
@@ -159,6 +160,7 @@ impl Api {
     #[allow(clippy::too_many_arguments)]
     async fn put_key(
         &self,
+        caller: Caller,
         /// 1 to 512 bytes of UTF-8 without control characters.
         key: Path<KeyParam>,
         body: Json<PutBody>,
@@ -178,6 +180,7 @@ impl Api {
         #[oai(name = "Idempotency-Key")]
         idempotency_key: Header<Option<IdempotencyKey>>,
     ) -> Result<WriteResponse, ApiError> {
+        caller.require(Scope::Write, key.0 .0.as_str())?;
         let Json(body) = body;
         let write = write_request(
             Op::Set,
@@ -196,6 +199,7 @@ impl Api {
     #[oai(path = "/keys/:key", method = "delete", operation_id = "deleteKey", tag = "ApiTags::Keys")]
     async fn delete_key(
         &self,
+        caller: Caller,
         /// 1 to 512 bytes of UTF-8 without control characters.
         key: Path<KeyParam>,
         /// Seconds to wait for the worker to apply the delete (0-30).
@@ -214,6 +218,7 @@ impl Api {
         #[oai(name = "Idempotency-Key")]
         idempotency_key: Header<Option<IdempotencyKey>>,
     ) -> Result<WriteResponse, ApiError> {
+        caller.require(Scope::Write, key.0 .0.as_str())?;
         let write =
             write_request(Op::Delete, key.0 .0, None, None, if_match.0, if_none_match.0, idempotency_key.0, wait.0);
         write_response(self.state.submit(write, wait.0.unwrap_or(0)).await)
@@ -223,6 +228,7 @@ impl Api {
     #[oai(path = "/keys/:key", method = "get", operation_id = "getKey", tag = "ApiTags::Keys")]
     async fn get_key(
         &self,
+        caller: Caller,
         /// 1 to 512 bytes of UTF-8 without control characters.
         key: Path<KeyParam>,
         /// `"<version>"` (or a comma-separated list of tags, or `*`): answer 304 if the key is
@@ -231,6 +237,7 @@ impl Api {
         if_none_match: Header<Option<String>>,
     ) -> Result<GetKeyResponse, ApiError> {
         let key = key.0 .0;
+        caller.require(Scope::Read, key.as_str())?;
         let Some(v) = self.state.store.get_value(key.as_str()).await? else {
             return Err(ApiError::not_found(format!("key '{}' does not exist", key.as_str())));
         };
@@ -255,6 +262,7 @@ impl Api {
     #[oai(path = "/keys", method = "get", operation_id = "listKeys", tag = "ApiTags::Keys")]
     async fn list_keys(
         &self,
+        caller: Caller,
         /// Only keys starting with this.
         #[oai(validator(max_length = 512))]
         prefix: Query<Option<String>>,
@@ -265,6 +273,7 @@ impl Api {
         cursor: Query<Option<CursorParam>>,
     ) -> Result<ListResponse, ApiError> {
         let prefix = prefix.0.unwrap_or_default();
+        caller.require_listing(&prefix)?;
         let cursor = cursor.0.and_then(|c| c.0);
         let limit = limit.0.unwrap_or(DEFAULT_PAGE_SIZE) as usize;
         let (items, next) = self.state.store.list_keys(&prefix, cursor.as_deref(), limit).await?;
@@ -276,13 +285,16 @@ impl Api {
 
     /// A write task's status.
     #[oai(path = "/tasks/:id", method = "get", operation_id = "getTask", tag = "ApiTags::Tasks")]
-    async fn get_task(&self, id: Path<String>) -> Result<TaskResponse, ApiError> {
+    async fn get_task(&self, caller: Caller, id: Path<String>) -> Result<TaskResponse, ApiError> {
+        caller.require_scope(Scope::Read)?;
         if !is_task_id(&id) {
             return Err(ApiError::not_found(format!("task '{}' does not exist", id.0)));
         }
         match self.state.store.get_task(&id).await? {
-            Some(t) => Ok(TaskResponse::Ok(Json(t.into()))),
-            None => Err(ApiError::not_found(format!(
+            // A task names its key (and value): shown only to a token that could read the key,
+            // and to others exactly as if it did not exist.
+            Some(t) if caller.may_read(&t.key) => Ok(TaskResponse::Ok(Json(t.into()))),
+            _ => Err(ApiError::not_found(format!(
                 "task '{}' does not exist (or is past retention: only the newest task outcomes are kept)",
                 id.0
             ))),

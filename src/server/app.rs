@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 
 use super::api::{self, Api};
+use super::auth::{Auth, AuthError, RequireToken};
 use super::completions::Completions;
 use super::pages::{self, Pages};
 use super::problem::ProblemErrors;
@@ -29,6 +30,16 @@ pub struct ServerApp {
     port: u16,
     state: AppState,
     metrics: Arc<Metrics>,
+    auth: Arc<Auth>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 fn api_service(state: AppState) -> OpenApiService<Api, ()> {
@@ -82,12 +93,14 @@ fn state_for(settings: &Settings, store: Store, metrics: Arc<Metrics>) -> AppSta
 }
 
 impl ServerApp {
-    /// Binds the listener (port 0 picks a free port). Redis need not be up.
-    pub async fn build(settings: &Settings) -> std::io::Result<Self> {
+    /// Reads the token file and binds the listener (port 0 picks a free port). Redis need not
+    /// be up.
+    pub async fn build(settings: &Settings) -> Result<Self, BuildError> {
+        let metrics = Arc::new(Metrics::new());
+        let auth = Arc::new(Auth::load(&settings.auth, &metrics)?);
         let (acceptor, port) = http::bind(settings.server.bind).await?;
         let store = Store::from_settings(settings);
-        let metrics = Arc::new(Metrics::new());
-        Ok(Self { acceptor, port, state: state_for(settings, store, metrics.clone()), metrics })
+        Ok(Self { acceptor, port, state: state_for(settings, store, metrics.clone()), metrics, auth })
     }
 
     pub fn port(&self) -> u16 {
@@ -102,6 +115,7 @@ impl ServerApp {
                 .clone()
                 .listen(self.state.store.redis.clone(), self.state.store.keys.done_channel.clone()),
         );
+        let token_reload = tokio::spawn(self.auth.clone().watch());
         let body_limit = body_limit(self.state.max_value_bytes);
         let api = api_service(self.state.clone());
         let spec_json = bytes::Bytes::from(complete_spec(&api, self.state.max_value_bytes));
@@ -116,17 +130,22 @@ impl ServerApp {
             .at(routes::UI_LOOKUP, get(pages::lookup))
             .at(routes::UI_KEY, get(pages::key_page))
             .at(routes::UI_TASK, get(pages::task_page))
+            .at(routes::UI_LOGIN, get(pages::login_page).post(pages::login))
+            .at(routes::UI_LOGOUT, poem::post(pages::logout))
             .at(routes::UI_OTHER, get(ui_not_found));
         let pages_and_probes = http::with_probes(pages)
             .data(self.state.clone())
             .data(self.state.store.clone())
             .data(self.metrics.clone())
-            .data(Arc::new(Pages::new()));
+            .data(Arc::new(Pages::new()))
+            .data(self.auth.clone());
         let app = Route::new()
-            .at(routes::EMPTY_KEY, api::empty_key)
+            .at(routes::EMPTY_KEY, api::empty_key.with(RequireToken(self.auth.clone())))
             .nest_no_strip(
                 routes::API,
-                api.with(body_errors::BodyErrors { max_body_bytes: body_limit }).with(query::SingleValuedQuery),
+                api.with(body_errors::BodyErrors { max_body_bytes: body_limit })
+                    .with(query::SingleValuedQuery)
+                    .with(RequireToken(self.auth.clone())),
             )
             .at(routes::DOCS, docs)
             .at(routes::SPEC, spec)
@@ -142,6 +161,7 @@ impl ServerApp {
             .run_with_graceful_shutdown(app, stop, Some(DRAIN_TIMEOUT))
             .await;
         listener.abort();
+        token_reload.abort();
         result
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod body_errors;
 pub mod completions;
 pub mod model;
@@ -16,4 +17,4 @@ pub mod routes;
 pub mod state;
 pub mod transport_errors;
 
-pub use app::{body_limit, openapi_spec, with_server_middleware, ServerApp, DRAIN_TIMEOUT};
+pub use app::{body_limit, openapi_spec, with_server_middleware, BuildError, ServerApp, DRAIN_TIMEOUT};

@@ -8,7 +8,7 @@ use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Object};
 
 use super::model::Task;
-use super::routes::{label_of, API_KEY, API_TASK, UI_TASK};
+use super::routes::{label_of, API_KEY, API_TASK, UI_LOGIN, UI_LOGOUT, UI_TASK};
 
 pub use crate::http::RETRY_AFTER_SECONDS;
 
@@ -45,6 +45,12 @@ pub enum ApiError {
     /// Malformed or invalid input.
     #[oai(status = 400)]
     BadRequest(Json<Problem>),
+    /// No token, or one that is not valid (`WWW-Authenticate: Bearer`).
+    #[oai(status = 401)]
+    Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
+    /// The token lacks the scope, or the key is outside its prefixes; nothing was enqueued.
+    #[oai(status = 403)]
+    Forbidden(Json<Problem>),
     /// No such key or task.
     #[oai(status = 404)]
     NotFound(Json<Problem>),
@@ -79,6 +85,9 @@ pub enum ApiError {
 impl ApiError {
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::BadRequest(Json(Problem::new(StatusCode::BAD_REQUEST, detail)))
+    }
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::Forbidden(Json(Problem::new(StatusCode::FORBIDDEN, detail)))
     }
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::NotFound(Json(Problem::new(StatusCode::NOT_FOUND, detail)))
@@ -149,6 +158,10 @@ fn bad_parameter(name: &str, reason: &str) -> Response {
 pub fn allowed_methods(route: &str) -> &'static str {
     if route == label_of(API_KEY) {
         "GET, HEAD, PUT, DELETE"
+    } else if route == label_of(UI_LOGIN) {
+        "GET, HEAD, POST"
+    } else if route == label_of(UI_LOGOUT) {
+        "POST"
     } else {
         "GET, HEAD"
     }

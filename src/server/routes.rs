@@ -25,12 +25,17 @@ pub const EMPTY_KEY: &str = "/v1/keys/";
 pub const UI_LOOKUP: &str = "/ui/keys";
 pub const UI_KEY: &str = "/ui/keys/:key";
 pub const UI_TASK: &str = "/ui/tasks/:id";
+/// The pages' login form (GET) and login (POST), and logout (POST).
+pub const UI_LOGIN: &str = "/ui/login";
+pub const UI_LOGOUT: &str = "/ui/logout";
 /// Any other page under `/ui/` (an HTML 404; labelled `other`).
 pub const UI_OTHER: &str = "/ui/*";
 
 /// The routes that get a metric label of their own (everything else is `other`).
-const LABELLED: [&str; 13] =
-    [HOME, HEALTHZ, READYZ, METRICS, SPEC, DOCS, DOCS_TREE, API_KEYS, API_KEY, API_TASK, UI_LOOKUP, UI_KEY, UI_TASK];
+const LABELLED: [&str; 15] = [
+    HOME, HEALTHZ, READYZ, METRICS, SPEC, DOCS, DOCS_TREE, API_KEYS, API_KEY, API_TASK, UI_LOOKUP, UI_KEY, UI_TASK,
+    UI_LOGIN, UI_LOGOUT,
+];
 
 /// The label of a route pattern: `:name` becomes `{name}` (as in the OpenAPI document) and a
 /// tree `/p/*` is labelled `/p`.
@@ -94,6 +99,8 @@ mod tests {
             ("/ui/keys", "/ui/keys"),
             ("/ui/keys/a", "/ui/keys/{key}"),
             ("/ui/tasks/a", "/ui/tasks/{id}"),
+            ("/ui/login", "/ui/login"),
+            ("/ui/logout", "/ui/logout"),
             ("/ui/other", "other"),
             ("/healthz/x", "other"),
             ("/nope", "other"),

@@ -4,7 +4,7 @@
 //! Needs the Debian packages `chromium` and `chromium-driver`; without them the test fails.
 
 use crate::support::webdriver::Browser;
-use crate::support::{spawn_app, TestRedis};
+use crate::support::{spawn_app, spawn_app_with_tokens, TestRedis, Token, TokenFile};
 
 /// Only the app itself (and inline data) may be loaded: nothing beyond loopback, no CDN.
 fn assert_local(base: &str, page: &str, urls: &[String]) {
@@ -82,6 +82,46 @@ async fn docs_and_home_page_in_a_real_browser() {
     let mut urls = browser.loaded_urls().await;
     urls.extend(browser.referenced_urls().await);
     assert_local(&app.base, "the key page", &urls);
+
+    browser.quit().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_login_and_logout_in_a_real_browser() {
+    let redis = TestRedis::start();
+    let reader = Token { name: "browser", token: "browser-token", scopes: &["read", "write"], prefixes: None };
+    let tokens = TokenFile::new(&[reader]);
+    let app = spawn_app_with_tokens(&redis, 1, &tokens).await;
+    let r = app.with_token(reader.token).put("kept", "the secret value", "?wait=5").await;
+    assert_eq!(r.status(), 200);
+
+    let mut browser = Browser::start().await;
+    let page = app.url("/ui/keys/kept");
+    let login_form = "return document.querySelector('#login #token') ? true : null;";
+    browser.goto(&page).await;
+    browser.wait_for("the login form in place of the key page", login_form).await;
+    let text = browser.execute("return document.body.textContent;").await;
+    assert!(!text.as_str().unwrap().contains("the secret value"), "no value before the login");
+
+    let input = browser.find("#login #token").await;
+    browser.type_into(&input, reader.token).await;
+    browser.click(&browser.find("#login [type=submit]").await).await;
+    let shown = browser
+        .wait_for(
+            "the key page after login",
+            "const v = document.querySelector('#value'); return v ? v.textContent : null;",
+        )
+        .await;
+    assert_eq!(shown.as_str(), Some("the secret value"));
+    assert_eq!(browser.current_url().await, page, "login comes back to the page asked for");
+    let cookies = browser.execute("return document.cookie;").await;
+    assert!(!cookies.as_str().unwrap().contains("kvq_token"), "HttpOnly: scripts cannot read it: {cookies}");
+
+    browser.click(&browser.find("#logout [type=submit]").await).await;
+    browser.wait_for("the home page after logout", "return document.querySelector('#lookup') ? true : null;").await;
+    browser.goto(&page).await;
+    browser.wait_for("the login form again after logout", login_form).await;
 
     browser.quit().await;
     app.stop().await;

@@ -6,6 +6,7 @@ mod support;
 
 mod alerting;
 mod api;
+mod auth;
 mod autoscaling;
 mod browser;
 mod hostile;

@@ -3,7 +3,7 @@
 //! Against a deployment:
 //!
 //! ```text
-//! KVQ_TEST_URL=http://<host>:<port> cargo test --test app remote_api
+//! KVQ_TEST_URL=http://<host>:<port> [KVQ_TEST_TOKEN=<token>] cargo test --test app remote_api
 //! ```
 //!
 //! Without `KVQ_TEST_URL` every test starts its own `redis-server` and an in-process server with
@@ -40,9 +40,18 @@ struct Target {
 
 impl Target {
     async fn new() -> Self {
+        // A deployment with authentication on: `KVQ_TEST_TOKEN`, read and write on at least the
+        // `remote-test-` keys (the chart generates one: `test-token` in its auth Secret).
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = std::env::var("KVQ_TEST_TOKEN").ok().filter(|t| !t.trim().is_empty()) {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim())).unwrap();
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(45))
             .redirect(reqwest::redirect::Policy::none())
+            .default_headers(headers)
             .build()
             .unwrap();
         let prefix = format!("remote-test-{}/", uuid::Uuid::new_v4().simple());

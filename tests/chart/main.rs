@@ -6,9 +6,10 @@
 mod support;
 
 mod alerts;
+mod auth;
 mod contract;
-mod release;
 mod dashboard;
+mod release;
 mod render;
 mod upgrade;
 mod values;

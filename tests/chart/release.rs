@@ -7,9 +7,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::chart::{
-    chart_dir, helm, helm_template, parse_docs, stamp_release, Manifests, GENERATE_WITHOUT_CLUSTER,
-};
+use crate::support::chart::{chart_dir, helm, helm_template, parse_docs, stamp_release, Manifests, NO_CLUSTER};
 
 /// A fake digest made of one repeated hex digit.
 fn digest(d: char) -> String {
@@ -73,7 +71,7 @@ fn packaged_release_pulls_the_given_digests_and_pins_every_image() {
     for values in ["", "helm/kvq/ci/sentinel-full-values.yaml", "helm/kvq/ci/standalone-values.yaml"] {
         let files: Vec<&str> = if values.is_empty() { vec![] } else { vec![values] };
         let m = Manifests(parse_docs(
-            &helm_template("kvq", &archive, &[GENERATE_WITHOUT_CLUSTER], &files, &["redis.exporter.enabled=true"])
+            &helm_template("kvq", &archive, &NO_CLUSTER, &files, &["redis.exporter.enabled=true"])
                 .unwrap_or_else(|e| panic!("helm template of the packaged chart with {values:?}: {e}")),
         ));
         let imgs = images(&m);
@@ -100,7 +98,7 @@ fn packaged_release_pulls_the_given_digests_and_pins_every_image() {
     }
 
     // The test pod (helm test) is pinned too.
-    let m = Manifests(parse_docs(&helm_template("kvq", &archive, &[GENERATE_WITHOUT_CLUSTER], &[], &[]).unwrap()));
+    let m = Manifests(parse_docs(&helm_template("kvq", &archive, &NO_CLUSTER, &[], &[]).unwrap()));
     assert_eq!(
         m.get("Pod", "kvq-test-write-read")["spec"]["containers"][0]["image"],
         format!("docker.io/curlimages/curl@{}", digest('5'))

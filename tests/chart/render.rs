@@ -5,14 +5,24 @@ use crate::support::chart::*;
 use serde_json::{json, Value};
 
 fn expected_kinds(file: &str) -> Vec<(&'static str, usize)> {
-    // The same core in every file: config + scripts ConfigMaps, 2 Deployments, a ServiceAccount.
+    // The same core in every file: config + scripts ConfigMaps, 2 Deployments, a ServiceAccount;
+    // with API tokens (all but dev), the Redis password Secret and the auth Secret.
     match file {
-        // standalone Redis, no autoscaling
-        "values/dev.yaml" | "helm/kvq/ci/standalone-values.yaml" => vec![
+        // standalone Redis, no autoscaling, no API tokens
+        "values/dev.yaml" => vec![
             ("ConfigMap", 2),
             ("Deployment", 2),
             ("Pod", 1),
             ("Secret", 1),
+            ("Service", 4),
+            ("ServiceAccount", 1),
+            ("StatefulSet", 1),
+        ],
+        "helm/kvq/ci/standalone-values.yaml" => vec![
+            ("ConfigMap", 2),
+            ("Deployment", 2),
+            ("Pod", 1),
+            ("Secret", 2),
             ("Service", 4),
             ("ServiceAccount", 1),
             ("StatefulSet", 1),
@@ -24,7 +34,7 @@ fn expected_kinds(file: &str) -> Vec<(&'static str, usize)> {
             ("HorizontalPodAutoscaler", 2),
             ("Pod", 1),
             ("PodDisruptionBudget", 1),
-            ("Secret", 1),
+            ("Secret", 2),
             ("Service", 4),
             ("ServiceAccount", 1),
             ("StatefulSet", 1),
@@ -38,7 +48,7 @@ fn expected_kinds(file: &str) -> Vec<(&'static str, usize)> {
             ("NetworkPolicy", 3),
             ("Pod", 1),
             ("PodDisruptionBudget", 3),
-            ("Secret", 1),
+            ("Secret", 2),
             ("Service", 4),
             ("ServiceAccount", 1),
             ("StatefulSet", 1),
@@ -52,17 +62,18 @@ fn expected_kinds(file: &str) -> Vec<(&'static str, usize)> {
             ("NetworkPolicy", 3),
             ("Pod", 1),
             ("PodDisruptionBudget", 3),
-            ("Secret", 1),
+            ("Secret", 2),
             ("Service", 5),
             ("ServiceAccount", 1),
             ("StatefulSet", 1),
         ],
-        // nothing of Redis; the test pod runs against the external Redis
+        // nothing of Redis; the test pod runs against the external Redis; the auth Secret
         "helm/kvq/ci/external-redis-values.yaml" => vec![
             ("ConfigMap", 1),
             ("Deployment", 2),
             ("HorizontalPodAutoscaler", 2),
             ("Pod", 1),
+            ("Secret", 1),
             ("Service", 2),
             ("ServiceAccount", 1),
         ],
@@ -75,7 +86,7 @@ fn expected_kinds(file: &str) -> Vec<(&'static str, usize)> {
             ("Pod", 1),
             ("PodDisruptionBudget", 1),
             ("ScaledObject", 1),
-            ("Secret", 1),
+            ("Secret", 2),
             ("Service", 5),
             ("ServiceAccount", 1),
             ("ServiceMonitor", 3),
@@ -165,7 +176,7 @@ fn generated_redis_secret_is_kept_across_upgrades() {
     let stub = r#"(dict "data" (dict "redis-password" "RVhJU1RJTkctUlA=" "sentinel-password" "RVhJU1RJTkctU1A="))"#;
     std::fs::write(dir.path().join("templates/redis/secret.yaml"), template.replace(SECRET_LOOKUP, stub)).unwrap();
     let upgraded = parse_docs(&try_render_in(dir.path(), &[], &[]).unwrap());
-    let secret = upgraded.iter().find(|o| o["kind"] == "Secret").unwrap();
+    let secret = upgraded.iter().find(|o| o["kind"] == "Secret" && o["metadata"]["name"] == name.as_str()).unwrap();
     assert_eq!(secret["data"]["redis-password"], "RVhJU1RJTkctUlA=");
     assert_eq!(secret["data"]["sentinel-password"], "RVhJU1RJTkctU1A=");
     assert_eq!(secret["metadata"]["name"], name.as_str());
@@ -185,7 +196,7 @@ fn generated_redis_secret_is_kept_across_upgrades() {
 
     // An existing Secret replaces the generated one everywhere.
     let existing = render(&[], &["redis.auth.existingSecret=my-redis"]);
-    assert!(existing.of_kind("Secret").is_empty());
+    assert!(existing.find("Secret", &name).is_none());
     for p in existing.pod_specs() {
         let text = serde_json::to_string(p.spec).unwrap();
         assert!(!text.contains(&name), "{} still refers to {name}", p.name());

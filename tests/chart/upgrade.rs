@@ -14,7 +14,9 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::chart::{chart_dir, parse_docs, repo_root, try_render_in};
+use crate::support::chart::{
+    chart_dir, helm_template, parse_docs, repo_root, try_render_in, GENERATE_WITHOUT_CLUSTER, RELEASE,
+};
 
 /// Spec fields of a StatefulSet that `kubectl apply`/`helm upgrade` may change.
 const STS_MUTABLE: [&str; 6] =
@@ -77,6 +79,20 @@ fn chart_at(rev: &str, dir: &Path) -> std::path::PathBuf {
     dir.join("helm/kvq")
 }
 
+/// A copy of `values` (a repository path) without the top-level keys the old chart's
+/// values.yaml lacks.
+fn old_values_only(old_chart: &Path, values: &str, dir: &Path) -> std::path::PathBuf {
+    let read = |p: &Path| -> serde_yaml_ng::Mapping {
+        serde_yaml_ng::from_str(&std::fs::read_to_string(p).unwrap()).unwrap_or_default()
+    };
+    let known = read(&old_chart.join("values.yaml"));
+    let mut v = read(&repo_root().join(values));
+    v.retain(|k, _| known.contains_key(k));
+    let out = dir.join(values.replace('/', "_"));
+    std::fs::write(&out, serde_yaml_ng::to_string(&v).unwrap()).unwrap();
+    out
+}
+
 fn major(chart: &Path) -> u64 {
     let text = std::fs::read_to_string(chart.join("Chart.yaml")).unwrap();
     let v = text.lines().find_map(|l| l.strip_prefix("version:")).expect("Chart.yaml version").trim();
@@ -105,7 +121,10 @@ fn helm_upgrade_from_the_previous_release_changes_no_immutable_field() {
     let migration_documented = new_major > old_major && readme.contains(&format!("## Migrating to {new_major}.0"));
     let mut all = Vec::new();
     for values in values_files() {
-        let old = try_render_in(&old_chart, &[&values], &[])
+        // A values file may set what the old chart does not know yet (its schema would refuse
+        // it); the old release was installed without those keys.
+        let known = old_values_only(&old_chart, &values, tmp.path());
+        let old = helm_template(RELEASE, &old_chart, &[GENERATE_WITHOUT_CLUSTER], &[known.to_str().unwrap()], &[])
             .unwrap_or_else(|e| panic!("{values} does not render at {baseline}: {e}"));
         let new = try_render_in(&chart_dir(), &[&values], &[]).unwrap_or_else(|e| panic!("{values}: {e}"));
         for d in immutable_diffs(&parse_docs(&old), &parse_docs(&new)) {

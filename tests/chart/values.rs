@@ -13,7 +13,7 @@ const LONG_RELEASE: &str = "a-release-name-that-is-exactly-fifty-three-chars-lon
 /// `helm template <release>` of the chart with these values files and `--set`s, standing for
 /// `helm install` (generated passwords allowed, as the support renders do).
 fn try_render_as(release: &str, values: &[&str], set: &[&str]) -> Result<Manifests, String> {
-    helm_template(release, &chart_dir(), &[GENERATE_WITHOUT_CLUSTER], values, set).map(|y| Manifests(parse_docs(&y)))
+    helm_template(release, &chart_dir(), &NO_CLUSTER, values, set).map(|y| Manifests(parse_docs(&y)))
 }
 
 /// Plain `helm template <release>`: no cluster, nothing added.
@@ -389,7 +389,7 @@ fn scripts_refuse_to_start_when_a_password_file_is_missing() {
     }
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+pub(crate) fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
@@ -404,7 +404,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 /// NOTES.txt as `helm install` prints it, rendered through `helm template` (works with Helm 3
 /// and 4 without a cluster): a copy of the chart where NOTES.txt is a named template that a
 /// test-only manifest includes.
-fn render_notes(values: &[&str], set: &[&str]) -> String {
+pub(crate) fn render_notes(values: &[&str], set: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&chart_dir(), dir.path());
     let notes = std::fs::read_to_string(chart_dir().join("templates/NOTES.txt")).unwrap();
@@ -751,9 +751,43 @@ fn chart_readme_headless_name_pattern_matches_the_render() {
 }
 
 #[test]
+fn renders_without_a_cluster_refuse_to_generate_tokens() {
+    let redis = "redis.auth.existingSecret=kvq-redis";
+    let err = try_render_plain(RELEASE, &[], &[redis]).expect_err("generated a token without a cluster");
+    for needle in ["auth.existingSecret", "auth.generateToken=false", "auth.generateWithoutCluster"] {
+        assert!(err.contains(needle), "the failure does not name {needle}:\n{err}");
+    }
+    // The test pod's token alone is generated too.
+    assert!(try_render_plain(RELEASE, &[], &[redis, "auth.generateToken=false", "auth.existingSecret=t"]).is_err());
+    // The GitOps path renders, identically every time, with only the user's Secret mounted.
+    let set = [redis, "auth.generateToken=false", "tests.enabled=false", "auth.existingSecret=kvq-tokens"];
+    let a = try_render_plain(RELEASE, &[], &set).unwrap();
+    assert_eq!(a.0, try_render_plain(RELEASE, &[], &set).unwrap().0, "two renders differ");
+    assert!(a.find("Secret", "kvq-auth").is_none(), "nothing of the chart's own to put in a Secret");
+    // Inline hashed entries need no generation either.
+    let hash = "a".repeat(64);
+    let inline = [
+        redis,
+        "auth.generateToken=false",
+        "tests.enabled=false",
+        "auth.tokens[0].name=ci",
+        "auth.tokens[0].scopes[0]=read",
+    ];
+    let mut inline = inline.to_vec();
+    let sha = format!("auth.tokens[0].sha256={hash}");
+    inline.push(&sha);
+    try_render_plain(RELEASE, &[], &inline).unwrap();
+}
+
+#[test]
 fn renders_without_a_cluster_refuse_to_generate_passwords() {
     // Plain `helm template` (what Argo CD runs): lookup finds nothing, a random password would
-    // be new on every sync.
+    // be new on every sync. (API tokens, generated the same way, have their own test below.)
+    let try_render_plain = |release, values: &[&str], set: &[&str]| {
+        let mut set = set.to_vec();
+        set.push("auth.mode=none");
+        try_render_plain(release, values, &set)
+    };
     let Err(err) = try_render_plain(RELEASE, &[], &[]) else {
         panic!("helm template generated a password without a cluster");
     };

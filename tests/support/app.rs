@@ -34,6 +34,8 @@ pub fn test_settings(redis_url: &str, extra: &[(&str, &str)]) -> Settings {
         ("KVQ__WORKER__BIND".into(), "127.0.0.1:0".into()),
         ("KVQ__WORKER__CLAIM_IDLE_MS".into(), "300".into()),
         ("KVQ__LOG__FORMAT".into(), "pretty".into()),
+        // Authentication has its own tests (app `auth::`), which pass their token file.
+        ("KVQ__AUTH__MODE".into(), "none".into()),
     ];
     for (k, v) in extra {
         env.retain(|(ek, _)| ek != k);
@@ -210,6 +212,8 @@ impl KvqProcess {
             .env("KVQ__WORKER__BIND", "127.0.0.1:0")
             .env(bind_var, format!("127.0.0.1:{port}"))
             .env("KVQ__LOG__FORMAT", "json")
+            // Tests that need authentication pass their own mode and token file.
+            .env("KVQ__AUTH__MODE", "none")
             .stdout(Stdio::null())
             .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() });
         for (k, v) in env {

@@ -52,6 +52,10 @@ pub fn values_files() -> Vec<String> {
 
 /// Lets the chart generate passwords in a render without a cluster, as `helm install` does.
 pub const GENERATE_WITHOUT_CLUSTER: &str = "redis.auth.generateWithoutCluster=true";
+/// The same for the generated API tokens.
+pub const GENERATE_TOKENS_WITHOUT_CLUSTER: &str = "auth.generateWithoutCluster=true";
+/// Both: what `helm install` may generate, for a render without a cluster.
+pub const NO_CLUSTER: [&str; 2] = [GENERATE_WITHOUT_CLUSTER, GENERATE_TOKENS_WITHOUT_CLUSTER];
 
 /// `helm template <release>` output (stdout) or the error (stderr). `defaults` are `--set`s given
 /// before the values files (which can override them), `set` those given after.
@@ -81,14 +85,15 @@ pub fn helm_template(
     }
 }
 
-/// The render that stands for `helm install` on a cluster: the chart may generate passwords
-/// that `lookup` would keep (chart/values.rs also renders without).
 /// `helm template` of the chart with extra command-line arguments (e.g. `--api-versions`) and
 /// `--set`s.
 pub fn helm_template_args(args: &[&str], set: &[&str]) -> Result<String, String> {
     let mut cmd = Command::new(helm());
     cmd.current_dir(repo_root()).args(["template", RELEASE]).arg(chart_dir()).args(["--namespace", NAMESPACE]);
-    cmd.args(args).arg("--set").arg(GENERATE_WITHOUT_CLUSTER);
+    cmd.args(args);
+    for d in NO_CLUSTER {
+        cmd.arg("--set").arg(d);
+    }
     for s in set {
         cmd.arg("--set").arg(s);
     }
@@ -100,8 +105,10 @@ pub fn helm_template_args(args: &[&str], set: &[&str]) -> Result<String, String>
     }
 }
 
+/// The render that stands for `helm install` on a cluster: the chart may generate passwords
+/// and tokens that `lookup` would keep (chart/values.rs also renders without).
 pub fn try_render_in(chart: &Path, values: &[&str], set: &[&str]) -> Result<String, String> {
-    helm_template(RELEASE, chart, &[GENERATE_WITHOUT_CLUSTER], values, set)
+    helm_template(RELEASE, chart, &NO_CLUSTER, values, set)
 }
 
 /// Parses a multi-document YAML stream (empty documents dropped).
@@ -291,6 +298,8 @@ pub struct RunningApp {
     /// (what, path, local port) of every HTTP probe, plus /metrics of both.
     pub probes: Vec<(String, String, u16)>,
     pub server_port: u16,
+    /// The chart's generated admin token when auth is on.
+    pub token: Option<String>,
 }
 
 /// Starts kvq-server and kvq-worker from the rendered Deployments: exactly their env (Secret
@@ -324,7 +333,13 @@ pub fn run_app_containers(
         let c = &pod["containers"][0];
         let image = c["image"].as_str().unwrap();
         assert!(image.contains(&format!("kvq-{component}")), "{component} runs the kvq-{component} image: {image}");
-        let env = container_env(m, c, (&config_path_in_pod(pod, c), &config_path));
+        let mut env = container_env(m, c, (&config_path_in_pod(pod, c), &config_path));
+        // Secret volumes (the server's token files) as local files, their paths mapped.
+        for (in_pod, local) in write_secret_volumes(m, pod, c, &dir.join(component)) {
+            for (_, v) in env.iter_mut() {
+                *v = v.replace(&in_pod, local.to_str().unwrap());
+            }
+        }
         let log = dir.join(format!("{component}.log"));
         let mut cmd = Command::new(exe);
         cmd.env_clear()
@@ -358,13 +373,40 @@ pub fn run_app_containers(
         let what = format!("{component} metrics");
         probes.push((what.clone(), "/metrics".into(), local_of(http, &what)));
     }
-    RunningApp { procs, probes, server_port: port_map[0].1 }
+    // With auth on, the chart's generated admin token (the client of these tests writes anywhere).
+    let token =
+        m.find("Secret", &format!("{RELEASE}-auth")).and_then(|s| s["data"]["admin-token"].as_str()).map(b64decode);
+    RunningApp { procs, probes, server_port: port_map[0].1, token }
+}
+
+/// Writes the rendered Secrets mounted into container `c` (whole-Secret volumes with `items`)
+/// below `dir`: (mount path in the pod, local directory) of each.
+pub fn write_secret_volumes(m: &Manifests, pod: &Value, c: &Value, dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    for vm in c["volumeMounts"].as_array().into_iter().flatten() {
+        let Some(vol) = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == vm["name"]) else { continue };
+        let Some(secret_name) = vol["secret"]["secretName"].as_str() else { continue };
+        let Some(secret) = m.find("Secret", secret_name) else { continue }; // the user's own
+        assert!(vm.get("subPath").is_none(), "{secret_name}: a subPath mount would never be updated");
+        let local = dir.join(vm["name"].as_str().unwrap());
+        std::fs::create_dir_all(&local).unwrap();
+        for item in vol["secret"]["items"].as_array().unwrap() {
+            let data = secret["data"][item["key"].as_str().unwrap()].as_str().expect("item key in the Secret");
+            std::fs::write(local.join(item["path"].as_str().unwrap()), b64decode(data)).unwrap();
+        }
+        out.push((vm["mountPath"].as_str().unwrap().to_string(), local));
+    }
+    out
 }
 
 impl RunningApp {
     /// A client for the server's API port.
     pub fn http(&self, timeout: Duration) -> HttpClient {
-        HttpClient::new(&format!("http://127.0.0.1:{}", self.server_port), timeout)
+        let http = HttpClient::new(&format!("http://127.0.0.1:{}", self.server_port), timeout);
+        match &self.token {
+            Some(t) => HttpClient::with_client(&http.base, super::auth::bearer_client_with_timeout(t, timeout)),
+            None => http,
+        }
     }
 
     /// Calls every probe path until it answers 200 (within `timeout`).

@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod app;
+pub mod auth;
 pub mod chart;
 pub mod http;
 pub mod load;
@@ -16,6 +17,7 @@ pub mod sentinel;
 pub mod webdriver;
 
 pub use self::app::*;
+pub use self::auth::*;
 pub use self::http::{assert_problem, HttpClient};
 pub use self::metrics::{scrape, Scrape};
 pub use self::process::{eventually, free_port, which, ChildProcess};

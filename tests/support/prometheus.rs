@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::chart::{helm_template, parse_docs, GENERATE_WITHOUT_CLUSTER, RELEASE};
+use super::chart::{helm_template, parse_docs, NO_CLUSTER, RELEASE};
 use super::process::{eventually, free_port, ChildProcess};
 
 /// A binary of Debian's `prometheus` package; panics (fails the test) when it is not installed.
@@ -26,7 +26,7 @@ pub fn prometheus_tool(bin: &str) -> PathBuf {
 pub fn rendered_rule_groups(set: &[&str]) -> Value {
     let mut all = vec!["prometheusRule.enabled=true", "prometheusRule.force=true"];
     all.extend_from_slice(set);
-    let yaml = helm_template(RELEASE, &super::chart::chart_dir(), &[GENERATE_WITHOUT_CLUSTER], &[], &all)
+    let yaml = helm_template(RELEASE, &super::chart::chart_dir(), &NO_CLUSTER, &[], &all)
         .unwrap_or_else(|e| panic!("helm template failed:\n{e}"));
     let rule = parse_docs(&yaml)
         .into_iter()

@@ -72,6 +72,9 @@ spec:
               protocol: TCP
           env:
             {{- include "kvq.appEnv" $ctx | nindent 12 }}
+            {{- if eq .component "server" }}
+            {{- include "kvq.authEnv" $ctx | nindent 12 }}
+            {{- end }}
             {{- with $v.extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -103,6 +106,9 @@ spec:
             - name: config
               mountPath: /etc/kvq
               readOnly: true
+            {{- if eq .component "server" }}
+            {{- include "kvq.authVolumeMounts" $ctx | nindent 12 }}
+            {{- end }}
             {{- with $v.extraVolumeMounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -110,6 +116,9 @@ spec:
         - name: config
           configMap:
             name: {{ include "kvq.fullname" $ctx }}-config
+        {{- if eq .component "server" }}
+        {{- include "kvq.authVolumes" $ctx | nindent 8 }}
+        {{- end }}
         {{- with $v.extraVolumes }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
