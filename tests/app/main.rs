@@ -12,3 +12,4 @@ mod pages;
 mod queue;
 mod remote_api;
 mod storage;
+mod tls;

@@ -11,6 +11,7 @@ pub mod pods;
 pub mod process;
 pub mod redis_server;
 pub mod sentinel;
+pub mod tls;
 pub mod webdriver;
 
 pub use self::app::*;
