@@ -7,5 +7,6 @@ mod support;
 
 mod contract;
 mod render;
+mod tls_acl;
 mod upgrade;
 mod values;

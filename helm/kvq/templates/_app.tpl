@@ -72,6 +72,7 @@ spec:
               protocol: TCP
           env:
             {{- include "kvq.appEnv" $ctx | nindent 12 }}
+            {{- include "kvq.appUserEnv" . | nindent 12 }}
             {{- with $v.extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -103,6 +104,11 @@ spec:
             - name: config
               mountPath: /etc/kvq
               readOnly: true
+            {{- if include "kvq.appTlsMount" $ctx }}
+            - name: redis-tls
+              mountPath: {{ include "kvq.tlsDir" $ctx }}
+              readOnly: true
+            {{- end }}
             {{- with $v.extraVolumeMounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -110,6 +116,23 @@ spec:
         - name: config
           configMap:
             name: {{ include "kvq.fullname" $ctx }}-config
+        {{- if include "kvq.appTlsMount" $ctx }}
+        # The CA (and for mutual TLS the client certificate) from the Secret, never a
+        # ConfigMap; kvq reads the files at every reconnect, so a renewal needs no restart.
+        - name: redis-tls
+          secret:
+            secretName: {{ include "kvq.redisTlsSecret" $ctx }}
+            defaultMode: 0440
+            items:
+              - key: ca.crt
+                path: ca.crt
+              {{- if $ctx.Values.redis.tls.authClients }}
+              - key: tls.crt
+                path: tls.crt
+              - key: tls.key
+                path: tls.key
+              {{- end }}
+        {{- end }}
         {{- with $v.extraVolumes }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
