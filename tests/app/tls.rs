@@ -89,6 +89,8 @@ async fn the_api_contract_holds_over_tls_with_each_binary_as_its_least_privilege
     // Both binaries' metrics read the queue and memory figures through their users.
     let worker_metrics = HttpClient::new(&format!("http://127.0.0.1:{}", app.workers[0].port), Duration::from_secs(10));
     for http in [&app.http, &worker_metrics] {
+        // Readiness writes `<prefix>:ready` as each binary's user.
+        http.wait_status("/readyz", 200, Duration::from_secs(10)).await;
         let metrics = http.get("/metrics").await.text().await.unwrap();
         for line in ["kvq_redis_up 1", "kvq_dead_letters 1"] {
             assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
@@ -344,10 +346,8 @@ async fn a_failing_certificate_is_logged_once_with_the_reason_not_per_retry() {
 
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let failures: Vec<&Value> = lines
-        .iter()
-        .filter(|l| l["message"].as_str().is_some_and(|m| m.starts_with("cannot connect")))
-        .collect();
+    let failures: Vec<&Value> =
+        lines.iter().filter(|l| l["message"].as_str().is_some_and(|m| m.starts_with("cannot connect"))).collect();
     assert_eq!(failures.len(), 1, "one line for ten retries: {text}");
     assert_eq!(failures[0]["level"], "ERROR");
     assert!(failures[0]["error"].as_str().unwrap().contains("invalid peer certificate"), "{text}");
