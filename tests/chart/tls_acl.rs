@@ -114,7 +114,68 @@ fn every_values_file_renders_tls_and_acl_and_the_app_agrees_with_the_redis_pods(
         for cm in m.of_kind("ConfigMap") {
             assert!(cm["data"].get("ca.crt").is_none(), "{file}: a CA in a ConfigMap");
         }
+        if !sentinel {
+            standalone_redis_conf_agrees_with_the_app(&file, &m, redis_c, &redis_dir, redis_port);
+        }
     }
+}
+
+/// Runs the rendered redis-start.sh (standalone: no sentinel to ask) with the rendered env and
+/// `EXEC=0`, which prints the redis.conf it would start with, and checks it against the app's
+/// side: TLS only on the app's port, the CA of the mounted Secret, the default user off and the
+/// users the app authenticates as, created with their Secret passwords.
+fn standalone_redis_conf_agrees_with_the_app(file: &str, m: &Manifests, redis_c: &Value, tls_dir: &str, port: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let scripts = dir.path().join("scripts");
+    let auth = dir.path().join("auth");
+    std::fs::create_dir_all(&scripts).unwrap();
+    std::fs::create_dir_all(&auth).unwrap();
+    for (name, text) in m.get("ConfigMap", &format!("{RELEASE}-redis-scripts"))["data"].as_object().unwrap() {
+        std::fs::write(scripts.join(name), text.as_str().unwrap()).unwrap();
+    }
+    let secret = m.get("Secret", &format!("{RELEASE}-redis-auth"));
+    for (k, v) in secret["data"].as_object().unwrap() {
+        std::fs::write(auth.join(k), b64decode(v.as_str().unwrap())).unwrap();
+    }
+    let map = |v: &str| {
+        v.replacen("/scripts", scripts.to_str().unwrap(), 1).replacen("/etc/redis-auth", auth.to_str().unwrap(), 1)
+    };
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg(scripts.join("redis-start.sh")).env_clear().env("PATH", std::env::var("PATH").unwrap());
+    for e in c_env(redis_c) {
+        cmd.env(&e.0, map(&e.1));
+    }
+    let run = dir.path().join("run");
+    cmd.env("POD_NAME", "kvq-redis-0").env("EXEC", "0").env("CONF_DIR", &run).env("DATA_DIR", dir.path().join("data"));
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{file}: redis-start.sh: {}", String::from_utf8_lossy(&out.stderr));
+    let conf = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = conf.lines().collect();
+    assert!(lines.contains(&"port 0"), "{file}: a plaintext port in\n{conf}");
+    assert!(lines.contains(&format!("tls-port {port}").as_str()), "{file}: TLS on {port}:\n{conf}");
+    assert!(lines.contains(&format!("tls-ca-cert-file {tls_dir}/ca.crt").as_str()), "{file}:\n{conf}");
+    assert!(lines.contains(&"tls-auth-clients yes"), "{file}:\n{conf}");
+    assert!(lines.contains(&"user default off"), "{file}:\n{conf}");
+    for user in ["kvq-server", "kvq-worker", "probe", "exporter"] {
+        let line = lines.iter().find(|l| l.starts_with(&format!("user {user} on resetpass "))).unwrap_or_else(|| {
+            panic!("{file}: no user {user} in\n{conf}");
+        });
+        // the password, \xHH-escaped by the script, is the Secret's
+        let pw = b64decode(secret["data"][format!("acl-{user}")].as_str().unwrap());
+        let escaped: String = format!(">{pw}").bytes().map(|b| format!("\\x{b:02x}")).collect();
+        assert!(line.contains(&escaped), "{file}: {user}'s password is not the Secret's");
+        assert!(line.ends_with(&format!("{} ", acl_rules(user, "kvq"))), "{file}: {user}'s rules: {line}");
+    }
+}
+
+/// A container's plain env values (the Secret-backed ones are files for the scripts).
+fn c_env(c: &Value) -> Vec<(String, String)> {
+    c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?.to_string(), e["value"].as_str()?.to_string())))
+        .collect()
 }
 
 #[test]
