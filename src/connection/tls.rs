@@ -100,7 +100,26 @@ fn with_auth(info: ConnectionInfo, username: Option<&str>, password: Option<&str
 /// problem an operator must fix, unlike a server that is restarting.
 pub fn is_tls_error(text: &str) -> bool {
     let text = text.to_ascii_lowercase();
-    ["certificate", "tls", "handshake", "private key", "pem", "unknownissuer", "x509", "alert"]
+    ["certificate", "handshake", "received fatal alert", "private key", "peer is incompatible", "peer misbehaved"]
         .iter()
         .any(|needle| text.contains(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_tls_error;
+
+    #[test]
+    fn tls_failures_are_told_apart_from_a_server_that_is_down() {
+        for tls in [
+            "invalid peer certificate: UnknownIssuer",
+            "received fatal alert: CertificateRequired",
+            "Unable to extract private key from PEM file",
+        ] {
+            assert!(is_tls_error(tls), "{tls}");
+        }
+        for other in ["Connection refused (os error 111)", "timed out", "WRONGPASS invalid username-password pair"] {
+            assert!(!is_tls_error(other), "{other}");
+        }
+    }
 }
