@@ -57,9 +57,14 @@ async fn the_api_contract_holds_over_tls_with_each_binary_as_its_least_privilege
     let again = body(app.put_json("ttl", json!({"value": "x", "ttl_seconds": 100}), "?wait=5", &headers).await).await;
     assert_eq!((first["status"].as_str(), &first["id"]), (Some("applied"), &again["id"]));
     assert!(body(app.get("/v1/keys/ttl").await).await["expires_at"].is_string());
+    // The data key itself expires (PEXPIREAT), and stops expiring when overwritten (PERSIST):
+    // a script cut short by a missing rule would leave the hash written but not these.
+    let pttl = |redis: &TestRedis| redis::cmd("PTTL").arg("kvq:k:ttl").query::<i64>(&mut redis.conn()).unwrap();
+    assert!(pttl(&redis) > 0, "the TTL'd key expires");
     let overwrite = body(app.put("ttl", "y", "?wait=5").await).await;
     assert_eq!(overwrite["status"], "applied", "{overwrite}");
     assert!(body(app.get("/v1/keys/ttl").await).await.get("expires_at").is_none());
+    assert_eq!(pttl(&redis), -1, "the overwritten key no longer expires");
 
     // Completions are published on the channel and the server subscribes to it as its user.
     let mut sub = redis.client().get_connection().unwrap();
@@ -79,6 +84,8 @@ async fn the_api_contract_holds_over_tls_with_each_binary_as_its_least_privilege
     let deleted = app.delete("greeting", "?wait=5").await;
     assert_eq!(deleted.status(), 200);
     assert_eq!(body(deleted).await["status"], "applied");
+    let tombstone: i64 = redis::cmd("PTTL").arg("kvq:k:greeting").query(&mut redis.conn()).unwrap();
+    assert!(tombstone > 0, "the delete's tombstone expires (PEXPIRE)");
     assert_eq!(app.get("/v1/keys/greeting").await.status(), 404);
 
     // Dead letters: a write the worker cannot apply is dead-lettered, listed and replayed by
