@@ -11,12 +11,13 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
 command -v redis-cli >/dev/null || need+=(redis-tools)
 command -v redis-benchmark >/dev/null || need+=(redis-tools)
+command -v openssl >/dev/null || need+=(openssl)
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "bench: installing ${need[*]}" >&2
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y wrk redis-server redis-sentinel redis-tools
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y wrk redis-server redis-sentinel redis-tools openssl
 fi
 command -v python3 >/dev/null || { echo "bench: python3 is required" >&2; exit 1; }
 

@@ -16,6 +16,7 @@ if [[ "${1:-}" != "--runtime-only" ]]; then
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || want+=(python3-venv)
   need unzip unzip
   need npm npm
+  need openssl openssl # certificates the TLS tests and the benchmark's TLS phase make at run time
   need wrk wrk # load generator of the benchmark suite (bench/), smoke-run by scripts/test.sh
   # promtool checks and unit-tests the chart's alerts; prometheus runs them against real kvq.
   need promtool prometheus

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer};
 
@@ -79,7 +80,8 @@ pub enum RedisMode {
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     pub mode: RedisMode,
-    /// Standalone mode: `redis://host:port[/db]`. Passwords belong in `password`, not here.
+    /// Standalone mode: `redis://host:port[/db]`, or `rediss://` for TLS. Passwords belong in
+    /// `password`, not here.
     pub url: String,
     /// Sentinel mode: `host:port` of each sentinel (a list in YAML, comma-separated in env).
     #[serde(deserialize_with = "list_or_csv")]
@@ -89,10 +91,48 @@ pub struct RedisSettings {
     pub password: Option<Secret>,
     #[serde(default)]
     pub sentinel_password: Option<Secret>,
+    /// ACL user kvq authenticates as (with `password`); unset: Redis's `default` user.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// ACL user for the sentinels (with `sentinel_password`).
+    #[serde(default)]
+    pub sentinel_username: Option<String>,
+    /// Sentinel mode: reach the master over TLS. Standalone mode: the URL scheme decides
+    /// (`rediss://`), and `true` with a `redis://` URL is refused rather than ignored.
+    #[serde(default)]
+    pub tls: bool,
+    /// Sentinel mode: reach the sentinels over TLS.
+    #[serde(default)]
+    pub sentinel_tls: bool,
+    /// PEM CA bundle that signs the servers' certificates; unset: the system's roots. Read on
+    /// every new connection, so a renewed CA is used without a restart.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) for servers that require mutual TLS; needs `tls_key_file`.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
     /// Replicas that must hold a task before the server answers 202 (0: do not wait).
     pub min_replicas_ack: u32,
     /// Namespace of every Redis key kvq uses, so several deployments can share one Redis.
     pub key_prefix: String,
+}
+
+impl RedisSettings {
+    /// Whether kvq talks TLS to the Redis servers (master and replicas).
+    pub fn server_tls(&self) -> bool {
+        match self.mode {
+            RedisMode::Standalone => self.url.starts_with("rediss://"),
+            RedisMode::Sentinel => self.tls,
+        }
+    }
+
+    /// Whether any connection kvq opens uses TLS.
+    pub fn any_tls(&self) -> bool {
+        self.server_tls() || (self.mode == RedisMode::Sentinel && self.sentinel_tls)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -315,6 +355,21 @@ impl Settings {
                         "must not carry credentials; set KVQ__REDIS__PASSWORD instead",
                     );
                 }
+                if url.contains('#') {
+                    return fail(
+                        "redis.url (KVQ__REDIS__URL)",
+                        "must not carry a fragment: kvq always verifies the server's certificate",
+                    );
+                }
+                if self.redis.tls && !self.redis.server_tls() {
+                    return fail("redis.tls (KVQ__REDIS__TLS)", "is true but redis.url is not rediss://");
+                }
+                if self.redis.sentinel_tls || self.redis.sentinel_username.is_some() {
+                    return fail(
+                        "redis.sentinel_tls / redis.sentinel_username",
+                        "are sentinel settings, but redis.mode is standalone",
+                    );
+                }
             }
             RedisMode::Sentinel => {
                 if self.redis.sentinels.is_empty() {
@@ -335,6 +390,50 @@ impl Settings {
         }
         if let Err(why) = check_key_prefix(&self.redis.key_prefix) {
             return fail("redis.key_prefix (KVQ__REDIS__KEY_PREFIX)", &why);
+        }
+        self.validate_tls_and_users()
+    }
+
+    /// TLS files and ACL users: a setting that would be silently ignored is refused, so nobody
+    /// believes a connection is encrypted or authenticated when it is not.
+    fn validate_tls_and_users(&self) -> Result<(), ConfigError> {
+        let fail = |setting: &str, why: &str| Err(ConfigError(format!("{setting}: {why}")));
+        let r = &self.redis;
+        if r.tls_cert_file.is_some() != r.tls_key_file.is_some() {
+            return fail(
+                "redis.tls_cert_file / redis.tls_key_file (KVQ__REDIS__TLS_CERT_FILE, KVQ__REDIS__TLS_KEY_FILE)",
+                "set both (mutual TLS) or neither",
+            );
+        }
+        if !r.any_tls() {
+            for (set, setting) in [
+                (r.tls_ca_file.is_some(), "redis.tls_ca_file (KVQ__REDIS__TLS_CA_FILE)"),
+                (r.tls_cert_file.is_some(), "redis.tls_cert_file (KVQ__REDIS__TLS_CERT_FILE)"),
+            ] {
+                if set {
+                    return fail(setting, "is set but no connection uses TLS (use rediss:// or KVQ__REDIS__TLS=true)");
+                }
+            }
+        }
+        let users = [
+            (&r.username, &r.password, "redis.username (KVQ__REDIS__USERNAME)", "KVQ__REDIS__PASSWORD"),
+            (
+                &r.sentinel_username,
+                &r.sentinel_password,
+                "redis.sentinel_username (KVQ__REDIS__SENTINEL_USERNAME)",
+                "KVQ__REDIS__SENTINEL_PASSWORD",
+            ),
+        ];
+        for (user, password, setting, password_var) in users {
+            match user {
+                Some(u) if u.is_empty() || u.contains(char::is_whitespace) => {
+                    return fail(setting, "must be a non-empty name without spaces");
+                }
+                Some(_) if password.as_ref().is_none_or(|p| p.expose().is_empty()) => {
+                    return fail(setting, &format!("needs {password_var}"));
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -370,6 +469,55 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn tls_and_acl_settings_load_and_what_would_be_ignored_is_refused() {
+        let s = Settings::load_from(env(&[
+            ("KVQ__REDIS__MODE", "sentinel"),
+            ("KVQ__REDIS__SENTINELS", "a:26379"),
+            ("KVQ__REDIS__TLS", "true"),
+            ("KVQ__REDIS__SENTINEL_TLS", "true"),
+            ("KVQ__REDIS__TLS_CA_FILE", "/tls/ca.crt"),
+            ("KVQ__REDIS__TLS_CERT_FILE", "/tls/tls.crt"),
+            ("KVQ__REDIS__TLS_KEY_FILE", "/tls/tls.key"),
+            ("KVQ__REDIS__USERNAME", "kvq-server"),
+            ("KVQ__REDIS__PASSWORD", "pw"),
+            ("KVQ__REDIS__SENTINEL_USERNAME", "kvq-sentinel"),
+            ("KVQ__REDIS__SENTINEL_PASSWORD", "spw"),
+        ]))
+        .unwrap();
+        assert!(s.redis.tls && s.redis.sentinel_tls && s.redis.server_tls());
+        assert_eq!(s.redis.tls_ca_file.as_deref(), Some(std::path::Path::new("/tls/ca.crt")));
+        assert_eq!(s.redis.username.as_deref(), Some("kvq-server"));
+        assert_eq!(s.redis.sentinel_username.as_deref(), Some("kvq-sentinel"));
+        let standalone = Settings::load_from(env(&[("KVQ__REDIS__URL", "rediss://r:6380")])).unwrap();
+        assert!(standalone.redis.server_tls() && !standalone.redis.tls);
+
+        let tls_url = ("KVQ__REDIS__URL", "rediss://r:6380");
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("KVQ__REDIS__TLS_CA_FILE", "/ca")], "no connection uses TLS"),
+            (&[tls_url, ("KVQ__REDIS__TLS_CERT_FILE", "/c")], "set both"),
+            (&[tls_url, ("KVQ__REDIS__TLS_KEY_FILE", "/k")], "set both"),
+            (&[("KVQ__REDIS__TLS", "true")], "not rediss://"),
+            (&[("KVQ__REDIS__URL", "rediss://r:6380/#insecure")], "always verifies"),
+            (&[("KVQ__REDIS__USERNAME", "kvq")], "needs KVQ__REDIS__PASSWORD"),
+            (&[("KVQ__REDIS__USERNAME", ""), ("KVQ__REDIS__PASSWORD", "pw")], "non-empty"),
+            (&[("KVQ__REDIS__SENTINEL_TLS", "true")], "redis.mode is standalone"),
+            (
+                &[
+                    ("KVQ__REDIS__MODE", "sentinel"),
+                    ("KVQ__REDIS__SENTINELS", "a:1"),
+                    ("KVQ__REDIS__SENTINEL_USERNAME", "s"),
+                ],
+                "needs KVQ__REDIS__SENTINEL_PASSWORD",
+            ),
+        ];
+        for (vars, needle) in cases {
+            let err = Settings::load_from(env(vars)).unwrap_err().to_string();
+            assert!(err.contains(needle), "{vars:?}: {err}");
+            assert!(!err.contains("pw"), "no password in {err}");
+        }
     }
 
     #[test]

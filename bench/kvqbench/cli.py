@@ -65,7 +65,7 @@ def parse_args(argv=None):
         unknown = set(args.only.split(",")) - set(phases.PHASES)
         if unknown:
             ap.error(f"--only: unknown phase(s) {','.join(sorted(unknown))}")
-    for tool in ("wrk",) + (() if args.url else ("redis-server", "redis-sentinel", "redis-cli", "redis-benchmark")):
+    for tool in ("wrk",) + (() if args.url else ("redis-server", "redis-sentinel", "redis-cli", "redis-benchmark", "openssl")):
         if not shutil.which(tool):
             ap.error(f"{tool} is not installed (bench/run.sh installs it)")
     if not args.url:
@@ -84,7 +84,7 @@ def phases_to_run(args):
     for name in phases.PHASES:
         if only is not None and name not in only:
             continue
-        if name in ("startup", "sentinel", "auth") and args.url:
+        if name in ("startup", "sentinel", "auth", "tls") and args.url:
             continue
         if name == "sentinel" and args.skip_sentinel:
             continue

@@ -13,7 +13,7 @@ from .figures import (apply_rate, calibrated_latency_ms, drain_time, median_or_n
                       pacing_delay_ms, search_done, step_verdict)
 from .http import Http, first_ready_ms, wait_ready
 from .procs import CpuWatch, free_port, proc_mem
-from .redis import redis_benchmark, start_redis, start_sentinel_set
+from .redis import make_certs, redis_benchmark, start_redis, start_sentinel_set, start_tls_redis
 from .soak import bounded, soak
 from .wrk import burst, run_wrk
 
@@ -339,6 +339,49 @@ def sentinel(ctx):
     ctx.memory("after_sentinel")
 
 
+def tls(ctx):
+    """The cost of TLS: writes and reads at c=32 through kvq against a plaintext and a TLS-only
+    Redis (same settings otherwise), back to back in this run; the ratios are the figures."""
+    if not ctx.local:
+        ctx.note("tls: needs the local setup (it starts its own Redis servers); skipped with --url")
+        return
+    log("phase 7: TLS cost, writes and reads c=32, plaintext then TLS Redis (same run)")
+    ctx.stop_workers(timeout=10.0)
+    if ctx.server:
+        ctx.procs.stop(ctx.server)
+        ctx.server = None
+    base = os.path.join(ctx.workdir, "tls")
+    certs = make_certs(os.path.join(base, "certs"))
+    plain_port, tls_port = free_port(), free_port()
+    start_redis(ctx.procs, "redis-plain", plain_port, os.path.join(base, "plain"), aof=False)
+    start_tls_redis(ctx.procs, "redis-tls", tls_port, os.path.join(base, "tls"), certs)
+    modes = (("plaintext", {"KVQ__REDIS__URL": f"redis://127.0.0.1:{plain_port}"}),
+             ("tls", {"KVQ__REDIS__URL": f"rediss://127.0.0.1:{tls_port}", "KVQ__REDIS__TLS_CA_FILE": certs[0]}))
+    rps = {}
+    saved = ctx.redis_port
+    ctx.redis_port = None
+    try:
+        for mode, env in modes:
+            ctx.server, ctx.url = ctx.start_server(env, name=f"kvq-server-{mode}")
+            ctx.workers = [ctx.start_worker(1, env)]
+            w = ctx.load(f"tls_{mode}_writes_c32", "write.lua", 32, {"BENCH_PREFIX": f"t{ctx.run_id}{mode}"})
+            ctx.wait_drained(f"the {mode} write run")
+            prefix = f"t{ctx.run_id}{mode}r"
+            seed(ctx, prefix, ctx.p["seed"])
+            r = ctx.load(f"tls_{mode}_reads_c32", "read.lua", 32, {"BENCH_PREFIX": prefix, "BENCH_KEYS": str(ctx.p["seed"] // 2)})
+            rps[mode] = (w["ok_rps"], r["ok_rps"])
+            ctx.stop_workers(timeout=10.0)
+            ctx.procs.stop(ctx.server)
+            ctx.server = None
+    finally:
+        ctx.redis_port = saved
+    for i, what in enumerate(("writes", "reads")):
+        plain, secure = rps["plaintext"][i], rps["tls"][i]
+        ctx.figure(f"tls_{what}_c32_plain_rps", f"{what}/s c=32, plaintext Redis (TLS phase)", plain, "req/s")
+        ctx.figure(f"tls_{what}_c32_rps", f"{what}/s c=32, TLS Redis", secure, "req/s")
+        ctx.figure(f"tls_{what}_ratio", f"{what}: TLS / plaintext (same run)", secure / plain if plain else None, "x")
+
+
 # the phases --only names, in the order a run takes them (setup always runs first)
-PHASES = {"startup": startup, "writes": writes, "reads": reads, "auth": auth, "e2e": e2e, "sentinel": sentinel,
+PHASES = {"startup": startup, "writes": writes, "reads": reads, "auth": auth, "e2e": e2e, "sentinel": sentinel, "tls": tls,
           "soak": soak, "bounded": bounded}

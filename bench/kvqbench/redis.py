@@ -5,17 +5,18 @@ import subprocess
 import time
 
 
-def redis_cli(port, *args, timeout=5):
-    r = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],
+def redis_cli(port, *args, timeout=5, tls_ca=None):
+    tls = ["--tls", "--cacert", tls_ca] if tls_ca else []
+    r = subprocess.run(["redis-cli", *tls, "-h", "127.0.0.1", "-p", str(port), *args],
                        capture_output=True, text=True, timeout=timeout)
     return r.stdout
 
 
-def wait_redis(port, timeout=10):
+def wait_redis(port, timeout=10, tls_ca=None):
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         try:
-            if redis_cli(port, "PING").strip() == "PONG":
+            if redis_cli(port, "PING", tls_ca=tls_ca).strip() == "PONG":
                 return
         except subprocess.TimeoutExpired:
             pass
@@ -30,6 +31,36 @@ def start_redis(procs, name, port, datadir, aof, extra=()):
             "--logfile", ""] + list(extra)
     p = procs.start(name, argv)
     wait_redis(port)
+    return p
+
+
+def make_certs(base):
+    """A throwaway CA and a server certificate for 127.0.0.1 (openssl, EC P-256), made for the run;
+    returns (ca, cert, key) paths."""
+    os.makedirs(base, exist_ok=True)
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=base, check=True, capture_output=True, timeout=60)
+    curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+    openssl("req", "-x509", "-new", "-nodes", *curve, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+            "-subj", "/CN=kvq bench CA")
+    openssl("req", "-new", "-nodes", *curve, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    with open(os.path.join(base, "server.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.crt", "-days", "2", "-extfile", "server.ext")
+    return tuple(os.path.join(base, f) for f in ("ca.crt", "server.crt", "server.key"))
+
+
+def start_tls_redis(procs, name, port, datadir, certs):
+    """redis-server with TLS only (`port 0`, `tls-port`), AOF off like the plaintext reference."""
+    ca, cert, key = certs
+    os.makedirs(datadir, exist_ok=True)
+    argv = ["redis-server", "--port", "0", "--tls-port", str(port), "--tls-cert-file", cert, "--tls-key-file", key,
+            "--tls-ca-cert-file", ca, "--tls-auth-clients", "no", "--bind", "127.0.0.1", "--dir", datadir,
+            "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", ""]
+    p = procs.start(name, argv)
+    wait_redis(port, tls_ca=ca)
     return p
 
 

@@ -24,6 +24,7 @@ EXPECTED_FIGURES = {
             ["auth_writes_cost_pct", "auth_reads_cost_pct"],
     "e2e": ["apply_rate_1w", "apply_rate_4w", "sustained_rps", "burst_drain_s"],
     "sentinel": [f"sentinel_writes_c{c}_{f}" for c in (1, 32) for f in ("rps", "p99")],
+    "tls": [f"tls_{w}_{f}" for w in ("writes", "reads") for f in ("c32_plain_rps", "c32_rps", "ratio")],
     "soak": ["soak_writes", "soak_errors", "soak_mem_max", "soak_mem_growth_2nd_half"],
     "bounded": ["bounded_failed", "bounded_peak_mb"],
 }

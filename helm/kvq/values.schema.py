@@ -198,6 +198,22 @@ REDIS = obj(
                 "generateWithoutCluster": BOOLEAN,
             }
         ),
+        "tls": obj(
+            {
+                "enabled": BOOLEAN,
+                "existingSecret": STRING,
+                "authClients": BOOLEAN,
+                "certManager": obj(
+                    {
+                        # name, kind, group of a cert-manager issuer
+                        "issuerRef": obj({"name": STRING, "kind": STRING, "group": STRING}),
+                        "duration": {"type": "string", "pattern": "^[0-9]+(h|m|s)$"},
+                        "renewBefore": {"type": "string", "pattern": "^[0-9]+(h|m|s)$"},
+                    }
+                ),
+            }
+        ),
+        "acl": obj({"enabled": BOOLEAN}),
         "config": obj(
             {
                 "appendfsync": {"enum": ["always", "everysec", "no"]},
@@ -254,6 +270,8 @@ REDIS = obj(
                 "url": {"type": "string", "pattern": "^(rediss?://[^@]+)?$"},
                 "sentinels": array_of({"type": "string", "pattern": "^[^:]+:[0-9]+$"}),
                 "masterName": STRING,
+                # An ACL user name: no spaces (kvq refuses them too).
+                "username": {"type": "string", "pattern": "^[^\\s]*$"},
             }
         ),
     }

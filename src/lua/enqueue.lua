@@ -1,7 +1,7 @@
 -- Enqueue one write task atomically: idempotency check, stream entry, idempotency record.
 -- Everything that can fail is checked before the stream entry is added, so a write is never
 -- reported as failed after it was queued.
--- KEYS[1] task stream, KEYS[2] idempotency map base ('' when no Idempotency-Key),
+-- KEYS[1] task stream, KEYS[2] idempotency map base (unused without an Idempotency-Key),
 -- KEYS[3] task outcome map base (by stream id)
 -- ARGV[1] Idempotency-Key ('' none), ARGV[2] request fingerprint, ARGV[3] now ms,
 -- ARGV[4] bytes per idempotency bucket, ARGV[5..] the stream entry's fields as name, value pairs
@@ -11,7 +11,7 @@
 -- Loaded after capped.lua and queue_task.lua.
 local bad = check_type(KEYS[1], 'stream')
 if bad then return bad end
-if KEYS[2] ~= '' then
+if ARGV[1] ~= '' then
   local existing = capped_get(KEYS[2], ARGV[1])
   if existing then
     -- 'stream id fingerprint'
@@ -29,7 +29,7 @@ if KEYS[2] ~= '' then
   end
 end
 local id = add_task(KEYS[1], 5)
-if KEYS[2] ~= '' then
+if ARGV[1] ~= '' then
   capped_put(KEYS[2], ARGV[4], ARGV[1], id .. ' ' .. ARGV[2])
 end
 return {id, 'queued', 0, string.match(id, '^(%d+)-')}

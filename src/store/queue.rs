@@ -91,9 +91,7 @@ impl Store {
         let fingerprint = if token.is_empty() { String::new() } else { request_fingerprint(w) };
         let command = |lua: &Lua, data_key: Option<String>| {
             let mut cmd = lua.call(3 + usize::from(data_key.is_some()));
-            cmd.arg(&self.keys.stream)
-                .arg(if token.is_empty() { "" } else { self.keys.idempotency.as_str() })
-                .arg(&self.keys.outcomes);
+            cmd.arg(&self.keys.stream).arg(&self.keys.idempotency).arg(&self.keys.outcomes);
             if let Some(data) = data_key {
                 cmd.arg(data);
             }

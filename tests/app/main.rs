@@ -16,3 +16,4 @@ mod pages;
 mod queue;
 mod remote_api;
 mod storage;
+mod tls;

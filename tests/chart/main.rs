@@ -11,6 +11,7 @@ mod contract;
 mod dashboard;
 mod release;
 mod render;
+mod tls_acl;
 mod upgrade;
 mod values;
 mod workflows;

@@ -10,6 +10,10 @@
 //!   5. rolling restart (preStop, stop, start; pod by pod) under continuous write load from a
 //!      sentinel-aware client: zero acknowledged writes lost.
 //!
+//! A TLS + ACL test runs the same scripts with `redis.tls` (mutual TLS) and `redis.acl` on,
+//! certificates made by the test: bootstrap, kill -9 of the master (failover over TLS), a preStop
+//! handover, while clients write through the rendered kvq containers as their ACL users.
+//!
 //! A second test runs the rendered production server and worker containers (real binaries,
 //! rendered env and config, sentinel addresses mapped to the simulated pods) against the
 //! simulated set: probes, a write and a read, then again after a preStop handover and after
@@ -24,7 +28,7 @@ use std::time::{Duration, Instant};
 use crate::support::chart::render;
 use crate::support::load::{assert_no_lost_writes_within, Load};
 use crate::support::pods::{
-    addr, auth_values, production_set_with_app, rotation_values, set_with_app, ChartPods, Writer, PODS,
+    addr, auth_values, production_set_with_app, rotation_values, set_with_app, tls_acl_values, ChartPods, Writer, PODS,
 };
 use crate::support::which;
 
@@ -32,9 +36,7 @@ use crate::support::which;
 /// stores `k` under `{prefix}:{k}`, the `Writer` stores `n + 1` under `load:{n}`. A missing
 /// key counts as wrong.
 fn wrong_values(cl: &ChartPods, master: usize, keys: &[String]) -> Vec<String> {
-    let e = &cl.endpoints;
-    let url = format!("redis://:{}@{}:{}", e.redis_pw, addr(master), e.redis_port);
-    let mut c = redis::Client::open(url).unwrap().get_connection().expect("master connection");
+    let mut c = cl.endpoints.redis(&addr(master)).expect("master connection");
     keys.iter()
         .filter(|key| {
             let (prefix, n) = key.rsplit_once(':').expect("prefix:n");
@@ -446,4 +448,69 @@ fn password_rotation_in_three_rollouts_loses_no_acknowledged_write() {
     let old = format!("redis://:old-pw@{}:{}", crate::support::pods::addr(m), cl.endpoints.redis_port);
     assert_eq!(crate::support::redis_server::role(&old), None, "the old password is refused after the rotation");
     eprintln!("password rotation: acknowledged {}, lost 0, refused attempts {refused} (retried)", acked.len());
+}
+
+/// TLS only (mutual TLS) and ACL users: the production render with `redis.tls` and `redis.acl`
+/// on. No plaintext listener answers; the `default` user is off. The pods bootstrap over TLS,
+/// the sentinels fail over a kill -9 of the master (authenticating as their ACL user), a preStop
+/// handover runs as the `probe` user, and the rendered kvq containers (as `kvq-server` and
+/// `kvq-worker`) follow both under write load with no acknowledged write lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_acl_pods_fail_over_and_hand_over_and_kvq_loses_no_acknowledged_write() {
+    let vdir = tempfile::tempdir().unwrap();
+    let values = tls_acl_values(vdir.path());
+    let (mut cl, mut app, _dir) = set_with_app(&["values/production.yaml", values.to_str().unwrap()]).await;
+    tokio::task::block_in_place(|| {
+        let e = &cl.endpoints;
+        for i in 0..PODS {
+            let plain = redis::Client::open(format!("redis://{}:{}", addr(i), e.redis_port)).unwrap();
+            let answered = plain
+                .get_connection_with_timeout(Duration::from_millis(500))
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            assert!(answered.is_err(), "pod {i} answered plaintext: {answered:?}");
+            let default = e.client(&addr(i), e.redis_port, Some("default"), "anything").unwrap();
+            assert!(default.get_connection().is_err(), "pod {i}: the default user must be off");
+        }
+    });
+    let http = app.http(Duration::from_secs(5));
+    http.write_read_delete("tls-acl-bootstrap").await;
+
+    let load = Load::start(&http, "tls", 4);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // kill -9 of the master pod: the sentinels fail over over TLS; kvq follows.
+    let m = tokio::task::block_in_place(|| cl.wait_one_master(Duration::from_secs(10), "before the kill"));
+    let t = Instant::now();
+    tokio::task::block_in_place(|| cl.kill(m));
+    let new = tokio::task::block_in_place(|| {
+        cl.wait_master(&ChartPods::all_but(m), false, Duration::from_secs(40), "failover over TLS")
+    });
+    let failover = t.elapsed();
+    http.eventually_write_read_delete("tls-acl-after-kill", Duration::from_secs(40)).await;
+    let writing = t.elapsed();
+    tokio::task::block_in_place(|| {
+        cl.start(m);
+        cl.wait_one_master(Duration::from_secs(60), "the killed pod back as a replica");
+    });
+    assert_eq!(cl.role(m).as_deref(), Some("slave"), "the killed pod returns as a replica\n{}", cl.logs());
+
+    // preStop handover of the new master (CLIENT PAUSE, SENTINEL FAILOVER, REPLICAOF over TLS).
+    let handover = tokio::task::block_in_place(|| {
+        let took = cl.run_prestop(new);
+        assert_eq!(cl.role(new).as_deref(), Some("slave"), "after its preStop\n{}", cl.logs());
+        cl.terminate(new);
+        cl.start(new);
+        cl.wait_one_master(Duration::from_secs(60), "after the handover");
+        took
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let log = load.stop().await;
+    assert!(log.acked.len() > 50, "the writers made progress: {}", log.acked.len());
+    assert_no_lost_writes_within(&http, &log.acked, Duration::from_secs(60)).await;
+    eprintln!(
+        "TLS + ACL: failover {failover:?} after kill -9 (kvq writing again after {writing:?}), preStop handover \
+         {handover:?}; writes acknowledged {}, lost 0, refused attempts {} (retried)",
+        log.acked.len(),
+        log.failures
+    );
+    app.probes_pass(Duration::from_secs(30)).await;
 }

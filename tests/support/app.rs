@@ -106,6 +106,28 @@ pub async fn spawn_app_with(redis: &TestRedis, workers: usize, extra: &[(&str, &
     spawn_app_settings(settings, workers).await
 }
 
+/// A server and `workers` workers against `redis` (TLS settings from it), each binary as its own
+/// ACL user of `redis` (None: no user).
+pub async fn spawn_app_as(
+    redis: &TestRedis,
+    server_user: Option<&str>,
+    worker_user: Option<&str>,
+    workers: usize,
+) -> TestApp {
+    init_test_log();
+    let settings = |user| {
+        let env = redis.kvq_env(user);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        test_settings(&redis.url(), &env)
+    };
+    let mut app = spawn_app_settings(settings(server_user), 0).await;
+    let worker = settings(worker_user);
+    for i in 0..workers {
+        app.workers.push(spawn_worker(&worker, &format!("worker-{i}")).await);
+    }
+    app
+}
+
 pub async fn spawn_app_settings(settings: Settings, workers: usize) -> TestApp {
     let app = ServerApp::build(&settings).await.expect("server binds");
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -194,16 +216,21 @@ pub struct KvqProcess {
 
 impl KvqProcess {
     pub fn server(env: &[(&str, String)]) -> Self {
-        Self::spawn(env!("CARGO_BIN_EXE_kvq-server"), "KVQ__SERVER__BIND", env)
+        Self::spawn(env!("CARGO_BIN_EXE_kvq-server"), "KVQ__SERVER__BIND", env, None)
     }
 
     pub fn worker(consumer: &str, env: &[(&str, String)]) -> Self {
         let mut env = env.to_vec();
         env.push(("KVQ__WORKER__CONSUMER_NAME", consumer.to_string()));
-        Self::spawn(env!("CARGO_BIN_EXE_kvq-worker"), "KVQ__WORKER__BIND", &env)
+        Self::spawn(env!("CARGO_BIN_EXE_kvq-worker"), "KVQ__WORKER__BIND", &env, None)
     }
 
-    fn spawn(bin: &str, bind_var: &str, env: &[(&str, String)]) -> Self {
+    /// A `kvq-server` whose log (stderr, JSON lines) goes to `log`.
+    pub fn server_logged(env: &[(&str, String)], log: &std::path::Path) -> Self {
+        Self::spawn(env!("CARGO_BIN_EXE_kvq-server"), "KVQ__SERVER__BIND", env, Some(log))
+    }
+
+    fn spawn(bin: &str, bind_var: &str, env: &[(&str, String)], log: Option<&std::path::Path>) -> Self {
         let port = free_port();
         let mut cmd = Command::new(bin);
         cmd.env_clear()
@@ -215,12 +242,23 @@ impl KvqProcess {
             // Tests that need authentication pass their own mode and token file.
             .env("KVQ__AUTH__MODE", "none")
             .stdout(Stdio::null())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() });
+            .stderr(match log {
+                Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+                None if std::env::var_os("TEST_LOG").is_some() => Stdio::inherit(),
+                None => Stdio::null(),
+            });
         for (k, v) in env {
             cmd.env(k, v);
         }
         let name = bin.rsplit('/').next().unwrap_or(bin);
-        Self { process: ChildProcess::spawn(name, &mut cmd), port }
+        let process = ChildProcess::spawn(name, &mut cmd);
+        Self {
+            process: match log {
+                Some(path) => process.with_log(path.to_path_buf()),
+                None => process,
+            },
+            port,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

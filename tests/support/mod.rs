@@ -14,6 +14,7 @@ pub mod process;
 pub mod prometheus;
 pub mod redis_server;
 pub mod sentinel;
+pub mod tls;
 pub mod webdriver;
 
 pub use self::app::*;

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::chart::{b64decode, render, run_app_containers, strings, Manifests, RunningApp};
 use super::process::{free_port_on_loopbacks, loopback, ChildProcess};
-use super::redis_server::{replication_info, role};
+use super::tls::TestCerts;
 
 /// Pods in the rendered StatefulSet.
 pub const PODS: usize = 3;
@@ -45,7 +45,8 @@ pub struct ChartPods {
     probes: HashMap<(String, String), Vec<String>>,
 }
 
-/// How clients reach the pods: the ports every pod uses, the passwords, the master name.
+/// How clients reach the pods: the ports every pod uses, the passwords, the master name, and
+/// with a TLS or ACL render the certificates and the harness's own ACL user.
 #[derive(Clone)]
 pub struct Endpoints {
     pub redis_port: u16,
@@ -53,39 +54,91 @@ pub struct Endpoints {
     pub redis_pw: String,
     pub sentinel_pw: String,
     pub master_name: String,
+    /// With ACL users (the `default` user off): the harness's user on redis (`HARNESS_USER`).
+    pub redis_user: Option<String>,
+    /// With TLS: the directory of the pods' `ca.crt`, `tls.crt` and `tls.key` (the harness
+    /// presents the certificate too, for mutual TLS).
+    pub tls: Option<PathBuf>,
 }
 
+/// The harness's ACL user in TLS + ACL renders (`tls_acl_values` adds it through
+/// `redis.config.extra`): every right, as an operator's `redis-cli` would have.
+pub const HARNESS_USER: (&str, &str) = ("harness", "harness-pw");
+
 impl Endpoints {
-    fn redis_url(&self, host: &str) -> String {
-        format!("redis://:{}@{host}:{}", percent_encode(&self.redis_pw), self.redis_port)
+    /// A client for `host:port` (TLS when the pods use it) as `user` with `password`.
+    pub fn client(&self, host: &str, port: u16, user: Option<&str>, password: &str) -> Option<redis::Client> {
+        let addr = match &self.tls {
+            Some(_) => redis::ConnectionAddr::TcpTls { host: host.into(), port, insecure: false, tls_params: None },
+            None => redis::ConnectionAddr::Tcp(host.into(), port),
+        };
+        let mut info = redis::IntoConnectionInfo::into_connection_info(addr).ok()?;
+        if !password.is_empty() {
+            let mut settings = info.redis_settings().clone().set_password(password);
+            if let Some(u) = user {
+                settings = settings.set_username(u);
+            }
+            info = info.set_redis_settings(settings);
+        }
+        match &self.tls {
+            None => redis::Client::open(info).ok(),
+            Some(dir) => {
+                let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+                let client_tls =
+                    Some(redis::ClientTlsConfig { client_cert: read("tls.crt"), client_key: read("tls.key") });
+                redis::Client::build_with_tls(
+                    info,
+                    redis::TlsCertificates { client_tls, root_cert: Some(read("ca.crt")) },
+                )
+                .ok()
+            }
+        }
     }
 
     /// A connection (connect within 500 ms, replies within 5 s).
-    fn conn(url: &str) -> Option<redis::Connection> {
-        let conn = redis::Client::open(url).ok()?.get_connection_with_timeout(Duration::from_millis(500)).ok()?;
+    fn conn(client: Option<redis::Client>) -> Option<redis::Connection> {
+        let conn = client?.get_connection_with_timeout(Duration::from_millis(500)).ok()?;
         conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         Some(conn)
     }
 
+    /// A client for the Redis server at `host`.
+    pub fn redis_client(&self, host: &str) -> Option<redis::Client> {
+        self.client(host, self.redis_port, self.redis_user.as_deref(), &self.redis_pw)
+    }
+
     /// The Redis server at `host`.
-    fn redis(&self, host: &str) -> Option<redis::Connection> {
-        Self::conn(&self.redis_url(host))
+    pub fn redis(&self, host: &str) -> Option<redis::Connection> {
+        Self::conn(self.redis_client(host))
+    }
+
+    /// Pod `i`'s sentinel.
+    fn sentinel(&self, i: usize) -> Option<redis::Connection> {
+        Self::conn(self.client(&addr(i), self.sentinel_port, None, &self.sentinel_pw))
+    }
+
+    /// `ROLE` of the Redis server at `host` ("master", "slave"), None when it does not answer.
+    pub fn role(&self, host: &str) -> Option<String> {
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut self.redis(host)?).ok()?;
+        match role.first()? {
+            redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            redis::Value::SimpleString(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// `INFO replication` of the Redis server at `host` (empty when it does not answer).
+    pub fn replication_info(&self, host: &str) -> String {
+        self.redis(host).and_then(|mut c| redis::cmd("INFO").arg("replication").query(&mut c).ok()).unwrap_or_default()
     }
 
     /// The address pod `i`'s sentinel names as master.
     fn sentinel_master(&self, i: usize) -> Option<String> {
-        let mut c =
-            Self::conn(&format!("redis://:{}@{}:{}", percent_encode(&self.sentinel_pw), addr(i), self.sentinel_port))?;
+        let mut c = self.sentinel(i)?;
         let v: Option<(String, u16)> =
             redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(&self.master_name).query(&mut c).ok()?;
         v.map(|(h, _)| h)
     }
-}
-
-/// Every byte but ASCII letters and digits as %XX: the password part of a redis:// URL for
-/// any password (redis-rs percent-decodes it).
-pub fn percent_encode(s: &str) -> String {
-    s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
 /// The running containers of one pod (killed on drop).
@@ -132,6 +185,13 @@ impl ChartPods {
             std::fs::write(auth.join(k), &plain).unwrap();
             pw.insert(k.clone(), plain);
         }
+        // TLS renders mount the certificate Secret at /etc/redis-tls: certificates made here.
+        let tls = dir.path().join("tls");
+        std::fs::create_dir_all(&tls).unwrap();
+        let certs = TestCerts::generate();
+        for (from, to) in [("ca.crt", "ca.crt"), ("server.crt", "tls.crt"), ("server.key", "tls.key")] {
+            std::fs::copy(certs.path(from), tls.join(to)).unwrap();
+        }
         let sts = m.get("StatefulSet", "kvq-redis");
         let pod = &sts["spec"]["template"]["spec"];
         let n = sts["spec"]["replicas"].as_u64().unwrap() as usize;
@@ -143,11 +203,18 @@ impl ChartPods {
         // Mount paths of the pod, mapped into this test's directory; /data and /run/redis per pod.
         let scripts_s = scripts.to_str().unwrap().to_string();
         let auth_s = auth.to_str().unwrap().to_string();
+        let tls_s = tls.to_str().unwrap().to_string();
         let map_path = move |p: &str| -> String {
-            if let Some(rest) = p.strip_prefix("/scripts/") {
+            if p == "/scripts" {
+                scripts_s.clone()
+            } else if let Some(rest) = p.strip_prefix("/scripts/") {
                 format!("{scripts_s}/{rest}")
+            } else if p == "/etc/redis-auth" {
+                auth_s.clone()
             } else if let Some(rest) = p.strip_prefix("/etc/redis-auth/") {
                 format!("{auth_s}/{rest}")
+            } else if let Some(rest) = p.strip_prefix("/etc/redis-tls/") {
+                format!("{tls_s}/{rest}")
             } else {
                 p.to_string() // /data, /run/redis: replaced per pod
             }
@@ -163,6 +230,16 @@ impl ChartPods {
         }
         let sentinel_env = rendered_env(&sentinel_c, &map_path);
         let master_name = redis_env.iter().find(|(k, _)| k == "MASTER_NAME").unwrap().1.clone();
+        let acl = redis_env.iter().any(|(k, _)| k == "ACL_RULES_DIR");
+        let tls = redis_env.iter().any(|(k, v)| k == "REDIS_TLS" && v == "1").then_some(tls);
+        if acl {
+            let extra = m.get("ConfigMap", "kvq-redis-scripts")["data"]["redis-extra.conf"].as_str().unwrap_or("");
+            assert!(extra.contains(&format!("user {} ", HARNESS_USER.0)), "ACL renders need tls_acl_values()");
+        }
+        let (redis_user, redis_pw) = match acl {
+            true => (Some(HARNESS_USER.0.to_string()), HARNESS_USER.1.to_string()),
+            false => (None, pw["redis-password"].clone()),
+        };
         let redis_port = free_port_on_loopbacks(n);
         let mut sentinel_port = free_port_on_loopbacks(n);
         while sentinel_port == redis_port {
@@ -178,9 +255,11 @@ impl ChartPods {
             endpoints: Endpoints {
                 redis_port,
                 sentinel_port,
-                redis_pw: pw["redis-password"].clone(),
+                redis_pw,
                 sentinel_pw: pw["sentinel-password"].clone(),
                 master_name,
+                redis_user,
+                tls,
             },
             probes,
             pods: (0..n).map(|_| Pod { redis: None, sentinel: None }).collect(),
@@ -258,6 +337,12 @@ impl ChartPods {
     /// must have been stopped (a StatefulSet scale-down removes the highest ordinals).
     pub fn reconfigure(&mut self, m: &Manifests) {
         let mut next = ChartPods::new(m);
+        // Same Secret, same certificates: the new render's pods use this set's CA.
+        if let (Some(ours), Some(theirs)) = (&self.endpoints.tls, &next.endpoints.tls) {
+            for f in ["ca.crt", "tls.crt", "tls.key"] {
+                std::fs::copy(ours.join(f), theirs.join(f)).unwrap();
+            }
+        }
         // Clients use the passwords of the new render from now on.
         self.endpoints.redis_pw = next.endpoints.redis_pw.clone();
         self.endpoints.sentinel_pw = next.endpoints.sentinel_pw.clone();
@@ -290,9 +375,7 @@ impl ChartPods {
     /// (sentinels, replicas) "host:port" that pod i's sentinel knows for the master set.
     pub fn sentinel_peers(&self, i: usize) -> (Vec<String>, Vec<String>) {
         let e = &self.endpoints;
-        let mut c =
-            Endpoints::conn(&format!("redis://:{}@{}:{}", percent_encode(&e.sentinel_pw), addr(i), e.sentinel_port))
-                .unwrap_or_else(|| panic!("sentinel of pod {i}"));
+        let mut c = e.sentinel(i).unwrap_or_else(|| panic!("sentinel of pod {i}"));
         let mut list = |what: &str| -> Vec<String> {
             let v: Vec<HashMap<String, String>> =
                 redis::cmd("SENTINEL").arg(what).arg(&e.master_name).query(&mut c).unwrap();
@@ -315,18 +398,15 @@ impl ChartPods {
     /// SENTINEL SET of pod i's sentinel for the master set (at runtime, as an operator would).
     pub fn sentinel_set(&self, i: usize, option: &str, value: &str) {
         let e = &self.endpoints;
-        let mut c =
-            Endpoints::conn(&format!("redis://:{}@{}:{}", percent_encode(&e.sentinel_pw), addr(i), e.sentinel_port))
-                .unwrap_or_else(|| panic!("sentinel of pod {i}"));
+        let mut c = e.sentinel(i).unwrap_or_else(|| panic!("sentinel of pod {i}"));
         let _: () = redis::cmd("SENTINEL").arg("SET").arg(&e.master_name).arg(option).arg(value).query(&mut c).unwrap();
     }
 
     /// One command to pod i's redis: its reply, or the error text (e.g. "LOADING ...").
     pub fn redis_cmd(&self, i: usize, args: &[&str]) -> Result<redis::Value, String> {
         // The connection's own setup commands may be the ones answered LOADING: keep that error.
-        let mut c = redis::Client::open(self.endpoints.redis_url(&addr(i)))
-            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)))
-            .map_err(|e| e.to_string())?;
+        let client = self.endpoints.redis_client(&addr(i)).ok_or("no client")?;
+        let mut c = client.get_connection_with_timeout(Duration::from_millis(500)).map_err(|e| e.to_string())?;
         c.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
         let mut cmd = redis::cmd(args[0]);
         for a in &args[1..] {
@@ -374,7 +454,7 @@ impl ChartPods {
     }
 
     pub fn role(&self, i: usize) -> Option<String> {
-        role(&self.endpoints.redis_url(&addr(i)))
+        self.endpoints.role(&addr(i))
     }
 
     /// What pod i's sentinel names as master.
@@ -440,7 +520,8 @@ impl ChartPods {
     }
 
     fn good_replicas(&self, master: usize) -> usize {
-        replication_info(&self.endpoints.redis_url(&addr(master)))
+        self.endpoints
+            .replication_info(&addr(master))
             .lines()
             .filter(|l| l.starts_with("slave") && l.contains("state=online"))
             .count()
@@ -618,7 +699,17 @@ pub async fn set_with_app(values: &[&str]) -> (ChartPods, RunningApp, tempfile::
         cl
     });
     let dir = tempfile::tempdir().unwrap();
-    let mut app = run_app_containers(&m, dir.path(), point_at_simulated_sentinels(cl.endpoints.sentinel_port));
+    let (point, tls) = (point_at_simulated_sentinels(cl.endpoints.sentinel_port), cl.endpoints.tls.clone());
+    let mut app = run_app_containers(&m, dir.path(), move |cfg| {
+        point(cfg);
+        // The app mounts the same TLS Secret as the pods: its files, mapped like theirs.
+        for key in ["tls_ca_file", "tls_cert_file", "tls_key_file"] {
+            if let Some(path) = cfg["redis"][key].as_str().map(str::to_string) {
+                let file = path.strip_prefix("/etc/redis-tls/").expect("the TLS Secret's mount");
+                cfg["redis"][key] = tls.as_ref().expect("TLS render").join(file).to_str().unwrap().into();
+            }
+        }
+    });
     app.probes_pass(Duration::from_secs(30)).await;
     (cl, app, dir)
 }
@@ -642,4 +733,17 @@ fn point_at_simulated_sentinels(sentinel_port: u16) -> impl FnOnce(&mut serde_ya
         assert_eq!(rewritten.len(), PODS);
         cfg["redis"]["sentinels"] = serde_yaml_ng::Value::Sequence(rewritten);
     }
+}
+
+/// A values file (in `dir`) for TLS only with mutual TLS (the Secret `kvq-tls`, whose files the
+/// simulation makes) and ACL users, plus the harness's own ACL user (`HARNESS_USER`).
+pub fn tls_acl_values(dir: &std::path::Path) -> PathBuf {
+    let text = format!(
+        "redis:\n  tls:\n    enabled: true\n    existingSecret: kvq-tls\n    authClients: true\n  acl:\n    enabled: true\n\
+         \x20 config:\n    extra: \"user {} on >{} ~* &* +@all\"\n",
+        HARNESS_USER.0, HARNESS_USER.1
+    );
+    let path = dir.join("tls-acl-values.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
 }

@@ -4,6 +4,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::process::{free_port, which, ChildProcess};
+use super::tls::TestCerts;
 
 /// How to start a `TestRedis`: `TestRedis::builder().password("pw").replica_of(&master).start()`.
 #[derive(Default)]
@@ -12,7 +13,32 @@ pub struct RedisBuilder {
     port: Option<u16>,
     password: Option<String>,
     args: Vec<String>,
+    tls: Option<Tls>,
+    users: Vec<AclUser>,
 }
+
+/// TLS of a `TestRedis`: the certificates and whether clients must present one.
+#[derive(Clone)]
+struct Tls {
+    ca: std::path::PathBuf,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    client_cert: std::path::PathBuf,
+    client_key: std::path::PathBuf,
+    require_client_cert: bool,
+}
+
+/// An ACL user: name, password, rules (`~kvq:* +get ...`).
+#[derive(Clone)]
+pub struct AclUser {
+    pub name: String,
+    pub password: String,
+    pub rules: String,
+}
+
+/// The user the harness itself connects as when ACL users are configured (the `default` user
+/// is off then): every right, so assertions can inspect anything.
+const HARNESS_USER: (&str, &str) = ("harness", "harness-pw");
 
 impl RedisBuilder {
     /// The address to bind (default 127.0.0.1).
@@ -30,6 +56,31 @@ impl RedisBuilder {
     /// `requirepass`: clients must AUTH.
     pub fn password(mut self, password: &str) -> Self {
         self.password = Some(password.to_string());
+        self
+    }
+
+    /// TLS only: no plaintext port, `tls-port` on the chosen port, certificates of `certs`.
+    pub fn tls(mut self, certs: &TestCerts) -> Self {
+        self.tls = Some(Tls {
+            ca: certs.ca(),
+            cert: certs.path("server.crt"),
+            key: certs.path("server.key"),
+            client_cert: certs.path("client.crt"),
+            client_key: certs.path("client.key"),
+            require_client_cert: false,
+        });
+        self
+    }
+
+    /// Mutual TLS: clients must present a certificate signed by the CA (`tls-auth-clients yes`).
+    pub fn require_client_cert(mut self) -> Self {
+        self.tls.as_mut().expect("tls() first").require_client_cert = true;
+        self
+    }
+
+    /// Adds an ACL user and turns the `default` user off.
+    pub fn acl_user(mut self, name: &str, password: &str, rules: &str) -> Self {
+        self.users.push(AclUser { name: name.into(), password: password.into(), rules: rules.into() });
         self
     }
 
@@ -57,7 +108,10 @@ impl RedisBuilder {
             dir: tempfile::tempdir().unwrap(),
             process: None,
             extra_args,
+            tls: self.tls,
+            users: self.users,
         };
+        r.write_acl_config();
         // A free port can be taken by another test between its release and redis binding it:
         // then redis exits, and a port of our own choosing is chosen again.
         for _ in 0..5 {
@@ -82,6 +136,8 @@ pub struct TestRedis {
     pub password: Option<String>,
     pub dir: tempfile::TempDir,
     extra_args: Vec<String>,
+    tls: Option<Tls>,
+    pub users: Vec<AclUser>,
 }
 
 impl TestRedis {
@@ -94,8 +150,12 @@ impl TestRedis {
         Self::builder().start()
     }
 
-    /// The URL with the password, if any.
+    /// The URL with the password, if any (`rediss://host:port` with TLS: credentials and
+    /// certificates go in settings then, see `kvq_env`).
     pub fn url(&self) -> String {
+        if self.tls.is_some() {
+            return format!("rediss://{}:{}", self.host, self.port);
+        }
         match &self.password {
             Some(pw) => format!("redis://:{pw}@{}:{}", self.host, self.port),
             None => format!("redis://{}:{}", self.host, self.port),
@@ -104,6 +164,75 @@ impl TestRedis {
 
     pub fn addr(&self) -> String {
         format!("{}:{}", self.host, self.port)
+    }
+
+    /// The environment that points kvq at this server as ACL user `user`: the URL, the CA, the
+    /// client certificate when the server requires one, the user and its password.
+    pub fn kvq_env(&self, user: Option<&str>) -> Vec<(String, String)> {
+        let mut env = vec![("KVQ__REDIS__URL".to_string(), self.url())];
+        if let Some(tls) = &self.tls {
+            env.push(("KVQ__REDIS__TLS_CA_FILE".into(), tls.ca.display().to_string()));
+            if tls.require_client_cert {
+                env.push(("KVQ__REDIS__TLS_CERT_FILE".into(), tls.client_cert.display().to_string()));
+                env.push(("KVQ__REDIS__TLS_KEY_FILE".into(), tls.client_key.display().to_string()));
+            }
+        }
+        if let Some(name) = user {
+            let u = self.users.iter().find(|u| u.name == name).unwrap_or_else(|| panic!("no ACL user {name}"));
+            env.push(("KVQ__REDIS__USERNAME".into(), u.name.clone()));
+            env.push(("KVQ__REDIS__PASSWORD".into(), u.password.clone()));
+        }
+        env
+    }
+
+    /// A config file holding the ACL users (redis-server takes `user` lines only from a file).
+    fn write_acl_config(&self) {
+        if self.users.is_empty() {
+            return;
+        }
+        let mut conf = String::from("user default off\n");
+        conf += &format!("user {} on >{} ~* &* +@all\n", HARNESS_USER.0, HARNESS_USER.1);
+        for u in &self.users {
+            conf += &format!("user {} on >{} {}\n", u.name, u.password, u.rules);
+        }
+        std::fs::write(self.dir.path().join("users.conf"), conf).unwrap();
+    }
+
+    /// The `redis-server` arguments for TLS (replacing the plaintext port) and the ACL file.
+    fn tls_and_acl_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(tls) = &self.tls {
+            args.extend(["--port".into(), "0".into(), "--tls-port".into(), self.port.to_string()]);
+            for (flag, path) in
+                [("--tls-cert-file", &tls.cert), ("--tls-key-file", &tls.key), ("--tls-ca-cert-file", &tls.ca)]
+            {
+                args.extend([flag.to_string(), path.display().to_string()]);
+            }
+            let auth = if tls.require_client_cert { "yes" } else { "no" };
+            args.extend(["--tls-auth-clients".into(), auth.into()]);
+        }
+        args
+    }
+
+    /// A client for the harness's own connections: TLS with the test CA (and the client
+    /// certificate), as the all-rights harness user when ACL users are configured.
+    pub fn client(&self) -> redis::Client {
+        let mut info = redis::IntoConnectionInfo::into_connection_info(self.url()).unwrap();
+        if !self.users.is_empty() {
+            let settings = info.redis_settings().clone().set_username(HARNESS_USER.0).set_password(HARNESS_USER.1);
+            info = info.set_redis_settings(settings);
+        }
+        match &self.tls {
+            None => redis::Client::open(info).unwrap(),
+            Some(tls) => {
+                let client_tls = tls.require_client_cert.then(|| redis::ClientTlsConfig {
+                    client_cert: std::fs::read(&tls.client_cert).unwrap(),
+                    client_key: std::fs::read(&tls.client_key).unwrap(),
+                });
+                let certs = redis::TlsCertificates { client_tls, root_cert: Some(std::fs::read(&tls.ca).unwrap()) };
+                redis::Client::build_with_tls(info, certs).unwrap()
+            }
+        }
     }
 
     /// Starts the server again on the same port and data directory (AOF keeps the data).
@@ -118,12 +247,17 @@ impl TestRedis {
         assert!(self.process.is_none(), "already running");
         let log = self.dir.path().join("redis.log");
         let mut cmd = Command::new(which("redis-server"));
+        let conf = self.dir.path().join("users.conf");
+        if conf.exists() {
+            cmd.arg(&conf);
+        }
         cmd.args(["--bind", &self.host, "--port", &self.port.to_string()])
             .args(["--dir", self.dir.path().to_str().unwrap()])
             .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
             .args(["--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning"])
             .args(["--logfile", log.to_str().unwrap()])
             .args(&self.extra_args)
+            .args(self.tls_and_acl_args())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let mut process = ChildProcess::spawn("redis-server", &mut cmd).with_log(log.clone());
@@ -156,7 +290,7 @@ impl TestRedis {
     }
 
     fn try_conn(&self) -> Option<redis::Connection> {
-        redis::Client::open(self.url()).ok()?.get_connection_with_timeout(Duration::from_millis(500)).ok()
+        self.client().get_connection_with_timeout(Duration::from_millis(500)).ok()
     }
 
     /// `XLEN` of a stream (0 when it does not exist).
@@ -216,7 +350,7 @@ impl TestRedis {
 
     /// A blocking connection for assertions.
     pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+        self.client().get_connection().unwrap()
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::process::{free_port, wait_until, which, ChildProcess};
 use super::redis_server::{replication_info, role, TestRedis};
+use super::tls::TestCerts;
 
 pub const MASTER_NAME: &str = "mymaster";
 
@@ -43,6 +44,40 @@ impl TestSentinel {
         cmd.arg(&conf).stdout(Stdio::null()).stderr(Stdio::null());
         let mut process = ChildProcess::spawn("redis-sentinel", &mut cmd);
         // Listening before it is handed to anyone (a client would see "connection refused").
+        wait_until(Duration::from_secs(10), Duration::from_millis(20), &format!("sentinel on port {port}"), || {
+            process.assert_running();
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Self { port, _process: process, _dir: dir }
+    }
+
+    /// A TLS-only sentinel (`port 0`, `tls-port`) monitoring `master` over TLS, with extra
+    /// `sentinel.conf` lines (users, `sentinel auth-user ...`).
+    pub fn start_tls(master: &TestRedis, certs: &TestCerts, extra_conf: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("sentinel.conf");
+        let file = |name: &str| certs.path(name).display().to_string();
+        std::fs::write(
+            &conf,
+            format!(
+                "port 0\ntls-port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\n\
+                 tls-cert-file {cert}\ntls-key-file {key}\ntls-ca-cert-file {ca}\ntls-replication yes\n\
+                 tls-auth-clients no\n\
+                 sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 1\n\
+                 sentinel down-after-milliseconds {MASTER_NAME} 1000\n{extra_conf}\n",
+                dir = dir.path().display(),
+                cert = file("server.crt"),
+                key = file("server.key"),
+                ca = file("ca.crt"),
+                master_port = master.port,
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("sentinel.log");
+        let mut cmd = Command::new(which("redis-sentinel"));
+        cmd.arg(&conf).args(["--logfile", log.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null());
+        let mut process = ChildProcess::spawn("redis-sentinel", &mut cmd).with_log(log);
         wait_until(Duration::from_secs(10), Duration::from_millis(20), &format!("sentinel on port {port}"), || {
             process.assert_running();
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()

@@ -23,6 +23,16 @@
 #   SENTINEL_PASSWORD     or SENTINEL_PASSWORD_FILE: password of the sentinels (same rules)
 #   REDIS_EXTRA_PASSWORD  or REDIS_EXTRA_PASSWORD_FILE: a second password redis accepts
 #                         (nobody uses it; a password rotation without downtime) []
+#   REDIS_USER            ACL user the scripts authenticate as on redis (with REDIS_PASSWORD);
+#                         empty: the default user []
+#   ACL_RULES_DIR         ACL mode: directory of acl-<user>.acl files (the rules of each
+#                         user redis-start.sh creates; the default user is then off) []
+#   ACL_PASSWORD_DIR      ACL mode: directory of acl-<user> password files [ACL_RULES_DIR]
+#   REDIS_TLS             1: redis and the sentinels listen with TLS only (port 0, tls-port),
+#                         replicate over TLS, and every redis-cli call uses TLS [0]
+#   TLS_CERT_FILE, TLS_KEY_FILE, TLS_CA_FILE  the pod's certificate, key and CA (PEM)
+#   TLS_AUTH_CLIENTS      tls-auth-clients: yes (mutual TLS) | optional | no [no]; with yes
+#                         redis-cli presents TLS_CERT_FILE
 #   DATA_DIR              redis data (AOF) and persisted sentinel.conf [/data]
 #   CONF_DIR              writable directory for the generated redis.conf [/run/redis]
 #   DISCOVERY_TIMEOUT     seconds a starting pod keeps asking the sentinels [10]
@@ -47,6 +57,14 @@
 : "${CLI_TIMEOUT:=3}"
 : "${REDIS_SERVER:=redis-server}"
 : "${REDIS_CLI:=redis-cli}"
+: "${REDIS_USER:=}"
+: "${ACL_RULES_DIR:=}"
+: "${ACL_PASSWORD_DIR:=$ACL_RULES_DIR}"
+: "${REDIS_TLS:=0}"
+: "${TLS_CERT_FILE:=}"
+: "${TLS_KEY_FILE:=}"
+: "${TLS_CA_FILE:=}"
+: "${TLS_AUTH_CLIENTS:=no}"
 
 # pod_host I: stable name of the pod with ordinal I.
 pod_host() {
@@ -97,19 +115,69 @@ fi
 
 log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) ${SCRIPT_NAME:-redis} [$ANNOUNCE_HOST]: $*" >&2; }
 
-# cli HOST PORT PASSWORD ARGS...: one redis-cli call, bounded in time; the password travels
-# in REDISCLI_AUTH, never on the command line.
+# read_secret FILE: the file's bytes, trailing newlines included (see above); exits when the
+# file is not readable (a Secret missing a key must stop the pod).
+read_secret() {
+  if [ ! -r "$1" ]; then
+    echo "${SCRIPT_NAME:-redis}: $1 is not readable (is the key missing from the Secret?)" >&2
+    exit 1
+  fi
+  _secret=$(cat "$1"; printf x)
+  printf '%s' "${_secret%x}"
+}
+
+# TLS options of every redis-cli call: verify the server against the CA; present the pod's
+# certificate when the servers require one.
+CLI_TLS=""
+if [ "$REDIS_TLS" = "1" ]; then
+  CLI_TLS="--tls --cacert $TLS_CA_FILE"
+  if [ "$TLS_AUTH_CLIENTS" != "no" ]; then CLI_TLS="$CLI_TLS --cert $TLS_CERT_FILE --key $TLS_KEY_FILE"; fi
+fi
+
+# cli HOST PORT USER PASSWORD ARGS...: one redis-cli call, bounded in time; the password
+# travels in REDISCLI_AUTH, never on the command line.
 cli() {
-  _h=$1 _p=$2 _pw=$3
-  shift 3
-  if [ -n "$_pw" ]; then
-    REDISCLI_AUTH=$_pw timeout "$CLI_TIMEOUT" "$REDIS_CLI" -h "$_h" -p "$_p" "$@"
+  _h=$1 _p=$2 _u=$3 _pw=$4
+  shift 4
+  # shellcheck disable=SC2086 # CLI_TLS is a list of options
+  if [ -n "$_pw" ] && [ -n "$_u" ]; then
+    REDISCLI_AUTH=$_pw timeout "$CLI_TIMEOUT" "$REDIS_CLI" $CLI_TLS -h "$_h" -p "$_p" --user "$_u" "$@"
+  elif [ -n "$_pw" ]; then
+    REDISCLI_AUTH=$_pw timeout "$CLI_TIMEOUT" "$REDIS_CLI" $CLI_TLS -h "$_h" -p "$_p" "$@"
   else
-    timeout "$CLI_TIMEOUT" "$REDIS_CLI" -h "$_h" -p "$_p" "$@"
+    timeout "$CLI_TIMEOUT" "$REDIS_CLI" $CLI_TLS -h "$_h" -p "$_p" "$@"
   fi
 }
-rcli() { _rh=$1; shift; cli "$_rh" "$REDIS_PORT" "$REDIS_PASSWORD" "$@"; }
-scli() { _sh=$1; shift; cli "$_sh" "$SENTINEL_PORT" "$SENTINEL_PASSWORD" "$@"; }
+rcli() { _rh=$1; shift; cli "$_rh" "$REDIS_PORT" "$REDIS_USER" "$REDIS_PASSWORD" "$@"; }
+scli() { _sh=$1; shift; cli "$_sh" "$SENTINEL_PORT" "" "$SENTINEL_PASSWORD" "$@"; }
+
+# tls_conf PORT: the redis.conf/sentinel.conf lines of a TLS-only listener on PORT.
+tls_conf() {
+  echo "port 0"
+  echo "tls-port $1"
+  echo "tls-cert-file $TLS_CERT_FILE"
+  echo "tls-key-file $TLS_KEY_FILE"
+  echo "tls-ca-cert-file $TLS_CA_FILE"
+  echo "tls-auth-clients $TLS_AUTH_CLIENTS"
+  echo "tls-replication yes"
+}
+
+# acl_password USER: the password of ACL user USER.
+acl_password() { read_secret "$ACL_PASSWORD_DIR/acl-$1"; }
+
+# acl_users_conf: a `user` line per acl-<user>.acl file in ACL_RULES_DIR (comment lines
+# dropped, rule lines joined), and the default user off.
+acl_users_conf() {
+  echo "user default off"
+  for _f in "$ACL_RULES_DIR"/acl-*.acl; do
+    [ -r "$_f" ] || continue
+    _u=$(basename "$_f" .acl)
+    _u=${_u#acl-}
+    _pw=$(acl_password "$_u") || exit 1
+    _rules=$(grep -v '^#' "$_f" | tr '\n' ' ')
+    printf 'user %s on resetpass %s %s\n' "$_u" "$(conf_quote ">$_pw")" "$_rules"
+  done
+}
 
 # ask_sentinels: prints "host port" of the master most reachable sentinels name, or nothing.
 ask_sentinels() {

@@ -34,18 +34,25 @@ SCRIPT_NAME=redis-start
 : "${EXEC:=1}"
 
 mkdir -p "$CONF_DIR" "$DATA_DIR"
+# ACL mode: read now, so a missing Secret key stops the pod before anything starts.
+if [ -n "$ACL_RULES_DIR" ]; then REPLICATION_PASSWORD=$(acl_password replication); fi
 conf="$CONF_DIR/redis.conf"
 tmp="$conf.tmp"
 {
   echo "bind $BIND_ADDRESS"
-  echo "port $REDIS_PORT"
+  if [ "$REDIS_TLS" = "1" ]; then tls_conf "$REDIS_PORT"; else echo "port $REDIS_PORT"; fi
   echo "dir $DATA_DIR"
   echo "protected-mode no"
   echo "appendonly yes"
   echo "appendfsync $APPENDFSYNC"
   echo "maxmemory-policy noeviction"
   if [ -n "$MAXMEMORY" ]; then echo "maxmemory $MAXMEMORY"; fi
-  if [ -n "$REDIS_PASSWORD" ] && [ -n "$REDIS_EXTRA_PASSWORD" ]; then
+  if [ -n "$ACL_RULES_DIR" ]; then
+    # ACL users, each with its own password and rules; replicas authenticate as `replication`.
+    acl_users_conf
+    echo "masteruser replication"
+    printf 'masterauth %s\n' "$(conf_quote "$REPLICATION_PASSWORD")"
+  elif [ -n "$REDIS_PASSWORD" ] && [ -n "$REDIS_EXTRA_PASSWORD" ]; then
     # Two accepted passwords (a rotation): the default user gets both; everyone uses
     # REDIS_PASSWORD (replication, sentinels, probes, kvq).
     printf 'user default on resetpass %s %s ~* &* +@all\n' \

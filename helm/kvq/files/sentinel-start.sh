@@ -27,6 +27,8 @@ SCRIPT_NAME=sentinel-start
 : "${EXEC:=1}"
 
 mkdir -p "$DATA_DIR"
+# ACL mode: read now, so a missing Secret key stops the pod before anything starts.
+if [ -n "$ACL_RULES_DIR" ]; then SENTINEL_USER_PASSWORD=$(acl_password sentinel); fi
 conf="$DATA_DIR/sentinel.conf"
 tmp="$DATA_DIR/sentinel.conf.tmp"
 
@@ -37,7 +39,7 @@ log "monitoring $MASTER_NAME at $master_host:$master_port (source: $source)"
 
 {
   echo "bind $BIND_ADDRESS"
-  echo "port $SENTINEL_PORT"
+  if [ "$REDIS_TLS" = "1" ]; then tls_conf "$SENTINEL_PORT"; else echo "port $SENTINEL_PORT"; fi
   echo "dir $DATA_DIR"
   echo "protected-mode no"
   echo "sentinel resolve-hostnames yes"
@@ -49,7 +51,11 @@ log "monitoring $MASTER_NAME at $master_host:$master_port (source: $source)"
     printf 'sentinel sentinel-pass %s\n' "$(conf_quote "$SENTINEL_PASSWORD")"
   fi
   echo "sentinel monitor $MASTER_NAME $master_host $master_port $QUORUM"
-  if [ -n "$REDIS_PASSWORD" ]; then printf 'sentinel auth-pass %s %s\n' "$MASTER_NAME" "$(conf_quote "$REDIS_PASSWORD")"; fi
+  if [ -n "$ACL_RULES_DIR" ]; then
+    # The sentinels' own ACL user on redis (rules in acl-sentinel.acl).
+    echo "sentinel auth-user $MASTER_NAME sentinel"
+    printf 'sentinel auth-pass %s %s\n' "$MASTER_NAME" "$(conf_quote "$SENTINEL_USER_PASSWORD")"
+  elif [ -n "$REDIS_PASSWORD" ]; then printf 'sentinel auth-pass %s %s\n' "$MASTER_NAME" "$(conf_quote "$REDIS_PASSWORD")"; fi
   echo "sentinel down-after-milliseconds $MASTER_NAME $DOWN_AFTER_MS"
   echo "sentinel failover-timeout $MASTER_NAME $FAILOVER_TIMEOUT_MS"
   echo "sentinel parallel-syncs $MASTER_NAME $PARALLEL_SYNCS"

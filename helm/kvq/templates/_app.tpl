@@ -75,6 +75,7 @@ spec:
             {{- if eq .component "server" }}
             {{- include "kvq.authEnv" $ctx | nindent 12 }}
             {{- end }}
+            {{- include "kvq.appUserEnv" . | nindent 12 }}
             {{- with $v.extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -109,6 +110,11 @@ spec:
             {{- if eq .component "server" }}
             {{- include "kvq.authVolumeMounts" $ctx | nindent 12 }}
             {{- end }}
+            {{- if include "kvq.appTlsMount" $ctx }}
+            - name: redis-tls
+              mountPath: {{ include "kvq.tlsDir" $ctx }}
+              readOnly: true
+            {{- end }}
             {{- with $v.extraVolumeMounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -118,6 +124,23 @@ spec:
             name: {{ include "kvq.fullname" $ctx }}-config
         {{- if eq .component "server" }}
         {{- include "kvq.authVolumes" $ctx | nindent 8 }}
+        {{- end }}
+        {{- if include "kvq.appTlsMount" $ctx }}
+        # The CA (and for mutual TLS the client certificate) from the Secret, never a
+        # ConfigMap; kvq reads the files at every reconnect, so a renewal needs no restart.
+        - name: redis-tls
+          secret:
+            secretName: {{ include "kvq.redisTlsSecret" $ctx }}
+            defaultMode: 0440
+            items:
+              - key: ca.crt
+                path: ca.crt
+              {{- if $ctx.Values.redis.tls.authClients }}
+              - key: tls.crt
+                path: tls.crt
+              - key: tls.key
+                path: tls.key
+              {{- end }}
         {{- end }}
         {{- with $v.extraVolumes }}
         {{- toYaml . | nindent 8 }}

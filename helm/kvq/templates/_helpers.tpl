@@ -159,7 +159,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- if eq .Values.redis.mode "external" }}
 {{- required "redis.external.url or redis.external.sentinels is required when redis.mode=external" .Values.redis.external.url }}
 {{- else }}
-{{- printf "redis://%s:%d" (include "kvq.redisName" .) (.Values.redis.port | int) }}
+{{- printf "%s://%s:%d" (ternary "rediss" "redis" .Values.redis.tls.enabled) (include "kvq.redisName" .) (.Values.redis.port | int) }}
 {{- end }}
 {{- end }}
 
@@ -190,11 +190,13 @@ app.kubernetes.io/component: {{ .component }}
 - name: RUST_LOG
   value: {{ .Values.config.rustLog | quote }}
 {{- if include "kvq.redisAuth" . }}
+{{- if not (and .Values.redis.acl.enabled (ne .Values.redis.mode "external")) }}
 - name: KVQ__REDIS__PASSWORD
   valueFrom:
     secretKeyRef:
       name: {{ include "kvq.redisSecretName" . }}
       key: {{ .Values.redis.auth.passwordKey }}
+{{- end }}
 {{- if include "kvq.appSentinel" . }}
 - name: KVQ__REDIS__SENTINEL_PASSWORD
   valueFrom:
@@ -214,6 +216,9 @@ app.kubernetes.io/component: {{ .component }}
 checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
 {{- if include "kvq.redisAuth" . }}
 checksum/secret: {{ include "kvq.secretChecksum" . }}
+{{- end }}
+{{- if include "kvq.appTlsMount" . }}
+checksum/tls: {{ include "kvq.tlsChecksum" . }}
 {{- end }}
 {{- end }}
 
@@ -299,7 +304,32 @@ podAntiAffinity:
   value: "5"
 - name: CLI_TIMEOUT
   value: "3"
-{{- if $r.auth.enabled }}
+{{- if $r.tls.enabled }}
+- name: REDIS_TLS
+  value: "1"
+- name: TLS_CERT_FILE
+  value: {{ include "kvq.tlsDir" . }}/tls.crt
+- name: TLS_KEY_FILE
+  value: {{ include "kvq.tlsDir" . }}/tls.key
+- name: TLS_CA_FILE
+  value: {{ include "kvq.tlsDir" . }}/ca.crt
+- name: TLS_AUTH_CLIENTS
+  value: {{ ternary "yes" "no" $r.tls.authClients | quote }}
+{{- end }}
+{{- if and $r.auth.enabled $r.acl.enabled }}
+- name: ACL_RULES_DIR
+  value: /scripts
+- name: ACL_PASSWORD_DIR
+  value: /etc/redis-auth
+- name: REDIS_USER
+  value: probe
+- name: REDIS_PASSWORD_FILE
+  value: /etc/redis-auth/acl-probe
+{{- if eq $r.mode "sentinel" }}
+- name: SENTINEL_PASSWORD_FILE
+  value: /etc/redis-auth/{{ $r.auth.sentinelPasswordKey }}
+{{- end }}
+{{- else if $r.auth.enabled }}
 - name: REDIS_PASSWORD_FILE
   value: /etc/redis-auth/{{ $r.auth.passwordKey }}
 {{- if $r.auth.extraPassword }}
@@ -489,5 +519,99 @@ Refuses app settings that block operations or autoscaling: (dict "ctx" $ "compon
 {{- fail (printf "%s.pdb.minAvailable (%d) is not below the fewest %s pods (%s = %d): no pod could be evicted and every node drain blocks; lower minAvailable, raise %s, or use %s.pdb.maxUnavailable" $c (int $p.minAvailable) $c $where $min $where $c) }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The ACL users of the chart's Redis (redis.acl.enabled); their rules are files/acl/<user>.acl. */}}
+{{- define "kvq.aclUsers" -}}
+kvq-server kvq-worker replication sentinel exporter probe
+{{- end }}
+
+{{/* Whether kvq talks TLS to Redis (the chart's own with redis.tls.enabled, or an external one). */}}
+{{- define "kvq.redisTls" -}}
+{{- if .Values.redis.tls.enabled }}true{{ end }}
+{{- end }}
+
+{{/* Secret with the Redis certificates: the existing one, or the cert-manager Certificate's. */}}
+{{- define "kvq.redisTlsSecret" -}}
+{{- default (printf "%s-redis-tls" (include "kvq.fullname" .)) .Values.redis.tls.existingSecret }}
+{{- end }}
+
+{{/* Whether the app mounts the TLS Secret: always for the chart's Redis; external mode only with a Secret (else the system's roots). */}}
+{{- define "kvq.appTlsMount" -}}
+{{- if and .Values.redis.tls.enabled (or (ne .Values.redis.mode "external") .Values.redis.tls.existingSecret) }}true{{ end }}
+{{- end }}
+
+{{/* Where the app and the Redis pods mount the TLS Secret. */}}
+{{- define "kvq.tlsDir" -}}/etc/redis-tls{{- end }}
+
+{{/*
+TLS and ACL combinations that cannot work: fail the render with the reason.
+*/}}
+{{- define "kvq.checkTlsAcl" -}}
+{{- $r := .Values.redis -}}
+{{- $external := eq $r.mode "external" -}}
+{{- if and $r.tls.authClients (not $r.tls.enabled) }}
+{{- fail "redis.tls.authClients needs redis.tls.enabled" }}
+{{- end }}
+{{- if $r.tls.enabled }}
+{{- if and $r.tls.existingSecret $r.tls.certManager.issuerRef }}
+{{- fail "redis.tls: set either existingSecret or certManager.issuerRef, not both" }}
+{{- end }}
+{{- if and (not $external) (not $r.tls.existingSecret) (not $r.tls.certManager.issuerRef) }}
+{{- fail "redis.tls.enabled needs certificates: redis.tls.existingSecret (ca.crt, tls.crt, tls.key) or redis.tls.certManager.issuerRef" }}
+{{- end }}
+{{- if and $external $r.tls.certManager.issuerRef }}
+{{- fail "redis.tls.certManager issues certificates for the chart's own Redis; in external mode give the CA in redis.tls.existingSecret (ca.crt) or nothing (system roots)" }}
+{{- end }}
+{{- if and $external $r.external.url (not (hasPrefix "rediss://" $r.external.url)) }}
+{{- fail "redis.tls.enabled in external mode needs a rediss:// redis.external.url" }}
+{{- end }}
+{{- if and $external $r.tls.authClients (not $r.tls.existingSecret) }}
+{{- fail "redis.tls.authClients in external mode needs redis.tls.existingSecret with tls.crt and tls.key" }}
+{{- end }}
+{{- end }}
+{{- if and $external $r.external.url (hasPrefix "rediss://" $r.external.url) (not $r.tls.enabled) }}
+{{- fail "redis.external.url is rediss://: set redis.tls.enabled (and redis.tls.existingSecret with ca.crt unless the system roots know the server's CA)" }}
+{{- end }}
+{{- if $r.acl.enabled }}
+{{- if $external }}
+{{- fail "redis.acl.enabled creates users on the chart's own Redis; in external mode set redis.external.username" }}
+{{- end }}
+{{- if not $r.auth.enabled }}
+{{- fail "redis.acl.enabled needs redis.auth.enabled (the ACL users' passwords live in its Secret)" }}
+{{- end }}
+{{- if $r.auth.extraPassword }}
+{{- fail "redis.auth.extraPassword (password rotation) applies to the default user, which redis.acl.enabled turns off" }}
+{{- end }}
+{{- end }}
+{{- if and $r.external.username (not $external) }}
+{{- fail "redis.external.username is for external mode; the chart's own Redis uses redis.acl.enabled" }}
+{{- end }}
+{{- if and $r.external.username (not $r.auth.existingSecret) }}
+{{- fail "redis.external.username needs redis.auth.existingSecret holding its password" }}
+{{- end }}
+{{- end }}
+
+{{/* Checksum of what decides the TLS material: a new Secret or issuer rolls the pods. */}}
+{{- define "kvq.tlsChecksum" -}}
+{{- $t := .Values.redis.tls -}}
+{{- printf "%s\n%s\n%v" (include "kvq.redisTlsSecret" .) (toJson $t.certManager.issuerRef) $t.authClients | sha256sum }}
+{{- end }}
+
+{{/* Env of an app container for its own ACL user: (dict "ctx" $ "component" "server"). */}}
+{{- define "kvq.appUserEnv" -}}
+{{- $r := .ctx.Values.redis -}}
+{{- if and $r.acl.enabled (ne $r.mode "external") }}
+- name: KVQ__REDIS__USERNAME
+  value: kvq-{{ .component }}
+- name: KVQ__REDIS__PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "kvq.redisSecretName" .ctx }}
+      key: acl-kvq-{{ .component }}
+{{- else if and (eq $r.mode "external") $r.external.username }}
+- name: KVQ__REDIS__USERNAME
+  value: {{ $r.external.username | quote }}
 {{- end }}
 {{- end }}

@@ -4,15 +4,19 @@
 //! and never re-resolves it. So kvq keeps one shared multiplexed connection per process and drops it
 //! on I/O errors, timeouts and `READONLY` replies; the next caller re-resolves the master through
 //! the sentinels. No lock is held across an await on the fast path, and every wait is bounded.
+//! TLS and ACL credentials are applied in `tls`, to every connection alike.
+
+mod tls;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError};
+use redis::{AsyncConnectionConfig, ConnectionInfo, RedisError};
 
 use crate::config::{parse_host_port, RedisMode, RedisSettings};
+use tls::{is_tls_error, Target, TlsError};
 
 /// Time allowed to open a TCP connection and authenticate.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -30,6 +34,50 @@ pub enum ConnectError {
     Timeout,
     #[error("the server a sentinel named is not a master")]
     NotMaster,
+    /// TLS could not be set up or the server's certificate did not verify; never retried
+    /// without TLS.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+impl From<TlsError> for ConnectError {
+    fn from(e: TlsError) -> Self {
+        match e {
+            TlsError::Redis(e) => e.into(),
+            file @ TlsError::File { .. } => ConnectError::Tls(file.to_string()),
+        }
+    }
+}
+
+impl ConnectError {
+    /// A TLS failure or refused credentials: the operator must act, a retry alone will not help.
+    fn needs_operator(&self) -> bool {
+        match self {
+            ConnectError::Tls(_) => true,
+            ConnectError::Redis(e) => is_auth_error(e),
+            ConnectError::NoMaster { why, .. } => {
+                is_tls_error(why) || why.contains("WRONGPASS") || why.contains("NOPERM")
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A connect error with TLS failures named as such (rustls reports them as I/O errors).
+fn classify_connect(server: &str, e: RedisError) -> ConnectError {
+    let text = e.to_string();
+    if is_tls_error(&text) {
+        let hint = if text.contains("invalid peer certificate") {
+            " (is KVQ__REDIS__TLS_CA_FILE the CA that signed the server's certificate?)"
+        } else if text.contains("CertificateRequired") {
+            " (the server requires a client certificate: KVQ__REDIS__TLS_CERT_FILE and KVQ__REDIS__TLS_KEY_FILE)"
+        } else {
+            ""
+        };
+        ConnectError::Tls(format!("{server}: {text}{hint}"))
+    } else {
+        ConnectError::Redis(e)
+    }
 }
 
 /// A live connection to the current master, tagged with the generation it belongs to.
@@ -60,11 +108,14 @@ struct Inner {
     /// the one before (a failover or switchover, as this process saw it; for `/metrics`).
     master: std::sync::Mutex<Option<String>>,
     master_changes: AtomicU64,
+    /// The last connect failure logged, so a failure that persists is logged once, not per retry.
+    last_failure: Mutex<Option<String>>,
 }
 
 impl Redis {
     /// Creates the handle without connecting: the process starts even while Redis is down.
     pub fn new(settings: RedisSettings) -> Self {
+        tls::install_crypto_provider();
         Self {
             inner: Arc::new(Inner {
                 settings,
@@ -73,6 +124,7 @@ impl Redis {
                 generation: AtomicU64::new(0),
                 master: std::sync::Mutex::new(None),
                 master_changes: AtomicU64::new(0),
+                last_failure: Mutex::new(None),
             }),
         }
     }
@@ -93,8 +145,8 @@ impl Redis {
         if let Some(conn) = self.cached() {
             return Ok(conn);
         }
-        let (info, conn, ack) =
-            tokio::time::timeout(budget, self.open_pair()).await.map_err(|_| ConnectError::Timeout)??;
+        let opened = tokio::time::timeout(budget, self.open_pair()).await.map_err(|_| ConnectError::Timeout);
+        let (info, conn, ack) = self.log_outcome(opened.and_then(|r| r))?;
         self.note_master(&info);
         let conn = Conn { conn, ack, generation: self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1 };
         *self.inner.current.write().expect("poisoned") = Some(conn.clone());
@@ -119,9 +171,35 @@ impl Redis {
 
     /// A connection of its own, for blocking reads and pub/sub, with the given reply timeout.
     pub async fn dedicated(&self, response_timeout: Option<Duration>) -> Result<MultiplexedConnection, ConnectError> {
-        tokio::time::timeout(CONNECT_TIMEOUT * 3, self.open(response_timeout))
+        let opened = tokio::time::timeout(CONNECT_TIMEOUT * 3, self.open(response_timeout))
             .await
-            .map_err(|_| ConnectError::Timeout)?
+            .map_err(|_| ConnectError::Timeout);
+        self.log_outcome(opened.and_then(|r| r))
+    }
+
+    /// Logs a connect failure once per distinct reason (error for TLS and credentials, which an
+    /// operator must fix; warn otherwise) and the recovery once; retries stay quiet.
+    fn log_outcome<T>(&self, result: Result<T, ConnectError>) -> Result<T, ConnectError> {
+        let mut last = self.inner.last_failure.lock().expect("poisoned");
+        match &result {
+            Ok(_) => {
+                if last.take().is_some() {
+                    tracing::info!("connected to redis again");
+                }
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if last.as_deref() != Some(text.as_str()) {
+                    if e.needs_operator() {
+                        tracing::error!(error = %text, "cannot connect to redis; kvq stays unready until this is fixed");
+                    } else {
+                        tracing::warn!(error = %text, "cannot connect to redis; retrying");
+                    }
+                    *last = Some(text);
+                }
+            }
+        }
+        result
     }
 
     /// Connection info of the current master (resolving it through the sentinels if needed).
@@ -152,7 +230,7 @@ impl Redis {
         let (info, conn) = self.connect_master(Some(RESPONSE_TIMEOUT)).await?;
         let ack = match self.inner.settings.min_replicas_ack {
             0 => None,
-            _ => Some(self.connect(info.clone(), Some(RESPONSE_TIMEOUT)).await?),
+            _ => Some(self.connect(&redis::Client::open(info.clone())?, Some(RESPONSE_TIMEOUT)).await?),
         };
         Ok((info, conn, ack))
     }
@@ -170,9 +248,9 @@ impl Redis {
     ) -> Result<(ConnectionInfo, MultiplexedConnection), ConnectError> {
         let s = &self.inner.settings;
         if s.mode == RedisMode::Standalone {
-            let info = with_password(s.url.as_str().into_connection_info()?, s.password.as_ref().map(|p| p.expose()));
-            let conn = self.connect(info.clone(), response_timeout).await?;
-            return Ok((info, conn));
+            let client = tls::url_client(s)?;
+            let conn = self.connect(&client, response_timeout).await?;
+            return Ok((client.get_connection_info().clone(), conn));
         }
         let mut tried = Vec::new();
         let mut why = String::from("no sentinel configured");
@@ -184,11 +262,7 @@ impl Redis {
                     continue;
                 }
                 Err(e) => {
-                    if is_auth_error(&e) {
-                        tracing::warn!(%sentinel, error = %e, "sentinel refused kvq's credentials");
-                    } else {
-                        tracing::debug!(%sentinel, error = %e, "sentinel did not answer");
-                    }
+                    tracing::debug!(%sentinel, error = %e, "sentinel did not answer");
                     why = format!("sentinel {sentinel}: {e}");
                     continue;
                 }
@@ -197,18 +271,17 @@ impl Redis {
                 continue;
             }
             tried.push(addr.clone());
-            let info = with_password(
-                ConnectionAddr::Tcp(addr.0.clone(), addr.1).into_connection_info()?,
-                s.password.as_ref().map(|p| p.expose()),
-            );
-            match self.connect(info.clone(), response_timeout).await {
-                Ok(conn) => return Ok((info, conn)),
+            let target = Target {
+                host: &addr.0,
+                port: addr.1,
+                tls: s.tls,
+                username: s.username.as_deref(),
+                password: s.password.as_ref().map(|p| p.expose()),
+            };
+            let client = tls::client(s, &target)?;
+            match self.connect(&client, response_timeout).await {
+                Ok(conn) => return Ok((client.get_connection_info().clone(), conn)),
                 Err(e) => {
-                    if let ConnectError::Redis(re) = &e {
-                        if is_auth_error(re) {
-                            tracing::warn!(master = %format!("{}:{}", addr.0, addr.1), error = %re, "redis refused kvq's credentials");
-                        }
-                    }
                     tracing::debug!(%sentinel, master = %format!("{}:{}", addr.0, addr.1), error = %e, "not a usable master");
                     why = format!("sentinel {sentinel} names {}:{}: {e}", addr.0, addr.1);
                 }
@@ -219,14 +292,17 @@ impl Redis {
 
     async fn connect(
         &self,
-        info: ConnectionInfo,
+        client: &redis::Client,
         response_timeout: Option<Duration>,
     ) -> Result<MultiplexedConnection, ConnectError> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(response_timeout);
-        let client = redis::Client::open(info)?;
-        let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
+        let server = client.get_connection_info().addr().to_string();
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| classify_connect(&server, e))?;
         if self.inner.settings.mode == RedisMode::Sentinel {
             // A sentinel may answer with a stale address during a failover: trust only a master.
             let role: redis::Value = redis::cmd("ROLE").query_async(&mut conn).await?;
@@ -237,17 +313,23 @@ impl Redis {
         Ok(conn)
     }
 
-    async fn ask_sentinel(&self, sentinel: &str) -> Result<Option<(String, u16)>, RedisError> {
+    async fn ask_sentinel(&self, sentinel: &str) -> Result<Option<(String, u16)>, ConnectError> {
         let s = &self.inner.settings;
         let (host, port) = parse_host_port(sentinel).expect("validated at start");
-        let info = with_password(
-            ConnectionAddr::Tcp(host, port).into_connection_info()?,
-            s.sentinel_password.as_ref().map(|p| p.expose()),
-        );
+        let target = Target {
+            host: &host,
+            port,
+            tls: s.sentinel_tls,
+            username: s.sentinel_username.as_deref(),
+            password: s.sentinel_password.as_ref().map(|p| p.expose()),
+        };
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT / 2))
             .set_response_timeout(Some(CONNECT_TIMEOUT / 2));
-        let mut conn = redis::Client::open(info)?.get_multiplexed_async_connection_with_config(&config).await?;
+        let mut conn = tls::client(s, &target)?
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| classify_connect(sentinel, e))?;
         let addr: Option<(String, String)> =
             redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(&s.master_name).query_async(&mut conn).await?;
         Ok(addr.and_then(|(h, p)| Some((h, p.parse().ok()?))))
@@ -261,16 +343,6 @@ fn is_auth_error(err: &RedisError) -> bool {
         || ["WRONGPASS", "NOAUTH", "NOPERM", "invalid password", "invalid username-password"]
             .iter()
             .any(|needle| text.contains(needle))
-}
-
-fn with_password(info: ConnectionInfo, password: Option<&str>) -> ConnectionInfo {
-    match password {
-        Some(p) if !p.is_empty() => {
-            let redis = info.redis_settings().clone().set_password(p);
-            info.set_redis_settings(redis)
-        }
-        _ => info,
-    }
 }
 
 fn is_master_role(role: &redis::Value) -> bool {
