@@ -77,6 +77,11 @@ pub fn helm_template(
     for s in set {
         cmd.arg("--set").arg(s);
     }
+    stdout_or_stderr(cmd)
+}
+
+/// Runs a helm command: its stdout when it succeeds, else its stderr.
+fn stdout_or_stderr(mut cmd: Command) -> Result<String, String> {
     let out = cmd.output().expect("run helm");
     if out.status.success() {
         Ok(String::from_utf8(out.stdout).unwrap())
@@ -97,12 +102,7 @@ pub fn helm_template_args(args: &[&str], set: &[&str]) -> Result<String, String>
     for s in set {
         cmd.arg("--set").arg(s);
     }
-    let out = cmd.output().expect("run helm");
-    if out.status.success() {
-        Ok(String::from_utf8(out.stdout).unwrap())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    stdout_or_stderr(cmd)
 }
 
 /// The render that stands for `helm install` on a cluster: the chart may generate passwords
