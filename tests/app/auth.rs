@@ -58,8 +58,9 @@ async fn no_token_or_an_unknown_one_gets_401_on_every_v1_route_and_writes_nothin
     let redis = TestRedis::start();
     let tokens = TokenFile::new(&ALL);
     let app = spawn_app_with_tokens(&redis, 0, &tokens).await;
-    let before = redis_keys(&redis);
     let metrics = app.get("/metrics").await.text().await.unwrap();
+    // after the scrape: it writes its own probe key (is the master writable?)
+    let before = redis_keys(&redis);
     for reason in ["missing_token", "unknown_token", "scope", "prefix"] {
         let zero = format!("kvq_auth_refusals_total{{reason=\"{reason}\"}} 0");
         assert!(metrics.lines().any(|l| l == zero), "{zero} before any refusal");
