@@ -277,11 +277,10 @@ impl Auth {
                 TokenSet::parse_files(&paths, &texts).map_err(AuthError)?
             }
         };
-        if settings.mode == AuthMode::Tokens {
-            // Every reason from the start at 0, so a rate over it exists before the first refusal.
-            for reason in [Reason::MissingToken, Reason::UnknownToken, Reason::Scope, Reason::Prefix] {
-                let _ = refusals.get_or_create(&AuthRefusalLabels { reason: reason.label() });
-            }
+        // Every reason from the start at 0, so a rate over it exists before the first refusal
+        // (and the dashboard's panel has a series, 0, with authentication off).
+        for reason in [Reason::MissingToken, Reason::UnknownToken, Reason::Scope, Reason::Prefix] {
+            let _ = refusals.get_or_create(&AuthRefusalLabels { reason: reason.label() });
         }
         Ok(Self { mode: settings.mode, paths, tokens: RwLock::new(Arc::new(tokens)), refusals })
     }
