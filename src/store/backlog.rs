@@ -3,7 +3,8 @@
 
 use crate::domain::now_ms;
 
-use super::queue::value_map;
+use super::queue::{first_id_of_summary, our_group};
+use super::task::stream_id_ms;
 use super::{Store, StoreError, GROUP};
 
 impl Store {
@@ -23,13 +24,7 @@ impl Store {
                         Err(e) if e.to_string().contains("no such key") => return Ok(None),
                         Err(e) => return Err(e),
                     };
-                let group = match &groups {
-                    redis::Value::Array(gs) => {
-                        gs.iter().map(value_map).find(|f| f.get("name").map(String::as_str) == Some(GROUP))
-                    }
-                    _ => None,
-                };
-                let after = match group {
+                let after = match our_group(&groups) {
                     // No worker has created the group: everything in the stream waits.
                     None => "-".to_string(),
                     Some(g) if g.get("pending").is_some_and(|p| p != "0") => {
@@ -50,20 +45,7 @@ impl Store {
                 Ok(first_id_of_range(&next))
             })
             .await?;
-        Ok(oldest
-            .and_then(|id| id.split_once('-').and_then(|(ms, _)| ms.parse::<u64>().ok()))
-            .map(|ms| now_ms().saturating_sub(ms)))
-    }
-}
-
-/// The smallest pending id of an `XPENDING` summary reply `[count, smallest, greatest, consumers]`.
-fn first_id_of_summary(summary: &redis::Value) -> Option<String> {
-    match summary {
-        redis::Value::Array(items) => match items.get(1) {
-            Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
-            _ => None,
-        },
-        _ => None,
+        Ok(oldest.and_then(|id| stream_id_ms(&id)).map(|ms| now_ms().saturating_sub(ms)))
     }
 }
 

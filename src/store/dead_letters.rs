@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use crate::domain::now_ms;
 
 use super::lua::{eval, DEAD_LETTER, REPLAY};
-use super::task::{decimal, task_id_of, Malformed, StreamTask};
+use super::task::{stream_id_parts, task_id_of, Malformed, StreamTask};
 use super::{Store, StoreError, GROUP};
 
 /// A stream entry as XRANGE returns it: id and `[field, value, ...]`.
@@ -88,8 +88,7 @@ impl Store {
 
     /// The dead letter with id `id`, if there is one (an id that is no stream id is none).
     pub async fn dead_letter_by_id(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {
-        let valid = id.split_once('-').is_some_and(|(ms, n)| decimal(ms).is_some() && decimal(n).is_some());
-        if !valid {
+        if stream_id_parts(id).is_none() {
             return Ok(None);
         }
         Ok(self.read_dead_letters(id.into(), id.into(), 1).await?.pop())

@@ -3,7 +3,7 @@
 use crate::domain::{now_ms, Op, StoredValue, TaskRecord, TaskStatus};
 
 use super::lua::{eval, LOOKUP_TASK, TIDY_INDEX};
-use super::task::{decimal, stream_id_of};
+use super::task::{decimal, stream_id_ms, stream_id_of};
 use super::{Store, StoreError, GROUP};
 
 impl Store {
@@ -103,7 +103,7 @@ impl Store {
             self.run(|mut c| async move { eval(&mut c, &LOOKUP_TASK, &cmd).await }).await?;
         let Some(found) = found else { return Ok(None) };
         // legacy task ids (random, from before task ids were stream ids) have no acceptance time
-        let enqueued_at = decimal(stream_id.split('-').next().unwrap_or("")).unwrap_or(0);
+        let enqueued_at = stream_id_ms(&stream_id).unwrap_or(0);
         match parse_task(id, enqueued_at, &found) {
             Ok(t) => Ok(Some(t)),
             // Not an outcome kvq could have written (a hand edit): as good as gone, and no

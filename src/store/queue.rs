@@ -13,7 +13,7 @@ use super::lua::{eval, Lua, APPLY, ENQUEUE, ENQUEUE_FREEING_DELETE, TIDY_TOMBSTO
 /// Tombstones one tidy call looks at, and calls per trim: up to 100,000 a trim.
 const TIDY_BATCH: u64 = 5000;
 const TIDY_ROUNDS: usize = 20;
-use super::task::{decimal, request_fingerprint, task_id_of, Delivered, StreamTask, MAX_TTL_MS};
+use super::task::{request_fingerprint, stream_id_ms, task_id_of, Delivered, StreamTask, MAX_TTL_MS};
 use super::{classify, Store, StoreError, GROUP};
 
 /// Result of an enqueue.
@@ -109,11 +109,7 @@ impl Store {
                 cmd.arg(name).arg(value);
             }
             self.run(|mut c| async move { cmd.query_async::<String>(&mut c).await }).await.and_then(|(id, g)| {
-                let at = id
-                    .split('-')
-                    .next()
-                    .and_then(decimal)
-                    .ok_or_else(|| StoreError::Corrupt(format!("stream id {id}")))?;
+                let at = stream_id_ms(&id).ok_or_else(|| StoreError::Corrupt(format!("stream id {id}")))?;
                 Ok(((id, "queued".to_string(), 0, at), g))
             })
         } else {
@@ -155,16 +151,10 @@ impl Store {
         let (groups, _): (redis::Value, u64) = self
             .run(|mut c| async move { redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(&mut c).await })
             .await?;
-        if let redis::Value::Array(groups) = groups {
-            for g in groups {
-                let fields = value_map(&g);
-                if fields.get("name").map(String::as_str) == Some(GROUP) {
-                    stats.pending = fields.get("pending").and_then(|v| v.parse().ok()).unwrap_or(0);
-                    // `lag` is nil when Redis cannot tell (after XDEL); then bound it by the length.
-                    stats.lag =
-                        fields.get("lag").and_then(|v| v.parse().ok()).unwrap_or(len.saturating_sub(stats.pending));
-                }
-            }
+        if let Some(fields) = our_group(&groups) {
+            stats.pending = fields.get("pending").and_then(|v| v.parse().ok()).unwrap_or(0);
+            // `lag` is nil when Redis cannot tell (after XDEL); then bound it by the length.
+            stats.lag = fields.get("lag").and_then(|v| v.parse().ok()).unwrap_or(len.saturating_sub(stats.pending));
         }
         Ok(stats)
     }
@@ -310,26 +300,13 @@ impl Store {
         let tombstones = self.keys.tombstones.clone();
         self.run(|mut c| async move {
             let groups: redis::Value = redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(&mut c).await?;
-            let Some(group) = (match &groups {
-                redis::Value::Array(gs) => {
-                    gs.iter().map(value_map).find(|f| f.get("name").map(String::as_str) == Some(GROUP))
-                }
-                _ => None,
-            }) else {
-                return Ok(());
-            };
+            let Some(group) = our_group(&groups) else { return Ok(()) };
             let Some(last_delivered) = group.get("last-delivered-id").cloned() else { return Ok(()) };
             // `lag` (Redis 7): entries not yet delivered; unknown counts as some
             let undelivered = group.get("lag").is_none_or(|l| l != "0");
             // The oldest pending entry bounds the trim; without one, everything delivered is acked.
             let pending: redis::Value = redis::cmd("XPENDING").arg(&stream).arg(GROUP).query_async(&mut c).await?;
-            let oldest_pending = match &pending {
-                redis::Value::Array(items) if items.len() >= 2 => match &items[1] {
-                    redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-                    _ => None,
-                },
-                _ => None,
-            };
+            let oldest_pending = first_id_of_summary(&pending);
             let queue_empty = oldest_pending.is_none() && !undelivered;
             let min_id = match oldest_pending {
                 Some(p) => p,
@@ -422,7 +399,26 @@ fn parse_autoclaim(reply: redis::Value) -> Result<(Delivered, String), StoreErro
 }
 
 /// Flattens a RESP map or `[k, v, k, v]` array into strings (integers included).
-pub(super) fn value_map(v: &redis::Value) -> HashMap<String, String> {
+/// Our consumer group's fields in an `XINFO GROUPS` reply (None when it does not exist yet).
+pub(super) fn our_group(groups: &redis::Value) -> Option<HashMap<String, String>> {
+    match groups {
+        redis::Value::Array(gs) => gs.iter().map(value_map).find(|f| f.get("name").map(String::as_str) == Some(GROUP)),
+        _ => None,
+    }
+}
+
+/// The smallest pending id of an `XPENDING` summary reply `[count, smallest, greatest, consumers]`.
+pub(super) fn first_id_of_summary(summary: &redis::Value) -> Option<String> {
+    match summary {
+        redis::Value::Array(items) => match items.get(1) {
+            Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn value_map(v: &redis::Value) -> HashMap<String, String> {
     let text = |v: &redis::Value| match v {
         redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
         redis::Value::SimpleString(s) => Some(s.clone()),

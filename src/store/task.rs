@@ -168,8 +168,19 @@ impl StreamTask {
 /// The task id of the task at `stream_id`: its milliseconds and sequence number as 16 hex digits
 /// each, so a task id is opaque, fixed-length and leads back to its stream entry.
 pub fn task_id_of(stream_id: &str) -> Option<String> {
-    let (ms, seq) = stream_id.split_once('-')?;
-    Some(format!("{:016x}{:016x}", decimal(ms)?, decimal(seq)?))
+    let (ms, seq) = stream_id_parts(stream_id)?;
+    Some(format!("{ms:016x}{seq:016x}"))
+}
+
+/// The milliseconds and sequence number of a stream id `ms-seq`; None for anything else.
+pub(super) fn stream_id_parts(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((decimal(ms)?, decimal(seq)?))
+}
+
+/// The milliseconds of a stream id: when Redis added the entry.
+pub(super) fn stream_id_ms(id: &str) -> Option<u64> {
+    stream_id_parts(id).map(|(ms, _)| ms)
 }
 
 /// The stream id a task id stands for (see `task_id_of`); None unless it is 32 hex digits.
