@@ -129,9 +129,7 @@ impl Store {
         let replayed = StreamTask { notify: false, ..task };
         let mut cmd = REPLAY.call(2);
         cmd.arg(&self.keys.dead_letter).arg(&self.keys.stream).arg(&d.id);
-        for (name, value) in replayed.fields() {
-            cmd.arg(name).arg(value);
-        }
+        replayed.push_fields(&mut cmd);
         let (seq, _): (Option<String>, u64) =
             self.run(|mut c| async move { eval(&mut c, &REPLAY, &cmd).await }).await?;
         seq.map(|s| task_id_of(&s).ok_or_else(|| StoreError::Corrupt(format!("stream id {s}")))).transpose().map(Ok)

@@ -96,18 +96,14 @@ impl Store {
                 cmd.arg(data);
             }
             cmd.arg(token).arg(&fingerprint).arg(now_ms()).arg(self.caps.idempotency_bucket_bytes);
-            for (name, value) in task.fields() {
-                cmd.arg(name).arg(value);
-            }
+            task.push_fields(&mut cmd);
             cmd
         };
         let reply = if token.is_empty() {
             // Nothing to check first: one XADD is the whole enqueue (it fails whole, or adds).
             let mut cmd = redis::cmd("XADD");
             cmd.arg(&self.keys.stream).arg("*");
-            for (name, value) in task.fields() {
-                cmd.arg(name).arg(value);
-            }
+            task.push_fields(&mut cmd);
             self.run(|mut c| async move { cmd.query_async::<String>(&mut c).await }).await.and_then(|(id, g)| {
                 let at = stream_id_ms(&id).ok_or_else(|| StoreError::Corrupt(format!("stream id {id}")))?;
                 Ok(((id, "queued".to_string(), 0, at), g))

@@ -76,6 +76,14 @@ impl StreamTask {
         f
     }
 
+    /// Appends the entry's fields to `cmd` as name, value pairs, as `XADD` and the scripts that
+    /// add entries take them.
+    pub(super) fn push_fields(&self, cmd: &mut redis::Cmd) {
+        for (name, value) in self.fields() {
+            cmd.arg(name).arg(value);
+        }
+    }
+
     /// Decodes a stream entry's fields, saying what is wrong with an entry that is no valid
     /// task. Fields it does not know are ignored.
     pub fn decode(stream_id: &str, fields: &HashMap<String, redis::Value>) -> Result<StreamTask, String> {
