@@ -96,15 +96,32 @@ impl Loads {
     /// attempt has had its writes acknowledged again for `for_at_least` since its last one.
     async fn wait_resumed(&self, for_at_least: Duration, timeout: Duration) {
         tokio::time::sleep(for_at_least).await;
-        eventually(timeout, "writes to every shard to succeed again", || async {
+        let deadline = Instant::now() + timeout;
+        loop {
             let logs = [self.unique.log().clone(), self.overwrites.log().clone()];
             let again = |l: &LoadLog| {
                 l.failures == 0
                     || l.resumed.is_some_and(|r| l.last_failure.is_some_and(|f| r > f) && r.elapsed() > for_at_least)
             };
-            logs.iter().all(again).then_some(())
-        })
-        .await
+            if logs.iter().all(again) {
+                return;
+            }
+            let state: Vec<String> = logs
+                .iter()
+                .map(|l| {
+                    let ago = |t: Option<Instant>| t.map(|t| format!("{} ms ago", t.elapsed().as_millis()));
+                    format!(
+                        "acknowledged {}, failed attempts {}, last failure {:?}, resumed {:?}",
+                        l.last_acked.len(),
+                        l.failures,
+                        ago(l.last_failure),
+                        ago(l.resumed)
+                    )
+                })
+                .collect();
+            assert!(Instant::now() < deadline, "writes did not succeed again within {timeout:?}: {state:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Stops both; asserts nothing was lost, abandoned or reordered; returns (unique, overwrites).
@@ -141,6 +158,7 @@ async fn a_master_killed_under_write_load_loses_no_acknowledged_write_and_keeps_
     let (victim, keys) = cluster.keys_per_master().into_iter().max_by_key(|(_, n)| *n).unwrap();
     assert!(keys > 0, "the load wrote to the cluster");
     let acked_before_kill = loads.acked();
+    assert!(acked_before_kill > 0, "writes were acknowledged before the kill");
     let killed_at = Instant::now();
     cluster.kill9(victim);
     let promoted = tokio::task::block_in_place(|| cluster.wait_failover(victim, Duration::from_secs(30)));
@@ -193,6 +211,7 @@ async fn resharding_queue_shards_under_write_load_loses_nothing_and_keeps_per_ke
 
     let loads = Loads::start(&http, "move");
     tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(loads.acked() > 0, "writes were acknowledged before the move");
     // Queue shards are found by their task streams: the two lowest-numbered stream slots of the
     // first master, and everything between them, move to another master.
     let masters = cluster.masters_now();
