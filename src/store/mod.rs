@@ -183,8 +183,10 @@ impl Store {
         }
     }
 
-    /// Checks that the master of every shard answers and accepts writes (for `/readyz`).
+    /// Checks that the master of every shard answers and accepts writes (for `/readyz`), and in a
+    /// cluster that the data there was written with this process's shard count.
     pub async fn ping_writable(&self) -> Result<(), StoreError> {
+        self.check_layout().await?;
         let now = now_ms();
         self.each_shard(|shard| {
             let key = shard.ready.clone();
@@ -224,7 +226,10 @@ impl Store {
         Ok(())
     }
 
-    async fn check_layout(&self) -> Result<(), StoreError> {
+    /// In a cluster: records the shard count, or checks it against the recorded one. A
+    /// different count is an error that names the setting: every key would map to another
+    /// shard than the one holding its data and queued writes.
+    pub async fn check_layout(&self) -> Result<(), StoreError> {
         let Some(layout) = self.shards.layout.clone() else { return Ok(()) };
         let n = self.shards.len();
         let (stored, _): (Option<usize>, u64) = self
@@ -327,4 +332,14 @@ pub fn classify(e: RedisError) -> StoreError {
 /// it comes back from inside a script.
 pub fn is_out_of_memory(e: &RedisError) -> bool {
     e.code() == Some("OOM") || e.to_string().contains("OOM command not allowed")
+}
+
+/// At start: refuses to run against a cluster whose data was written with another shard count
+/// (the message names the setting). A Redis that cannot be reached yet is no reason to stop:
+/// the process retries as it always does.
+pub async fn refuse_wrong_layout(store: &Store) -> Result<(), String> {
+    match tokio::time::timeout(crate::connection::CONNECT_TIMEOUT * 5, store.check_layout()).await {
+        Ok(Err(StoreError::Corrupt(why))) => Err(why),
+        _ => Ok(()),
+    }
 }
