@@ -225,7 +225,7 @@ REDIS = obj(
         ),
         "cluster": obj(
             {
-                "masters": integer(3),
+                "masters": integer(1),
                 "replicasPerMaster": integer(0),
                 "busPort": PORT,
                 "nodeTimeoutMs": integer(500),

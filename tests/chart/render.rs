@@ -570,7 +570,7 @@ fn schema_rejects_wrong_values() {
     let bad: &[(&[&str], &str)] = &[
         (&["redis.mode=shards"], "redis/mode"),
         (&["config.taskShards=0"], "taskShards"),
-        (&["redis.cluster.masters=2"], "masters"),
+        (&["redis.cluster.masters=0"], "masters"),
         (&["serverr.replicaCount=2"], "serverr"),
         (&["server.replicaCount=two"], "replicaCount"),
         (&["server.service.type=Ingress"], "service/type"),

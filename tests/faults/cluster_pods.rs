@@ -133,7 +133,7 @@ fn cluster_scripts_create_rejoin_and_keep_every_acknowledged_write() {
         let took = cl.run_prestop(i);
         if was_master {
             let me = cl.nodes(i).into_iter().find(|n| n.flags.contains("myself")).unwrap();
-            assert!(!me.is_master(), "master pod {i} is a replica after its preStop ({took:?}): {me:?}");
+            assert!(!me.is_master(), "master pod {i} must be a replica after its preStop ({took:?}): {me:?}");
         }
         cl.terminate(i);
         cl.start(i);
