@@ -74,6 +74,8 @@ pub struct WorkerSettings {
 pub enum RedisMode {
     Standalone,
     Sentinel,
+    /// A Redis Cluster: keys and the queue are spread over `tasks.shards` hash slots.
+    Cluster,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -87,6 +89,10 @@ pub struct RedisSettings {
     #[serde(deserialize_with = "list_or_csv")]
     pub sentinels: Vec<String>,
     pub master_name: String,
+    /// Cluster mode: `host:port` of some of the cluster's nodes (a list in YAML,
+    /// comma-separated in env); the rest of the cluster is discovered from them.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub nodes: Vec<String>,
     #[serde(default)]
     pub password: Option<Secret>,
     #[serde(default)]
@@ -97,7 +103,7 @@ pub struct RedisSettings {
     /// ACL user for the sentinels (with `sentinel_password`).
     #[serde(default)]
     pub sentinel_username: Option<String>,
-    /// Sentinel mode: reach the master over TLS. Standalone mode: the URL scheme decides
+    /// Sentinel and cluster mode: reach the Redis servers over TLS. Standalone mode: the URL scheme decides
     /// (`rediss://`), and `true` with a `redis://` URL is refused rather than ignored.
     #[serde(default)]
     pub tls: bool,
@@ -125,7 +131,7 @@ impl RedisSettings {
     pub fn server_tls(&self) -> bool {
         match self.mode {
             RedisMode::Standalone => self.url.starts_with("rediss://"),
-            RedisMode::Sentinel => self.tls,
+            RedisMode::Sentinel | RedisMode::Cluster => self.tls,
         }
     }
 
@@ -148,7 +154,25 @@ pub struct TaskSettings {
     /// Most bytes kvq's bookkeeping (task outcomes, idempotency keys) takes in Redis, at any
     /// write rate: the newest outcomes and keys that fit are kept (README "Memory").
     pub bookkeeping_bytes: u64,
+    /// Cluster mode: queue shards, each one hash slot holding its keys, task stream and
+    /// bookkeeping. Fixed for the life of the data (kvq refuses to start on a different count).
+    /// Other modes have one shard.
+    pub shards: u64,
 }
+
+impl TaskSettings {
+    /// The shards kvq uses in `mode`: `shards` in cluster mode, else 1.
+    pub fn shards_in(&self, mode: RedisMode) -> usize {
+        if mode == RedisMode::Cluster {
+            self.shards as usize
+        } else {
+            1
+        }
+    }
+}
+
+/// Most queue shards: every shard is a stream each worker reads on a connection of its own.
+pub const MAX_SHARDS: u64 = 1024;
 
 /// `tasks.bookkeeping_bytes` by default: 32 MiB.
 pub const DEFAULT_BOOKKEEPING_BYTES: u64 = 32 * 1024 * 1024;
@@ -230,6 +254,7 @@ redis:
   mode: standalone
   url: "redis://127.0.0.1:6379"
   sentinels: []
+  nodes: []
   master_name: mymaster
   min_replicas_ack: 0
   key_prefix: kvq
@@ -238,6 +263,7 @@ limits:
 tasks:
   retention_seconds: 86400
   bookkeeping_bytes: 33554432
+  shards: 16
 log:
   format: json
 auth:
@@ -306,7 +332,8 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let fail = |setting: &str, why: &str| Err(ConfigError(format!("{setting}: {why}")));
-        let ranges: [(&str, u64, u64, u64); 7] = [
+        let ranges: [(&str, u64, u64, u64); 8] = [
+            ("tasks.shards (KVQ__TASKS__SHARDS)", self.tasks.shards, 1, MAX_SHARDS),
             (
                 "tasks.bookkeeping_bytes (KVQ__TASKS__BOOKKEEPING_BYTES)",
                 self.tasks.bookkeeping_bytes,
@@ -385,6 +412,22 @@ impl Settings {
                 }
                 if self.redis.master_name.is_empty() {
                     return fail("redis.master_name (KVQ__REDIS__MASTER_NAME)", "must not be empty");
+                }
+            }
+            RedisMode::Cluster => {
+                if self.redis.nodes.is_empty() {
+                    return fail("redis.nodes (KVQ__REDIS__NODES)", "cluster mode needs at least one host:port");
+                }
+                for n in &self.redis.nodes {
+                    if parse_host_port(n).is_none() {
+                        return fail("redis.nodes (KVQ__REDIS__NODES)", &format!("'{n}' is not host:port"));
+                    }
+                }
+                if self.redis.sentinel_tls || self.redis.sentinel_username.is_some() {
+                    return fail(
+                        "redis.sentinel_tls / redis.sentinel_username",
+                        "are sentinel settings, but redis.mode is cluster",
+                    );
                 }
             }
         }

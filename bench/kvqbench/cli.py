@@ -44,7 +44,7 @@ def parse_args(argv=None):
                     help="with --no-build: the folder of kvq-server and kvq-worker, relative to the repository "
                          "root (e.g. target/debug; default $BENCH_BIN_DIR, else the release binaries)")
     ap.add_argument("--skip-sentinel", action="store_true", help="leave out phase 6")
-    ap.add_argument("--only", help="comma-separated subset of phases: startup,writes,reads,auth,e2e,sentinel,soak,bounded "
+    ap.add_argument("--only", help="comma-separated subset of phases: startup,writes,reads,auth,e2e,sentinel,cluster,tls,soak,bounded "
                     "(redis-benchmark and the idle memory snapshot always run in local mode)")
     ap.add_argument("--ref-redis", help="with --url: a loopback host:port to run redis-benchmark against for ratios")
     ap.add_argument("--soak", type=duration_seconds, default=None,
@@ -84,7 +84,7 @@ def phases_to_run(args):
     for name in phases.PHASES:
         if only is not None and name not in only:
             continue
-        if name in ("startup", "sentinel", "auth", "tls") and args.url:
+        if name in ("startup", "sentinel", "cluster", "auth", "tls") and args.url:
             continue
         if name == "sentinel" and args.skip_sentinel:
             continue

@@ -93,3 +93,16 @@ def apply_rate(samples, backlog):
 def drain_time(samples):
     """Seconds until the depth reached 0 (the last sample's time), None when it never did."""
     return samples[-1][0] if samples and samples[-1][1] == 0 else None
+
+
+def balance(counts):
+    """min/max of per-master counts (1: perfectly even); None when there is nothing to compare."""
+    counts = list(counts)
+    if len(counts) < 2 or max(counts) <= 0:
+        return None
+    return min(counts) / max(counts)
+
+
+def cpu_us_per_write(cpu_s, writes):
+    """Microseconds of Redis CPU per applied write; None without writes."""
+    return cpu_s / writes * 1e6 if writes else None

@@ -13,7 +13,9 @@ from .figures import (apply_rate, calibrated_latency_ms, drain_time, median_or_n
                       pacing_delay_ms, search_done, step_verdict)
 from .http import Http, first_ready_ms, wait_ready
 from .procs import CpuWatch, free_port, proc_mem
-from .redis import make_certs, redis_benchmark, start_redis, start_sentinel_set, start_tls_redis
+from .figures import balance, cpu_us_per_write
+from .redis import (count_keys, make_certs, redis_benchmark, redis_counters, start_cluster, start_redis,
+                    start_sentinel_set, start_tls_redis)
 from .soak import bounded, soak
 from .wrk import burst, run_wrk
 
@@ -199,8 +201,9 @@ def paced_step(ctx, target_rate, lat_ms, conns=32):
     return d, delay, samples
 
 
-def sustained(ctx, guess):
-    """Step the offered rate; a step passes when the queue depth does not grow."""
+def sustained(ctx, guess, raw_key="sustained_steps"):
+    """Step the offered rate; a step passes when the queue depth does not grow. The steps go to
+    results raw[raw_key]."""
     log(f"phase 3a: highest sustained write rate (steps of {ctx.p['step']} s, depth sampled from /metrics)")
     steps = []
     lo = hi = None  # highest accepted rate that was sustained, lowest that was not
@@ -239,7 +242,7 @@ def sustained(ctx, guess):
         if search_done(lo, hi):
             break
         rate = next_rate(lo, hi)
-    ctx.results["raw"]["sustained_steps"] = steps
+    ctx.results["raw"][raw_key] = steps
     ctx.wait_drained("the sustained-rate steps", timeout=120)
     return lo
 
@@ -339,6 +342,95 @@ def sentinel(ctx):
     ctx.memory("after_sentinel")
 
 
+def cpu_segment(ctx, label, ports, prefix):
+    """Writes accepted at c=32 (ctx.load: warm-up and measured run, unique keys PREFIX-...) and the
+    drain after them, with each Redis's CPU time and XADD calls before and after, and the data
+    keys the load created on each (every write is a new key, so they count its applied writes).
+    Returns wrk's figures and one dict per port."""
+    before = [redis_counters(p) for p in ports]
+    d = ctx.load(label, "write.lua", 32, {"BENCH_PREFIX": prefix})
+    ctx.wait_drained(label)
+    after = [redis_counters(p) for p in ports]
+    masters = []
+    for port, b, a in zip(ports, before, after):
+        writes = count_keys(port, f"*{prefix}*")
+        cpu = a["cpu_s"] - b["cpu_s"]
+        masters.append({"port": port, "cpu_s": round(cpu, 4), "tasks": a["xadd"] - b["xadd"], "writes": writes,
+                        "cpu_us_per_write": cpu_us_per_write(cpu, writes)})
+    ctx.results["raw"][label]["redis"] = masters
+    return d, masters
+
+
+CLUSTER_MASTERS = 3
+
+
+def cluster(ctx):
+    """Redis Cluster (3 masters, no replicas, AOF off like phases 1-5) against one fresh master in
+    the same run: writes accepted, the sustained rate, Redis CPU per applied write (per master and
+    in all) and how evenly keys and tasks spread over the masters."""
+    if not ctx.local:
+        ctx.note("cluster: needs the local setup (it starts its own Redis Cluster); skipped with --url")
+        return
+    log(f"phase 10: Redis Cluster of {CLUSTER_MASTERS} masters against one master (same run)")
+    ctx.stop_workers(timeout=10.0)
+    if ctx.server:
+        ctx.procs.stop(ctx.server)
+        ctx.server = None
+    ports = [free_port() for _ in range(CLUSTER_MASTERS + 1)]
+    bus_ports = [free_port() for _ in range(CLUSTER_MASTERS)]
+    if len(set(ports + bus_ports)) != len(ports) + len(bus_ports):
+        raise RuntimeError("free_port handed out the same port twice; run again")
+    one_port, ports = ports[0], ports[1:]
+    saved = ctx.redis_port
+    try:
+        # one master: a fresh redis-server (AOF off) and a fresh server and worker, measured exactly as the cluster is
+        one_redis = start_redis(ctx.procs, "redis-one-master", one_port, os.path.join(ctx.workdir, "one-master"),
+                                aof=False)
+        ctx.redis_port = one_port
+        ctx.server, ctx.url = ctx.start_server(name="kvq-server-one-master")
+        ctx.workers = [ctx.start_worker(1)]
+        one_d, one = cpu_segment(ctx, "cluster_one_master_writes_c32", [one_port], f"k{ctx.run_id}one")
+        ctx.stop_workers(timeout=10.0)
+        ctx.procs.stop(ctx.server)
+        ctx.server = None
+        ctx.procs.stop(one_redis)
+
+        start_cluster(ctx.procs, os.path.join(ctx.workdir, "cluster"), ports, bus_ports)
+        env = {"KVQ__REDIS__MODE": "cluster", "KVQ__REDIS__NODES": ",".join(f"127.0.0.1:{p}" for p in ports)}
+        ctx.redis_port = None
+        ctx.server, ctx.url = ctx.start_server(env, name="kvq-server-cluster")
+        ctx.workers = [ctx.start_worker(1, env)]
+        d32, masters = cpu_segment(ctx, "cluster_writes_c32", ports, f"k{ctx.run_id}cl")
+        d1 = ctx.load("cluster_writes_c1", "write.lua", 1, {"BENCH_PREFIX": f"k{ctx.run_id}c1"})
+        ctx.wait_drained("the cluster's c=1 writes")
+        apply1 = (ctx.results["raw"].get("apply_1w") or {}).get("rate")
+        best = sustained(ctx, 0.7 * apply1 if apply1 else 4000, raw_key="cluster_sustained_steps")
+    finally:
+        ctx.redis_port = saved
+
+    ctx.figure("cluster_one_master_writes_c32_rps", "one master (cluster phase): writes accepted/s c=32",
+               one_d["ok_rps"], "req/s", ref="SET")
+    ctx.figure("cluster_writes_c32_rps", f"cluster of {CLUSTER_MASTERS} masters: writes accepted/s c=32",
+               d32["ok_rps"], "req/s", ref="SET")
+    ctx.figure("cluster_writes_c32_p99", "cluster: writes p99 c=32", d32["p99_ms"], "ms")
+    ctx.figure("cluster_writes_c1_rps", "cluster: writes accepted/s c=1", d1["ok_rps"], "req/s", ref="SET")
+    ctx.figure("cluster_writes_c1_p99", "cluster: writes p99 c=1", d1["p99_ms"], "ms")
+    ctx.figure("cluster_sustained_rps", "cluster: sustained e2e writes/s (accept = apply), 1 worker", best, "req/s",
+               ref="SET")
+    ctx.figure("cluster_one_master_cpu_us", "one master: Redis CPU per applied write", one[0]["cpu_us_per_write"], "us")
+    total_cpu, total_writes = sum(m["cpu_s"] for m in masters), sum(m["writes"] for m in masters)
+    ctx.figure("cluster_cpu_us", "cluster: Redis CPU per applied write, all masters",
+               cpu_us_per_write(total_cpu, total_writes), "us")
+    for i, m in enumerate(masters):
+        ctx.figure(f"cluster_master{i}_cpu_us", f"cluster master {i}: Redis CPU per write it applied",
+                   m["cpu_us_per_write"], "us")
+    ctx.figure("cluster_keys_balance", "cluster: data keys, least / most loaded master",
+               balance(m["writes"] for m in masters), "ratio")
+    ctx.figure("cluster_tasks_balance", "cluster: tasks queued (XADD), least / most loaded master",
+               balance(m["tasks"] for m in masters), "ratio")
+    ctx.memory("after_cluster")
+
+
 def tls(ctx):
     """The cost of TLS: writes and reads at c=32 through kvq against a plaintext and a TLS-only
     Redis (same settings otherwise), back to back in this run; the ratios are the figures."""
@@ -383,5 +475,5 @@ def tls(ctx):
 
 
 # the phases --only names, in the order a run takes them (setup always runs first)
-PHASES = {"startup": startup, "writes": writes, "reads": reads, "auth": auth, "e2e": e2e, "sentinel": sentinel, "tls": tls,
-          "soak": soak, "bounded": bounded}
+PHASES = {"startup": startup, "writes": writes, "reads": reads, "auth": auth, "e2e": e2e, "sentinel": sentinel,
+          "cluster": cluster, "tls": tls, "soak": soak, "bounded": bounded}

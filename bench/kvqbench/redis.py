@@ -1,4 +1,5 @@
-"""Redis helpers: redis-cli, starting redis-server and a sentinel set, redis-benchmark."""
+"""Redis helpers: redis-cli, starting redis-server, a sentinel set and a Redis Cluster,
+redis-benchmark, and the figures of INFO (CPU, command calls) and key counts."""
 
 import os
 import subprocess
@@ -88,6 +89,66 @@ def start_sentinel_set(procs, base, ports, sports, timeout=30):
             return
         time.sleep(0.2)
     raise RuntimeError(f"sentinel setup did not converge within {timeout} s")
+
+
+def start_cluster(procs, base, ports, bus_ports, timeout=30):
+    """A Redis Cluster of masters only, one per port in `ports` (cluster bus on `bus_ports`; AOF off
+    like phases 1-5), created with `redis-cli --cluster create`; returns when every node says
+    `cluster_state:ok` and knows every other, or raises after `timeout` s."""
+    for i, (port, bus) in enumerate(zip(ports, bus_ports)):
+        start_redis(procs, f"cluster{i}", port, os.path.join(base, f"n{i}"), aof=False,
+                    extra=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                           "--cluster-port", str(bus), "--cluster-node-timeout", "5000"])
+    r = subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
+                        "--cluster-replicas", "0", "--cluster-yes"], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError(f"redis-cli --cluster create failed:\n{r.stdout}\n{r.stderr}")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        infos = [info_fields(redis_cli(p, "CLUSTER", "INFO")) for p in ports]
+        if all(i.get("cluster_state") == "ok" and i.get("cluster_known_nodes") == str(len(ports)) for i in infos):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the cluster did not reach cluster_state:ok within {timeout} s")
+
+
+def info_fields(text):
+    """{'name': 'value'} of an INFO or CLUSTER INFO answer (section headers and blanks left out)."""
+    out = {}
+    for line in text.splitlines():
+        if ":" in line and not line.startswith("#"):
+            k, v = line.split(":", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+def cpu_seconds(info):
+    """Redis's own CPU time (main and I/O threads, user + system) from INFO cpu fields."""
+    return float(info.get("used_cpu_user", 0)) + float(info.get("used_cpu_sys", 0))
+
+
+def command_calls(info, command):
+    """How often `command` ran (from scripts too) from INFO commandstats fields; 0 when never."""
+    stat = info.get(f"cmdstat_{command}", "")
+    for part in stat.split(","):
+        if part.startswith("calls="):
+            return int(part[len("calls="):])
+    return 0
+
+
+def redis_counters(port):
+    """The counters a cluster-phase segment takes differences of: CPU seconds and XADD calls."""
+    info = info_fields(redis_cli(port, "INFO", "cpu") + redis_cli(port, "INFO", "commandstats"))
+    return {"cpu_s": cpu_seconds(info), "xadd": command_calls(info, "xadd")}
+
+
+def count_keys(port, pattern, timeout=120):
+    """Keys matching `pattern` on one server (`redis-cli --scan`: SCAN, never KEYS)."""
+    r = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "--scan", "--pattern", pattern],
+                       capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"redis-cli --scan on port {port} failed: {r.stderr.strip()}")
+    return sum(1 for line in r.stdout.splitlines() if line)
 
 
 def parse_redis_benchmark(csv_text):

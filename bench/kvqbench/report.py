@@ -24,6 +24,10 @@ EXPECTED_FIGURES = {
             ["auth_writes_cost_pct", "auth_reads_cost_pct"],
     "e2e": ["apply_rate_1w", "apply_rate_4w", "sustained_rps", "burst_drain_s"],
     "sentinel": [f"sentinel_writes_c{c}_{f}" for c in (1, 32) for f in ("rps", "p99")],
+    "cluster": ["cluster_one_master_writes_c32_rps", "cluster_writes_c32_rps", "cluster_writes_c32_p99",
+                "cluster_writes_c1_rps", "cluster_writes_c1_p99", "cluster_sustained_rps", "cluster_one_master_cpu_us",
+                "cluster_cpu_us"] + [f"cluster_master{i}_cpu_us" for i in range(3)] +
+               ["cluster_keys_balance", "cluster_tasks_balance"],
     "tls": [f"tls_{w}_{f}" for w in ("writes", "reads") for f in ("c32_plain_rps", "c32_rps", "ratio")],
     "soak": ["soak_writes", "soak_errors", "soak_mem_max", "soak_mem_growth_2nd_half"],
     "bounded": ["bounded_failed", "bounded_peak_mb"],
@@ -31,7 +35,7 @@ EXPECTED_FIGURES = {
 # n/a is a finding, not a breakage, for these: a debug build on a busy machine may sustain no
 # step, and a smoke run's small backlog may drain before the depth is sampled between 90 % and
 # 10 % of it (smoke_problems checks instead that the backlog was there and drained)
-SPEED_DEPENDENT = {"sustained_rps", "apply_rate_1w", "apply_rate_4w"}
+SPEED_DEPENDENT = {"sustained_rps", "apply_rate_1w", "apply_rate_4w", "cluster_sustained_rps"}
 
 
 def smoke_problems(results, problems, phases):
@@ -58,6 +62,10 @@ def smoke_problems(results, problems, phases):
         steps = results["raw"].get("sustained_steps") or []
         if not any(s.get("accepted_rps") for s in steps):
             out.append("the sustained-rate search ran no step that accepted writes")
+    if "cluster" in phases:
+        steps = results["raw"].get("cluster_sustained_steps") or []
+        if not any(s.get("accepted_rps") for s in steps):
+            out.append("the cluster's sustained-rate search ran no step that accepted writes")
     return out
 
 
@@ -131,7 +139,7 @@ def meta(ctx, started):
         "git_dirty": bool(out(["git", "status", "--porcelain", "--", "src", "Cargo.toml"])),
         "host": platform.node(), "kernel": platform.release(), "cpu": cpu, "cores": os.cpu_count(),
         "redis": out(["redis-server", "--version"]), "wrk": out(["sh", "-c", "wrk -v 2>&1 | head -1"]),
-        "redis_persistence": "standalone phases: AOF off, RDB off; sentinel phase: AOF everysec",
+        "redis_persistence": "standalone and cluster phases: AOF off, RDB off; sentinel phase: AOF everysec",
     }
 
 

@@ -2,8 +2,8 @@
 
 import unittest
 
-from kvqbench.figures import (apply_rate, calibrated_latency_ms, drain_time, figure_row, format_value,
-                              median_or_none, next_rate, pacing_delay_ms, search_done, slope, step_verdict)
+from kvqbench.figures import (apply_rate, balance, calibrated_latency_ms, cpu_us_per_write, drain_time, figure_row,
+                              format_value, median_or_none, next_rate, pacing_delay_ms, search_done, slope, step_verdict)
 
 
 def line(a, b, ts):
@@ -153,3 +153,18 @@ class Rows(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Cluster(unittest.TestCase):
+    def test_balance_is_least_over_most(self):
+        self.assertEqual(balance([300, 600, 450]), 0.5)
+        self.assertEqual(balance(iter([7, 7, 7])), 1.0)
+        self.assertEqual(balance([0, 10, 5]), 0.0)
+
+    def test_balance_needs_two_masters_with_something(self):
+        self.assertIsNone(balance([5]))
+        self.assertIsNone(balance([0, 0, 0]))
+
+    def test_cpu_per_write_in_microseconds(self):
+        self.assertAlmostEqual(cpu_us_per_write(0.5, 10000), 50.0)
+        self.assertIsNone(cpu_us_per_write(0.5, 0))

@@ -4,7 +4,7 @@ import unittest
 
 from kvqbench.http import parse_metrics, queue_depth_of
 from kvqbench.procs import parse_proc_status
-from kvqbench.redis import parse_redis_benchmark
+from kvqbench.redis import command_calls, cpu_seconds, info_fields, parse_redis_benchmark
 
 METRICS = """# HELP kvq_queue_depth Tasks accepted and not yet applied.
 # TYPE kvq_queue_depth gauge
@@ -51,6 +51,37 @@ class Metrics(unittest.TestCase):
     def test_queue_depth(self):
         self.assertEqual(queue_depth_of(parse_metrics(METRICS)), 1234)
         self.assertEqual(queue_depth_of(parse_metrics("other 1\n")), -1)
+
+
+# `INFO cpu` + `INFO commandstats` (redis 7.0), abridged
+INFO = """# CPU\r
+used_cpu_sys:1.250000\r
+used_cpu_user:2.500000\r
+used_cpu_sys_children:9.000000\r
+\r
+# Commandstats\r
+cmdstat_xadd:calls=1200,usec=9000,usec_per_call=7.50,rejected_calls=0,failed_calls=0\r
+cmdstat_evalsha:calls=300,usec=90000,usec_per_call=300.00,rejected_calls=0,failed_calls=2\r
+"""
+
+
+class RedisInfo(unittest.TestCase):
+    def test_fields_without_headers(self):
+        f = info_fields(INFO)
+        self.assertEqual(f["used_cpu_user"], "2.500000")
+        self.assertFalse(any(k.startswith("#") or not k for k in f))
+        self.assertEqual(info_fields("cluster_state:ok\r\ncluster_known_nodes:3\r\n"),
+                         {"cluster_state": "ok", "cluster_known_nodes": "3"})
+
+    def test_cpu_is_user_plus_system_of_the_server_only(self):
+        self.assertAlmostEqual(cpu_seconds(info_fields(INFO)), 3.75)
+        self.assertEqual(cpu_seconds({}), 0.0)
+
+    def test_command_calls(self):
+        f = info_fields(INFO)
+        self.assertEqual(command_calls(f, "xadd"), 1200)
+        self.assertEqual(command_calls(f, "evalsha"), 300)
+        self.assertEqual(command_calls(f, "xreadgroup"), 0)
 
 
 class RedisBenchmark(unittest.TestCase):

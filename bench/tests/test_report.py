@@ -11,7 +11,7 @@ def results_with(keys, value=1.0, **raw):
 
 
 GOOD_E2E_RAW = {"apply_1w": {"backlog": 2000, "drain_s": 0.2}, "apply_4w": {"backlog": 2000, "drain_s": 0.1},
-                "sustained_steps": [{"accepted_rps": 2000}]}
+                "sustained_steps": [{"accepted_rps": 2000}], "cluster_sustained_steps": [{"accepted_rps": 1500}]}
 
 
 class SmokeProblems(unittest.TestCase):
@@ -51,6 +51,17 @@ class SmokeProblems(unittest.TestCase):
         self.assertEqual(len(out), 2)
         self.assertIn("4 worker(s)", out[0])
         self.assertIn("no step", out[1])
+
+    def test_the_cluster_sustained_rate_may_be_na_but_a_step_must_accept_writes(self):
+        r = results_with(self.all_keys(["cluster"]), **GOOD_E2E_RAW)
+        next(f for f in r["figures"] if f["key"] == "cluster_sustained_rps")["value"] = None
+        self.assertEqual(smoke_problems(r, [], ["cluster"]), [])
+        r["raw"]["cluster_sustained_steps"] = []
+        self.assertEqual(smoke_problems(r, [], ["cluster"]),
+                         ["the cluster's sustained-rate search ran no step that accepted writes"])
+        r["raw"]["cluster_sustained_steps"] = [{"accepted_rps": 1}]
+        next(f for f in r["figures"] if f["key"] == "cluster_keys_balance")["value"] = None
+        self.assertEqual(smoke_problems(r, [], ["cluster"]), ["figure cluster_keys_balance (cluster) is n/a"])
 
     def test_burst_drain_na_fails(self):
         r = results_with(self.all_keys(["e2e"]), **GOOD_E2E_RAW)

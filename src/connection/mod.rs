@@ -1,4 +1,6 @@
-//! The one place that knows how to reach the Redis master, standalone or through Sentinel.
+//! The one place that knows how to reach Redis: the master, standalone or through Sentinel, or
+//! a Redis Cluster (where redis-rs routes each command to its slot's master and follows
+//! redirections and failovers itself).
 //!
 //! redis-rs resolves a sentinel master once and keeps talking to that address after a failover
 //! and never re-resolves it. So kvq keeps one shared multiplexed connection per process and drops it
@@ -13,7 +15,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ConnectionInfo, RedisError};
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, ConnectionInfo, RedisError, RedisFuture, Value};
 
 use crate::config::{parse_host_port, RedisMode, RedisSettings};
 use tls::{is_tls_error, Target, TlsError};
@@ -22,6 +25,44 @@ use tls::{is_tls_error, Target, TlsError};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Time allowed for any non-blocking command's reply.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(2000);
+/// Cluster mode: time a request may spend past one reply timeout on redirections and retries
+/// while a failover or a slot migration is under way, before it is answered 503.
+pub const CLUSTER_RETRY_BUDGET: Duration = Duration::from_millis(3000);
+
+/// A connection to one server, or to a whole cluster (commands go to their slot's master).
+#[derive(Clone)]
+pub enum Connection {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
 
 /// Why Redis could not be used; every variant maps to 503 at the HTTP edge.
 #[derive(Debug, thiserror::Error)]
@@ -83,11 +124,11 @@ fn classify_connect(server: &str, e: RedisError) -> ConnectError {
 /// A live connection to the current master, tagged with the generation it belongs to.
 #[derive(Clone)]
 pub struct Conn {
-    pub conn: MultiplexedConnection,
+    pub conn: Connection,
     /// A sibling connection to the same server for `WAIT` (present when
     /// `redis.min_replicas_ack > 0`): `WAIT` blocks the connection it runs on, so it must not run
     /// on the one every request shares.
-    pub ack: Option<MultiplexedConnection>,
+    pub ack: Option<Connection>,
     /// Increases each time kvq connects anew, so an error only drops the connection it came from.
     pub generation: u64,
 }
@@ -147,7 +188,9 @@ impl Redis {
         }
         let opened = tokio::time::timeout(budget, self.open_pair()).await.map_err(|_| ConnectError::Timeout);
         let (info, conn, ack) = self.log_outcome(opened.and_then(|r| r))?;
-        self.note_master(&info);
+        if let Some(info) = &info {
+            self.note_master(info);
+        }
         let conn = Conn { conn, ack, generation: self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1 };
         *self.inner.current.write().expect("poisoned") = Some(conn.clone());
         Ok(conn)
@@ -169,12 +212,17 @@ impl Redis {
         }
     }
 
-    /// A connection of its own, for blocking reads and pub/sub, with the given reply timeout.
-    pub async fn dedicated(&self, response_timeout: Option<Duration>) -> Result<MultiplexedConnection, ConnectError> {
+    /// A connection of its own, for blocking reads, with the given reply timeout.
+    pub async fn dedicated(&self, response_timeout: Option<Duration>) -> Result<Connection, ConnectError> {
         let opened = tokio::time::timeout(CONNECT_TIMEOUT * 3, self.open(response_timeout))
             .await
             .map_err(|_| ConnectError::Timeout);
         self.log_outcome(opened.and_then(|r| r))
+    }
+
+    /// Whether kvq talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.inner.settings.mode == RedisMode::Cluster
     }
 
     /// Logs a connect failure once per distinct reason (error for TLS and credentials, which an
@@ -202,9 +250,42 @@ impl Redis {
         result
     }
 
-    /// Connection info of the current master (resolving it through the sentinels if needed).
-    pub async fn master_info(&self) -> Result<ConnectionInfo, ConnectError> {
+    /// Where to subscribe to kvq's pub/sub channel: the current master (resolving it through
+    /// the sentinels if needed); in a cluster the first seed node that answers, since a cluster
+    /// delivers every message to every node.
+    pub async fn pubsub_info(&self) -> Result<ConnectionInfo, ConnectError> {
+        if self.is_cluster() {
+            return self.first_cluster_node().await;
+        }
         Ok(self.connect_master(Some(RESPONSE_TIMEOUT)).await?.0)
+    }
+
+    async fn first_cluster_node(&self) -> Result<ConnectionInfo, ConnectError> {
+        let s = &self.inner.settings;
+        let mut why = ConnectError::NoMaster { name: "cluster".into(), why: "no node configured".into() };
+        for node in &s.nodes {
+            let (host, port) = parse_host_port(node).expect("validated at start");
+            let target = Target {
+                host: &host,
+                port,
+                tls: s.tls,
+                username: s.username.as_deref(),
+                password: s.password.as_ref().map(|p| p.expose()),
+            };
+            let client = tls::client(s, &target)?;
+            match self.connect(&client, Some(RESPONSE_TIMEOUT)).await {
+                Ok(_) => return Ok(client.get_connection_info().clone()),
+                Err(e) => why = e,
+            }
+        }
+        Err(why)
+    }
+
+    /// A cluster connection with the given reply timeout.
+    async fn connect_cluster(&self, response_timeout: Option<Duration>) -> Result<Connection, ConnectError> {
+        let client = tls::cluster_client(&self.inner.settings, response_timeout)?;
+        let conn = client.get_async_connection().await.map_err(|e| classify_connect("redis cluster", e))?;
+        Ok(Connection::Cluster(conn))
     }
 
     /// The shared connection and, when writes await replicas, its sibling for `WAIT`, both to
@@ -224,19 +305,34 @@ impl Redis {
         *last = Some(addr);
     }
 
-    async fn open_pair(
-        &self,
-    ) -> Result<(ConnectionInfo, MultiplexedConnection, Option<MultiplexedConnection>), ConnectError> {
+    /// The shared connection and, when writes await replicas, its sibling for `WAIT` (to the
+    /// same master, or a cluster connection of its own), and the master's address when there is
+    /// one master.
+    async fn open_pair(&self) -> Result<(Option<ConnectionInfo>, Connection, Option<Connection>), ConnectError> {
+        let wants_ack = self.inner.settings.min_replicas_ack > 0;
+        if self.is_cluster() {
+            let conn = self.connect_cluster(Some(RESPONSE_TIMEOUT)).await?;
+            let ack = match wants_ack {
+                true => Some(self.connect_cluster(Some(RESPONSE_TIMEOUT)).await?),
+                false => None,
+            };
+            return Ok((None, conn, ack));
+        }
         let (info, conn) = self.connect_master(Some(RESPONSE_TIMEOUT)).await?;
-        let ack = match self.inner.settings.min_replicas_ack {
-            0 => None,
-            _ => Some(self.connect(&redis::Client::open(info.clone())?, Some(RESPONSE_TIMEOUT)).await?),
+        let ack = match wants_ack {
+            true => Some(Connection::Single(
+                self.connect(&redis::Client::open(info.clone())?, Some(RESPONSE_TIMEOUT)).await?,
+            )),
+            false => None,
         };
-        Ok((info, conn, ack))
+        Ok((Some(info), Connection::Single(conn), ack))
     }
 
-    async fn open(&self, response_timeout: Option<Duration>) -> Result<MultiplexedConnection, ConnectError> {
-        Ok(self.connect_master(response_timeout).await?.1)
+    async fn open(&self, response_timeout: Option<Duration>) -> Result<Connection, ConnectError> {
+        if self.is_cluster() {
+            return self.connect_cluster(response_timeout).await;
+        }
+        Ok(Connection::Single(self.connect_master(response_timeout).await?.1))
     }
 
     /// Connects to the master: the URL in standalone mode; in sentinel mode the first address a
@@ -247,7 +343,7 @@ impl Redis {
         response_timeout: Option<Duration>,
     ) -> Result<(ConnectionInfo, MultiplexedConnection), ConnectError> {
         let s = &self.inner.settings;
-        if s.mode == RedisMode::Standalone {
+        if s.mode != RedisMode::Sentinel {
             let client = tls::url_client(s)?;
             let conn = self.connect(&client, response_timeout).await?;
             return Ok((client.get_connection_info().clone(), conn));
@@ -373,5 +469,10 @@ pub fn needs_reconnect(err: &RedisError) -> bool {
 
 /// Errors that mean "Redis is unavailable right now" rather than "this request is bad".
 pub fn is_unavailable(err: &RedisError) -> bool {
-    needs_reconnect(err) || err.to_string().contains("LOADING") || err.to_string().contains("BUSY ")
+    let text = err.to_string();
+    needs_reconnect(err)
+        || text.contains("LOADING")
+        || text.contains("BUSY ")
+        // a cluster failing over or migrating a slot, past the client's own retries
+        || ["CLUSTERDOWN", "TRYAGAIN", "MOVED", "ASK "].iter().any(|n| text.contains(n))
 }

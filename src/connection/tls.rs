@@ -57,6 +57,43 @@ pub fn url_client(settings: &RedisSettings) -> Result<redis::Client, TlsError> {
     }
 }
 
+/// The cluster client for the seed nodes, with the same TLS material and credentials as
+/// `client` (the TLS material is read now: every new cluster client reads it anew).
+pub fn cluster_client(
+    settings: &RedisSettings,
+    response_timeout: Option<std::time::Duration>,
+) -> Result<redis::cluster::ClusterClient, TlsError> {
+    let mut seeds = Vec::with_capacity(settings.nodes.len());
+    for node in &settings.nodes {
+        let (host, port) = crate::config::parse_host_port(node).expect("validated at start");
+        let addr = match settings.tls {
+            true => ConnectionAddr::TcpTls { host, port, insecure: false, tls_params: None },
+            false => ConnectionAddr::Tcp(host, port),
+        };
+        seeds.push(addr.into_connection_info().map_err(TlsError::Redis)?);
+    }
+    let mut builder = redis::cluster::ClusterClientBuilder::new(seeds)
+        .connection_timeout(super::CONNECT_TIMEOUT)
+        // Redirections and a failover are retried within a bounded time, then answered 503.
+        .retries(6)
+        .min_retry_wait(50)
+        .max_retry_wait(1000)
+        .response_timeout(response_timeout.unwrap_or(super::RESPONSE_TIMEOUT))
+        .overall_response_timeout(Some(
+            response_timeout.unwrap_or(super::RESPONSE_TIMEOUT) + super::CLUSTER_RETRY_BUDGET,
+        ));
+    if let Some(password) = settings.password.as_ref().map(|p| p.expose()).filter(|p| !p.is_empty()) {
+        builder = builder.password(password);
+        if let Some(user) = &settings.username {
+            builder = builder.username(user);
+        }
+    }
+    if settings.tls {
+        builder = builder.tls(redis::TlsMode::Secure).certs(certificates(settings)?);
+    }
+    builder.build().map_err(TlsError::Redis)
+}
+
 /// Why a TLS connection could not be set up before a byte was sent.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

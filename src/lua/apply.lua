@@ -8,10 +8,11 @@
 -- rounds past 2^53): versions are read back as strings, times are formatted with '%d'.
 --
 -- KEYS[1] key index (zset), KEYS[2] version counter, KEYS[3] task stream, KEYS[4] tombstone
---   index (zset), KEYS[5] attempts of tasks that failed (hash, by stream id), then per task its
+--   index (zset), KEYS[5] attempts of tasks that failed (hash, by stream id), KEYS[6..22] task
+--   outcome map (capped.lua), then per task its
 --   key's data hash
 -- ARGV[1] now ms, ARGV[2] tombstone ms, ARGV[3] consumer group, ARGV[4] notify channel,
--- ARGV[5] task outcome map base, ARGV[6] bytes per outcome bucket, then per task: its stream id, its task id, the number n of its fields, and n name, value pairs:
+-- ARGV[5] (unused), ARGV[6] bytes per outcome bucket, then per task: its stream id, its task id, the number n of its fields, and n name, value pairs:
 --   the stream entry's fields as `StreamTask::fields` writes them (the table
 --   `kvq::store::FIELDS`): op operation, k key, v value, ttl TTL ms, if If-Match version,
 --   inm '1' for If-None-Match, w '1' when a client waits; optional ones may be absent
@@ -23,7 +24,8 @@ local now_text = ARGV[1]
 local now = tonumber(now_text)
 local tombstone_ms = tonumber(ARGV[2])
 local group, channel = ARGV[3], ARGV[4]
-local outcomes, per_bucket = ARGV[5], ARGV[6]
+local outcomes, per_bucket = 6, ARGV[6]
+local FIRST_DATA_KEY = outcomes + 1 + BUCKETS
 
 -- Compares decimal strings without converting them to numbers (no leading zeros).
 local function cmp_decimal(a, b)
@@ -119,7 +121,7 @@ end
 
 local results = {}
 local a = 7
-for i = 6, #KEYS do
+for i = FIRST_DATA_KEY, #KEYS do
   local id, task_id, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   local f = {}
   for j = 0, n - 1 do f[ARGV[a + 3 + 2 * j]] = ARGV[a + 4 + 2 * j] end

@@ -2,10 +2,11 @@
 -- task as failed (when the entry is a valid task), acknowledge it.
 -- The dead-letter entry holds `seq` (the original stream id), `error`, `attempts`, `at` (ms),
 -- then every field of the original entry under its name prefixed with `task.`.
--- KEYS[1] task stream, KEYS[2] dead-letter stream, KEYS[3] attempts of tasks that failed (hash, by stream id)
+-- KEYS[1] task stream, KEYS[2] dead-letter stream, KEYS[3] attempts of tasks that failed (hash,
+-- by stream id), KEYS[4..20] task outcome map (capped.lua)
 -- ARGV[1] stream id, ARGV[2] consumer group, ARGV[3] reason, ARGV[4] now ms,
 -- ARGV[5] notify channel ('' none), ARGV[6] task id ('' for an entry that is no valid task: no
--- outcome is recorded for it), ARGV[7] op, ARGV[8] key, ARGV[9] task outcome map base,
+-- outcome is recorded for it), ARGV[7] op, ARGV[8] key, ARGV[9] (unused),
 -- ARGV[10] bytes per outcome bucket
 -- Returns the attempts recorded.
 -- Loaded after capped.lua.
@@ -37,7 +38,7 @@ elseif ARGV[6] ~= '' then
 end
 redis.call('XADD', KEYS[2], '*', unpack(fields))
 if ARGV[6] ~= '' then
-  put_outcome(ARGV[9], ARGV[10], ARGV[1], 'failed', '', ARGV[3], ARGV[4], ARGV[7], ARGV[8], attempts)
+  put_outcome(4, ARGV[10], ARGV[1], 'failed', '', ARGV[3], ARGV[4], ARGV[7], ARGV[8], attempts)
 end
 redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])
 if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end

@@ -1,12 +1,13 @@
 -- Look a task up: its outcome while the outcome map keeps it, else its stream entry while it is
 -- queued (undelivered, or delivered and not yet acknowledged).
--- KEYS[1] task stream, KEYS[2] attempts of tasks that failed (hash)
--- ARGV[1] task outcome map base (by stream id), ARGV[2] the task's stream id,
+-- KEYS[1] task stream, KEYS[2] attempts of tasks that failed (hash), KEYS[3..19] task outcome
+-- map (capped.lua, by stream id)
+-- ARGV[1] (unused), ARGV[2] the task's stream id,
 -- ARGV[3] (unused), ARGV[4] consumer group, ARGV[5] the oldest finish time (ms) still reported
 -- Returns {'done', outcome JSON} (see put_outcome), {'queued', op, key, attempts}, or nil when
 -- kvq knows nothing of the task (any more).
 -- Loaded after capped.lua.
-local done = capped_get(ARGV[1], ARGV[2])
+local done = capped_get(3, ARGV[2])
 if done then
   local finished = tonumber(cjson.decode(done)[4]) or 0
   if finished < tonumber(ARGV[5]) then return false end

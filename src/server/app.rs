@@ -113,7 +113,7 @@ impl ServerApp {
             self.state
                 .completions
                 .clone()
-                .listen(self.state.store.redis.clone(), self.state.store.keys.done_channel.clone()),
+                .listen(self.state.store.redis.clone(), self.state.store.shards.done_channel.clone()),
         );
         let token_reload = tokio::spawn(self.auth.clone().watch());
         let body_limit = body_limit(self.state.max_value_bytes);

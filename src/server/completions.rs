@@ -79,7 +79,7 @@ impl Completions {
         redis: &Redis,
         channel: &str,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let info = redis.master_info().await?;
+        let info = redis.pubsub_info().await?;
         let client = redis::Client::open(info)?;
         let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT * 2, client.get_async_pubsub()).await??;
         tokio::time::timeout(CONNECT_TIMEOUT * 2, pubsub.subscribe(channel)).await??;

@@ -5,7 +5,9 @@
 //! connection, so once `n` replicas hold it they hold those writes too, and the shared connection
 //! is never blocked by `WAIT`. Rounds run one at a time; a request either finds that a round which
 //! started after its write has completed, or runs the next round itself. Under load one round
-//! serves many writes. Connection generations tell when the master changed in between.
+//! serves many writes. Connection generations tell when the master changed in between. In a
+//! Redis Cluster each shard has rounds of its own, on its master, and the master's node id is
+//! the generation.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,7 +23,8 @@ pub const ACK_TIMEOUT_MS: u64 = 1000;
 pub struct ReplicaAcks {
     store: Store,
     replicas: u32,
-    rounds: Rounds,
+    /// Per shard.
+    rounds: Vec<Rounds>,
     metrics: Arc<Metrics>,
 }
 
@@ -53,17 +56,22 @@ pub enum AckError {
 
 impl ReplicaAcks {
     pub fn new(store: Store, replicas: u32, metrics: Arc<Metrics>) -> Self {
-        Self { store, replicas, rounds: Rounds::default(), metrics }
+        let rounds = (0..store.shards.len()).map(|_| Rounds::default()).collect();
+        Self { store, replicas, rounds, metrics }
     }
 
-    /// Returns once `replicas` replicas hold the write made on connection `generation`.
-    pub async fn confirm(&self, generation: u64) -> Result<(), AckError> {
-        let outcome = self.rounds.covering_outcome(|| self.round()).await;
+    /// Returns once `replicas` replicas hold the write `shard` took on connection (or node)
+    /// `generation`.
+    pub async fn confirm(&self, shard: usize, generation: u64) -> Result<(), AckError> {
+        let Some(rounds) = self.rounds.get(shard) else {
+            return Err(AckError::Store(format!("no shard {shard}")));
+        };
+        let outcome = rounds.covering_outcome(|| self.round(shard)).await;
         verdict(outcome, generation, self.replicas)
     }
 
-    async fn round(&self) -> Result<(u64, u32), String> {
-        let result = self.store.wait_replicas(self.replicas, ACK_TIMEOUT_MS).await;
+    async fn round(&self, shard: usize) -> Result<(u64, u32), String> {
+        let result = self.store.wait_replicas(shard, self.replicas, ACK_TIMEOUT_MS).await;
         let outcome = match &result {
             Ok((_, got)) if *got >= self.replicas => RoundLabels::ACKNOWLEDGED,
             Ok(_) => RoundLabels::TOO_FEW_REPLICAS,

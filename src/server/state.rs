@@ -78,7 +78,7 @@ impl AppState {
         span.record("key", write.key.as_str());
         // Also for an idempotent replay: its first attempt may not have been replicated.
         if let Some(acks) = &self.replica_acks {
-            if let Err(e) = acks.confirm(enqueued.generation).await {
+            if let Err(e) = acks.confirm(enqueued.shard, enqueued.generation).await {
                 tracing::warn!(error = %e, "write not confirmed by the replicas");
                 self.refused(RefusalLabels::NOT_REPLICATED);
                 return Err(SubmitError::NotReplicated(e.to_string()));

@@ -14,7 +14,13 @@ impl Store {
     /// last-delivered id. The stream head alone would not do: acknowledged entries stay there
     /// until the next trim.
     pub async fn oldest_waiting_ms(&self) -> Result<Option<u64>, StoreError> {
-        let stream = self.keys.stream.clone();
+        let all =
+            futures_util::future::try_join_all((0..self.shards.len()).map(|s| self.shard_oldest_waiting_ms(s))).await?;
+        Ok(all.into_iter().flatten().max())
+    }
+
+    async fn shard_oldest_waiting_ms(&self, shard: usize) -> Result<Option<u64>, StoreError> {
+        let stream = self.shard(shard)?.stream.clone();
         let (oldest, _): (Option<String>, u64) = self
             .run(|mut c| async move {
                 let groups: redis::Value =

@@ -4,11 +4,11 @@ use crate::domain::{now_ms, Op, StoredValue, TaskRecord, TaskStatus};
 
 use super::lua::{eval, LOOKUP_TASK, TIDY_INDEX};
 use super::task::{decimal, stream_id_ms, stream_id_of};
-use super::{Store, StoreError, GROUP};
+use super::{KeySpace, Store, StoreError, GROUP};
 
 impl Store {
     pub async fn get_value(&self, key: &str) -> Result<Option<StoredValue>, StoreError> {
-        let data = self.keys.data(key);
+        let data = self.shards.of(key).data(key);
         let (fields, _): (Vec<Option<String>>, u64) = self
             .run(|mut c| async move {
                 redis::cmd("HMGET").arg(&data).arg("v").arg("ver").arg("del").arg("exp").query_async(&mut c).await
@@ -17,14 +17,48 @@ impl Store {
         Ok(live_value(&fields, now_ms()))
     }
 
-    /// Lists live keys starting with `prefix`, after `cursor` (a key, exclusive), in key order.
-    /// Returns the page and the cursor of the next page, if any.
+    /// Lists live keys starting with `prefix`, after `cursor` (a key, exclusive), in key order
+    /// (byte order) over all shards. Returns the page and the cursor of the next page, if any.
     pub async fn list_keys(
         &self,
         prefix: &str,
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<(String, u64)>, Option<String>), StoreError> {
+        // Each shard's index is in key order: the first `limit` of the merged pages are the
+        // first `limit` overall.
+        let pages = futures_util::future::try_join_all(
+            self.shards.all().iter().map(|shard| self.index_page(shard, prefix, cursor, limit)),
+        )
+        .await?;
+        let mut names: Vec<(String, usize)> =
+            pages.into_iter().enumerate().flat_map(|(shard, page)| page.into_iter().map(move |n| (n, shard))).collect();
+        names.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        names.truncate(limit);
+        if names.is_empty() {
+            return Ok((vec![], None));
+        }
+        let mut live = futures_util::future::try_join_all(self.shards.all().iter().map(|shard| {
+            let mine: Vec<String> = names.iter().filter(|(_, s)| *s == shard.shard).map(|(n, _)| n.clone()).collect();
+            self.live_versions(shard, mine)
+        }))
+        .await?
+        .into_iter()
+        .flatten()
+        .collect::<Vec<(String, u64)>>();
+        live.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let next = (names.len() == limit).then(|| names.last().map(|(n, _)| n.clone())).flatten();
+        Ok((live, next))
+    }
+
+    /// Up to `limit` names from a shard's index that start with `prefix`, after `cursor`.
+    async fn index_page(
+        &self,
+        shard: &KeySpace,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
         let min = match cursor {
             Some(c) if c >= prefix => format!("({c}"),
             _ => format!("[{prefix}"),
@@ -33,7 +67,7 @@ impl Store {
         let mut max = b"[".to_vec();
         max.extend_from_slice(prefix.as_bytes());
         max.push(0xff);
-        let index = self.keys.index.clone();
+        let index = shard.index.clone();
         let (names, _): (Vec<String>, u64) = self
             .run(|mut c| async move {
                 redis::cmd("ZRANGE")
@@ -48,12 +82,17 @@ impl Store {
                     .await
             })
             .await?;
+        Ok(names)
+    }
+
+    /// The live ones of `names` (of one shard) with their versions; the others leave the index.
+    async fn live_versions(&self, shard: &KeySpace, names: Vec<String>) -> Result<Vec<(String, u64)>, StoreError> {
         if names.is_empty() {
-            return Ok((vec![], None));
+            return Ok(vec![]);
         }
         let mut pipe = redis::pipe();
         for name in &names {
-            pipe.cmd("HMGET").arg(self.keys.data(name)).arg("ver").arg("del").arg("exp");
+            pipe.cmd("HMGET").arg(shard.data(name)).arg("ver").arg("del").arg("exp");
         }
         let (rows, _): (Vec<Vec<Option<String>>>, u64) =
             self.run(|mut c| async move { pipe.query_async(&mut c).await }).await?;
@@ -72,9 +111,9 @@ impl Store {
             // The script removes only keys that are still not live when it runs: one written
             // again since the check above stays listed.
             let mut cmd = TIDY_INDEX.call(1 + stale.len());
-            cmd.arg(&self.keys.index);
+            cmd.arg(&shard.index);
             for name in &stale {
-                cmd.arg(self.keys.data(name));
+                cmd.arg(shard.data(name));
             }
             cmd.arg(now_ms());
             for name in &stale {
@@ -82,19 +121,20 @@ impl Store {
             }
             let _ = self.run(|mut c| async move { eval::<u64>(&mut c, &TIDY_INDEX, &cmd).await }).await;
         }
-        let next = (names.len() == limit).then(|| names.last().cloned()).flatten();
-        Ok((items, next))
+        Ok(items)
     }
 
     /// The task `id`: its outcome while kvq keeps it (the newest outcomes within the
     /// bookkeeping budget, for `tasks.retention_seconds` at most), or its queued entry. None for
     /// a task kvq knows nothing of (any more).
     pub async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
-        let Some(stream_id) = stream_id_of(id) else { return Ok(None) };
-        let mut cmd = LOOKUP_TASK.call(2);
-        cmd.arg(&self.keys.stream)
-            .arg(&self.keys.attempts)
-            .arg(&self.keys.outcomes)
+        let Some((shard, stream_id)) = stream_id_of(id) else { return Ok(None) };
+        let Some(shard) = self.shards.get(shard) else { return Ok(None) };
+        let mut cmd = LOOKUP_TASK.call(2 + shard.outcomes.keys.len());
+        cmd.arg(&shard.stream)
+            .arg(&shard.attempts)
+            .arg(&shard.outcomes.keys)
+            .arg("")
             .arg(&stream_id)
             .arg(id)
             .arg(GROUP)

@@ -4,6 +4,8 @@ use std::sync::LazyLock;
 
 use redis::{RedisError, Script};
 
+use crate::connection::Connection;
+
 /// A Lua script run with EVALSHA, loaded on demand (a new master after a failover has an empty
 /// script cache and answers NOSCRIPT once).
 pub(super) struct Lua {
@@ -14,6 +16,11 @@ pub(super) struct Lua {
 impl Lua {
     fn new(code: &'static str) -> Self {
         Self { code, sha: Script::new(code).get_hash().to_string() }
+    }
+
+    /// Loads the script (on every master of a cluster).
+    pub(super) async fn load(&self, c: &mut Connection) -> Result<(), RedisError> {
+        redis::cmd("SCRIPT").arg("LOAD").arg(self.code).query_async::<redis::Value>(c).await.map(|_| ())
     }
 
     /// `EVALSHA sha numkeys` — the caller appends keys and arguments.
@@ -70,13 +77,13 @@ pub(super) static TIDY_INDEX: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_
 
 /// Runs a prepared EVALSHA; on NOSCRIPT loads the script and runs it once more.
 pub(super) async fn eval<T: redis::FromRedisValue>(
-    c: &mut redis::aio::MultiplexedConnection,
+    c: &mut Connection,
     lua: &Lua,
     cmd: &redis::Cmd,
 ) -> Result<T, RedisError> {
     match cmd.query_async(c).await {
         Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-            let _: String = redis::cmd("SCRIPT").arg("LOAD").arg(lua.code).query_async(c).await?;
+            lua.load(c).await?;
             cmd.query_async(c).await
         }
         other => other,

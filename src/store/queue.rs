@@ -14,7 +14,8 @@ use super::lua::{eval, Lua, APPLY, ENQUEUE, ENQUEUE_FREEING_DELETE, TIDY_TOMBSTO
 const TIDY_BATCH: u64 = 5000;
 const TIDY_ROUNDS: usize = 20;
 use super::task::{request_fingerprint, stream_id_ms, task_id_of, Delivered, StreamTask, MAX_TTL_MS};
-use super::{classify, Store, StoreError, GROUP};
+use super::{classify, KeySpace, Store, StoreError, GROUP};
+use crate::connection::Connection;
 
 /// Result of an enqueue.
 #[derive(Debug, Clone)]
@@ -24,7 +25,10 @@ pub struct Enqueued {
     /// True when an `Idempotency-Key` matched an earlier task and nothing was enqueued.
     pub duplicate: bool,
     pub enqueued_at: u64,
-    /// Generation of the connection that carried the write (for `WAIT`).
+    /// The shard that queued it.
+    pub shard: usize,
+    /// Generation of the connection that carried the write, or in a cluster of the node that
+    /// took it (for `WAIT`: a round on another master does not confirm it).
     pub generation: u64,
 }
 
@@ -76,7 +80,9 @@ impl Store {
                     .ok_or_else(|| StoreError::Corrupt(format!("ttl of {s} s is out of range")))?,
             ),
         };
+        let shard = self.shards.of(w.key.as_str());
         let task = StreamTask {
+            shard: shard.shard,
             stream_id: String::new(),
             task_id: String::new(),
             op: w.op,
@@ -90,8 +96,9 @@ impl Store {
         let token = w.idempotency_key.as_deref().unwrap_or_default();
         let fingerprint = if token.is_empty() { String::new() } else { request_fingerprint(w) };
         let command = |lua: &Lua, data_key: Option<String>| {
-            let mut cmd = lua.call(3 + usize::from(data_key.is_some()));
-            cmd.arg(&self.keys.stream).arg(&self.keys.idempotency).arg(&self.keys.outcomes);
+            let maps = shard.idempotency.keys.len() + shard.outcomes.keys.len();
+            let mut cmd = lua.call(1 + maps + usize::from(data_key.is_some()));
+            cmd.arg(&shard.stream).arg(&shard.idempotency.keys).arg(&shard.outcomes.keys);
             if let Some(data) = data_key {
                 cmd.arg(data);
             }
@@ -102,26 +109,27 @@ impl Store {
         let reply = if token.is_empty() {
             // Nothing to check first: one XADD is the whole enqueue (it fails whole, or adds).
             let mut cmd = redis::cmd("XADD");
-            cmd.arg(&self.keys.stream).arg("*");
+            cmd.arg(&shard.stream).arg("*");
             task.push_fields(&mut cmd);
-            self.run(|mut c| async move { cmd.query_async::<String>(&mut c).await }).await.and_then(|(id, g)| {
+            self.run_on_node(cmd).await.and_then(|(id, g): (String, u64)| {
                 let at = stream_id_ms(&id).ok_or_else(|| StoreError::Corrupt(format!("stream id {id}")))?;
                 Ok(((id, "queued".to_string(), 0, at), g))
             })
         } else {
             let cmd = command(&ENQUEUE, None);
-            self.run(|mut c| async move { eval(&mut c, &ENQUEUE, &cmd).await }).await
+            self.eval_on_node(&ENQUEUE, cmd).await
         };
         let ((stream_id, status, duplicate, at), generation): ((String, String, u8, u64), u64) = match reply {
             // Redis is full: a delete of a key that holds a value still gets through, so
             // clients can free space.
             Err(StoreError::Full(_)) if w.op == Op::Delete => {
-                let cmd = command(&ENQUEUE_FREEING_DELETE, Some(self.keys.data(w.key.as_str())));
-                self.run(|mut c| async move { eval(&mut c, &ENQUEUE_FREEING_DELETE, &cmd).await }).await?
+                let cmd = command(&ENQUEUE_FREEING_DELETE, Some(shard.data(w.key.as_str())));
+                self.eval_on_node(&ENQUEUE_FREEING_DELETE, cmd).await?
             }
             other => other?,
         };
-        let id = task_id_of(&stream_id).ok_or_else(|| StoreError::Corrupt(format!("stream id {stream_id}")))?;
+        let id =
+            task_id_of(&stream_id, shard.shard).ok_or_else(|| StoreError::Corrupt(format!("stream id {stream_id}")))?;
         if duplicate == 2 {
             return Err(StoreError::IdempotencyConflict { task_id: id });
         }
@@ -130,12 +138,23 @@ impl Store {
             status: TaskStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("task status {status}")))?,
             duplicate: duplicate == 1,
             enqueued_at: at,
+            shard: shard.shard,
             generation,
         })
     }
 
+    /// Queue figures summed over the shards.
     pub async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
-        let (stream, dlq) = (self.keys.stream.clone(), self.keys.dead_letter.clone());
+        let all = futures_util::future::try_join_all(self.shards.all().iter().map(|s| self.shard_stats(s))).await?;
+        Ok(all.into_iter().fold(QueueStats::default(), |sum, s| QueueStats {
+            lag: sum.lag + s.lag,
+            pending: sum.pending + s.pending,
+            dead_letters: sum.dead_letters + s.dead_letters,
+        }))
+    }
+
+    async fn shard_stats(&self, shard: &KeySpace) -> Result<QueueStats, StoreError> {
+        let (stream, dlq) = (shard.stream.clone(), shard.dead_letter.clone());
         let ((len, dead), _): ((u64, u64), u64) =
             self.run(|mut c| async move { redis::pipe().xlen(&stream).xlen(&dlq).query_async(&mut c).await }).await?;
         // Until a worker has created the group, everything in the stream is waiting.
@@ -143,7 +162,7 @@ impl Store {
         if len == 0 {
             return Ok(stats);
         }
-        let stream = self.keys.stream.clone();
+        let stream = shard.stream.clone();
         let (groups, _): (redis::Value, u64) = self
             .run(|mut c| async move { redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(&mut c).await })
             .await?;
@@ -155,20 +174,35 @@ impl Store {
         Ok(stats)
     }
 
-    /// Redis memory: used, limit, and what kvq's bookkeeping takes of it.
+    /// Redis memory: used, limit, and what kvq's bookkeeping takes of it. In a cluster, the
+    /// master nearest its limit tells (a write to its shards is refused first), and the
+    /// bookkeeping is summed over the shards.
     pub async fn memory_stats(&self) -> Result<MemoryStats, StoreError> {
-        let (stream, dlq) = (self.keys.stream.clone(), self.keys.dead_letter.clone());
-        let ((info, stream_bytes, dlq_bytes), _): ((String, Option<u64>, Option<u64>), u64) = self
+        let all = futures_util::future::try_join_all(self.shards.all().iter().map(|s| self.shard_memory(s))).await?;
+        let fullest = |m: &&MemoryStats| if m.max == 0 { 0.0 } else { m.used as f64 / m.max as f64 };
+        let mut out = all
+            .iter()
+            .max_by(|a, b| fullest(a).total_cmp(&fullest(b)).then(a.used.cmp(&b.used)))
+            .cloned()
+            .unwrap_or_default();
+        out.bookkeeping = all.iter().map(|m| m.bookkeeping).sum();
+        Ok(out)
+    }
+
+    async fn shard_memory(&self, shard: &KeySpace) -> Result<MemoryStats, StoreError> {
+        let (stream, dlq) = (shard.stream.clone(), shard.dead_letter.clone());
+        // MEMORY USAGE first: the pipeline goes to the node of its first key, the shard's master.
+        let ((stream_bytes, dlq_bytes, info), _): ((Option<u64>, Option<u64>, String), u64) = self
             .run(|mut c| async move {
                 redis::pipe()
-                    .cmd("INFO")
-                    .arg("memory")
                     .cmd("MEMORY")
                     .arg("USAGE")
                     .arg(&stream)
                     .cmd("MEMORY")
                     .arg("USAGE")
                     .arg(&dlq)
+                    .cmd("INFO")
+                    .arg("memory")
                     .query_async(&mut c)
                     .await
             })
@@ -183,18 +217,20 @@ impl Store {
         })
     }
 
-    /// Reads new tasks for `consumer`, blocking up to `block_ms`, on a dedicated connection.
+    /// Reads new tasks of `shard` for `consumer`, blocking up to `block_ms`, on a dedicated
+    /// connection.
     pub async fn read_new(
         &self,
-        conn: &mut redis::aio::MultiplexedConnection,
+        conn: &mut Connection,
+        shard: usize,
         consumer: &str,
         count: usize,
         block_ms: usize,
     ) -> Result<Delivered, StoreError> {
         let opts = StreamReadOptions::default().group(GROUP, consumer).count(count).block(block_ms);
-        let reply: Option<StreamReadReply> =
-            conn.xread_options(&[&self.keys.stream], &[">"], &opts).await.map_err(classify)?;
-        let mut delivered = Delivered::default();
+        let stream = &self.shard(shard)?.stream;
+        let reply: Option<StreamReadReply> = conn.xread_options(&[stream], &[">"], &opts).await.map_err(classify)?;
+        let mut delivered = Delivered::new(shard);
         for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
             delivered.push(entry.id, Some(&entry.map));
         }
@@ -212,43 +248,57 @@ impl Store {
         .map(|_| ())
     }
 
-    /// Takes over entries idle longer than `min_idle_ms` on any consumer (a dead worker's),
-    /// scanning the pending list from `start`. Returns them and the id to start the next scan
-    /// from (`0-0` once the whole list was scanned).
+    /// Takes over entries of `shard` idle longer than `min_idle_ms` on any consumer (a dead
+    /// worker's), scanning the pending list from `start`. Returns them and the id to start the
+    /// next scan from (`0-0` once the whole list was scanned).
     pub async fn reclaim(
         &self,
+        shard: usize,
         consumer: &str,
         min_idle_ms: u64,
         count: usize,
         start: &str,
     ) -> Result<(Delivered, String), StoreError> {
         let mut cmd = redis::cmd("XAUTOCLAIM");
-        cmd.arg(&self.keys.stream).arg(GROUP).arg(consumer).arg(min_idle_ms).arg(start).arg("COUNT").arg(count);
+        cmd.arg(&self.shard(shard)?.stream)
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(min_idle_ms)
+            .arg(start)
+            .arg("COUNT")
+            .arg(count);
         let (reply, _): (redis::Value, u64) = self.run(|mut c| async move { cmd.query_async(&mut c).await }).await?;
-        parse_autoclaim(reply)
+        parse_autoclaim(reply, shard)
     }
 
-    /// Applies tasks, each atomically with its acknowledgement (`apply.lua`), in one round
-    /// trip. Each outcome is the task's final status, or the error that kept it from applying.
+    /// Applies tasks of one shard (as one read delivers them), each atomically with its
+    /// acknowledgement (`apply.lua`), in one round trip. Each outcome is the task's final
+    /// status, or the error that kept it from applying.
     pub async fn apply(
         &self,
         tasks: &[StreamTask],
         tombstone_ms: u64,
     ) -> Result<Vec<Result<Applied, String>>, StoreError> {
-        let mut cmd = APPLY.call(5 + tasks.len());
-        cmd.arg(&self.keys.index)
-            .arg(&self.keys.version)
-            .arg(&self.keys.stream)
-            .arg(&self.keys.tombstones)
-            .arg(&self.keys.attempts);
+        let Some(first) = tasks.first() else { return Ok(vec![]) };
+        let shard = self.shard(first.shard)?;
+        if let Some(other) = tasks.iter().find(|t| t.shard != first.shard) {
+            return Err(StoreError::Corrupt(format!("one apply for shards {} and {}", first.shard, other.shard)));
+        }
+        let mut cmd = APPLY.call(5 + shard.outcomes.keys.len() + tasks.len());
+        cmd.arg(&shard.index)
+            .arg(&shard.version)
+            .arg(&shard.stream)
+            .arg(&shard.tombstones)
+            .arg(&shard.attempts)
+            .arg(&shard.outcomes.keys);
         for t in tasks {
-            cmd.arg(self.keys.data(&t.key));
+            cmd.arg(shard.data(&t.key));
         }
         cmd.arg(now_ms())
             .arg(tombstone_ms)
             .arg(GROUP)
-            .arg(&self.keys.done_channel)
-            .arg(&self.keys.outcomes)
+            .arg(&self.shards.done_channel)
+            .arg("")
             .arg(self.caps.outcome_bucket_bytes);
         for t in tasks {
             let fields = t.fields();
@@ -276,24 +326,24 @@ impl Store {
     /// Counts one attempt of a task that did not reach the apply script (the worker failed
     /// before it); returns the attempts now recorded.
     pub async fn count_attempt(&self, task: &StreamTask) -> Result<u32, StoreError> {
-        let (attempts, id) = (&self.keys.attempts, &task.stream_id);
+        let (attempts, id) = (&self.shard(task.shard)?.attempts, &task.stream_id);
         let (n, _): (u32, u64) = self.run(|mut c| async move { c.hincr(attempts, id, 1).await }).await?;
         Ok(n)
     }
 
     /// Attempts recorded for an unfinished task (each apply of it counts one).
     pub async fn attempts(&self, task: &StreamTask) -> Result<u32, StoreError> {
-        let (attempts, id) = (&self.keys.attempts, &task.stream_id);
+        let (attempts, id) = (&self.shard(task.shard)?.attempts, &task.stream_id);
         let (n, _): (Option<u32>, u64) = self.run(|mut c| async move { c.hget(attempts, id).await }).await?;
         Ok(n.unwrap_or(0))
     }
 
-    /// Drops acknowledged entries from the stream head so it does not grow forever, all of them
-    /// at each call (no cap on how many). Only entries older than every pending and undelivered
-    /// one (the queue's low-water mark) are removed.
-    pub async fn trim_acknowledged(&self) -> Result<(), StoreError> {
-        let stream = self.keys.stream.clone();
-        let tombstones = self.keys.tombstones.clone();
+    /// Drops acknowledged entries from a shard's stream head so it does not grow forever, all
+    /// of them at each call (no cap on how many). Only entries older than every pending and
+    /// undelivered one (the queue's low-water mark) are removed.
+    pub async fn trim_acknowledged(&self, shard: usize) -> Result<(), StoreError> {
+        let stream = self.shard(shard)?.stream.clone();
+        let tombstones = self.shard(shard)?.tombstones.clone();
         self.run(|mut c| async move {
             let groups: redis::Value = redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(&mut c).await?;
             let Some(group) = our_group(&groups) else { return Ok(()) };
@@ -328,10 +378,23 @@ impl Store {
             let low_water_ms =
                 if queue_empty { now_ms().to_string() } else { min_id.split('-').next().unwrap_or("0").to_string() };
             for _ in 0..TIDY_ROUNDS {
-                let mut cmd = TIDY_TOMBSTONES.call(1);
-                cmd.arg(&tombstones).arg(&low_water_ms).arg(TIDY_BATCH).arg(now_ms());
-                let removed: u64 = eval(&mut c, &TIDY_TOMBSTONES, &cmd).await?;
-                if removed < TIDY_BATCH {
+                let candidates: Vec<String> = redis::cmd("ZRANGE")
+                    .arg(&tombstones)
+                    .arg("-inf")
+                    .arg(format!("({low_water_ms}"))
+                    .arg("BYSCORE")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(TIDY_BATCH)
+                    .query_async(&mut c)
+                    .await?;
+                if candidates.is_empty() {
+                    break;
+                }
+                let mut cmd = TIDY_TOMBSTONES.call(1 + candidates.len());
+                cmd.arg(&tombstones).arg(&candidates).arg(&low_water_ms).arg(now_ms());
+                let _: u64 = eval(&mut c, &TIDY_TOMBSTONES, &cmd).await?;
+                if (candidates.len() as u64) < TIDY_BATCH {
                     break;
                 }
             }
@@ -352,7 +415,7 @@ fn next_id(id: &str) -> String {
 /// Reads an XAUTOCLAIM reply `[next start, [[id, [field, value, ...] or nil], ...], [deleted
 /// ids]]` (the third element, Redis 7+, lists pending ids whose entries are gone; Redis already
 /// removed them from the pending list, so they are ignored here).
-fn parse_autoclaim(reply: redis::Value) -> Result<(Delivered, String), StoreError> {
+fn parse_autoclaim(reply: redis::Value, shard: usize) -> Result<(Delivered, String), StoreError> {
     let bad = |what: &str| StoreError::Corrupt(format!("XAUTOCLAIM reply: {what}"));
     let redis::Value::Array(mut items) = reply else { return Err(bad("not an array")) };
     if items.len() < 2 {
@@ -364,7 +427,7 @@ fn parse_autoclaim(reply: redis::Value) -> Result<(Delivered, String), StoreErro
         redis::Value::SimpleString(s) => s.clone(),
         _ => return Err(bad("no cursor")),
     };
-    let mut delivered = Delivered::default();
+    let mut delivered = Delivered::new(shard);
     let redis::Value::Array(entries) = claimed else { return Err(bad("claimed entries are not an array")) };
     for entry in entries {
         let redis::Value::Array(parts) = entry else { continue };
@@ -488,7 +551,7 @@ mod tests {
         let mut conn = store.redis.get().await.unwrap().conn;
         let mut done =
             redis::Client::open(format!("redis://127.0.0.1:{}", server.1)).unwrap().get_async_pubsub().await.unwrap();
-        done.subscribe(&store.keys.done_channel).await.unwrap();
+        done.subscribe(&store.shards.done_channel).await.unwrap();
         let write = |op, value: Option<&str>, ttl, if_match, inm, notify| WriteRequest {
             op,
             key: Key::parse("k").unwrap(),
@@ -501,7 +564,7 @@ mod tests {
         };
         let mut round_trip = async |w: WriteRequest| {
             let enqueued = store.enqueue(&w).await.unwrap();
-            let delivered = store.read_new(&mut conn, "c", 10, 0).await.unwrap();
+            let delivered = store.read_new(&mut conn, 0, "c", 10, 0).await.unwrap();
             assert!(delivered.malformed.is_empty(), "{:?}", delivered.malformed);
             let [task] = &delivered.tasks[..] else { panic!("{delivered:?}") };
             assert_eq!(task.task_id, enqueued.task_id);

@@ -41,6 +41,8 @@ pub const FIELDS: [(&str, &str); 7] = [
 /// A task as read from the stream by a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamTask {
+    /// The shard whose stream holds it (always 0 outside a cluster).
+    pub shard: usize,
     pub stream_id: String,
     pub task_id: String,
     pub op: Op,
@@ -86,7 +88,7 @@ impl StreamTask {
 
     /// Decodes a stream entry's fields, saying what is wrong with an entry that is no valid
     /// task. Fields it does not know are ignored.
-    pub fn decode(stream_id: &str, fields: &HashMap<String, redis::Value>) -> Result<StreamTask, String> {
+    pub fn decode(stream_id: &str, shard: usize, fields: &HashMap<String, redis::Value>) -> Result<StreamTask, String> {
         let text = |name: &str| -> Result<Option<String>, String> {
             match fields.get(name) {
                 None => Ok(None),
@@ -107,7 +109,9 @@ impl StreamTask {
             Some(t) => {
                 return Err(format!("field {}: {} is not a task id (32 hex digits)", field::TASK_ID, shorten(&t)))
             }
-            None => task_id_of(stream_id).ok_or_else(|| format!("stream id {} is malformed", shorten(stream_id)))?,
+            None => {
+                task_id_of(stream_id, shard).ok_or_else(|| format!("stream id {} is malformed", shorten(stream_id)))?
+            }
         };
         let op_text = required(field::OP, "operation")?;
         let op = Op::parse(&op_text)
@@ -160,6 +164,7 @@ impl StreamTask {
             ));
         }
         Ok(StreamTask {
+            shard,
             stream_id: stream_id.to_string(),
             task_id,
             op,
@@ -173,11 +178,18 @@ impl StreamTask {
     }
 }
 
-/// The task id of the task at `stream_id`: its milliseconds and sequence number as 16 hex digits
-/// each, so a task id is opaque, fixed-length and leads back to its stream entry.
-pub fn task_id_of(stream_id: &str) -> Option<String> {
+/// Bits of a task id's sequence part that hold the stream id's sequence number; the bits above
+/// hold the shard (zero outside a cluster, so ids from before shards read the same).
+const SEQ_BITS: u32 = 48;
+
+/// The task id of the task at `stream_id` in `shard`: its milliseconds, and its shard and
+/// sequence number, as 16 hex digits each, so a task id is opaque, fixed-length and leads back to
+/// its stream entry in one round trip. None for a stream id Redis does not make (`XADD *` numbers
+/// entries within a millisecond from 0 up, far below 2^48).
+pub fn task_id_of(stream_id: &str, shard: usize) -> Option<String> {
     let (ms, seq) = stream_id_parts(stream_id)?;
-    Some(format!("{ms:016x}{seq:016x}"))
+    let shard = u64::try_from(shard).ok().filter(|s| *s < 1 << (64 - SEQ_BITS))?;
+    (seq < 1 << SEQ_BITS).then(|| format!("{ms:016x}{:016x}", shard << SEQ_BITS | seq))
 }
 
 /// The milliseconds and sequence number of a stream id `ms-seq`; None for anything else.
@@ -191,14 +203,15 @@ pub(super) fn stream_id_ms(id: &str) -> Option<u64> {
     stream_id_parts(id).map(|(ms, _)| ms)
 }
 
-/// The stream id a task id stands for (see `task_id_of`); None unless it is 32 hex digits.
-pub fn stream_id_of(task_id: &str) -> Option<String> {
+/// The shard and stream id a task id stands for (see `task_id_of`); None unless it is 32 hex
+/// digits.
+pub fn stream_id_of(task_id: &str) -> Option<(usize, String)> {
     if task_id.len() != 32 || !task_id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let ms = u64::from_str_radix(&task_id[..16], 16).ok()?;
     let seq = u64::from_str_radix(&task_id[16..], 16).ok()?;
-    Some(format!("{ms}-{seq}"))
+    Some(((seq >> SEQ_BITS) as usize, format!("{ms}-{}", seq & ((1 << SEQ_BITS) - 1))))
 }
 
 /// A plain decimal number without sign or leading zeros (so it reads back as written).
@@ -220,6 +233,7 @@ fn shorten(s: &str) -> String {
 /// A stream entry that is no valid task, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Malformed {
+    pub shard: usize,
     pub stream_id: String,
     pub reason: String,
 }
@@ -227,6 +241,8 @@ pub struct Malformed {
 /// Entries delivered to a worker: the tasks, and the entries that are no valid task.
 #[derive(Debug, Clone, Default)]
 pub struct Delivered {
+    /// The shard they were read from.
+    pub shard: usize,
     pub tasks: Vec<StreamTask>,
     pub malformed: Vec<Malformed>,
 }
@@ -236,14 +252,18 @@ impl Delivered {
         self.tasks.is_empty() && self.malformed.is_empty()
     }
 
+    pub(super) fn new(shard: usize) -> Self {
+        Self { shard, ..Self::default() }
+    }
+
     pub(super) fn push(&mut self, stream_id: String, fields: Option<&HashMap<String, redis::Value>>) {
         let decoded = match fields {
-            Some(f) => StreamTask::decode(&stream_id, f),
+            Some(f) => StreamTask::decode(&stream_id, self.shard, f),
             None => Err("the entry has no fields (it was deleted)".to_string()),
         };
         match decoded {
             Ok(t) => self.tasks.push(t),
-            Err(reason) => self.malformed.push(Malformed { stream_id, reason }),
+            Err(reason) => self.malformed.push(Malformed { shard: self.shard, stream_id, reason }),
         }
     }
 }
@@ -286,17 +306,17 @@ mod tests {
             (&[("t", ID), ("op", "delete"), ("k", "a"), ("v", "1")], "a delete must not carry"),
         ];
         for (fields, reason) in cases {
-            let err = StreamTask::decode("1-1", &bulk(fields)).unwrap_err();
+            let err = StreamTask::decode("1-1", 0, &bulk(fields)).unwrap_err();
             assert!(err.contains(reason), "{fields:?}: {err}");
         }
         let mut invalid_utf8 = bulk(&[("t", ID), ("op", "set"), ("k", "a")]);
         invalid_utf8.insert("v".into(), redis::Value::BulkString(vec![0xff, 0xfe]));
-        assert_eq!(StreamTask::decode("1-1", &invalid_utf8).unwrap_err(), "field v is not UTF-8");
+        assert_eq!(StreamTask::decode("1-1", 0, &invalid_utf8).unwrap_err(), "field v is not UTF-8");
     }
 
     #[test]
     fn unknown_fields_are_ignored() {
-        let t = StreamTask::decode("1-1", &bulk(&[("t", ID), ("op", "delete"), ("k", "a"), ("x", "y")])).unwrap();
+        let t = StreamTask::decode("1-1", 0, &bulk(&[("t", ID), ("op", "delete"), ("k", "a"), ("x", "y")])).unwrap();
         assert_eq!((t.op, t.key.as_str(), t.stream_id.as_str()), (Op::Delete, "a", "1-1"));
     }
 
@@ -358,7 +378,7 @@ mod tests {
 
         fn valid_task() -> impl Strategy<Value = StreamTask> {
             (
-                (any::<u64>(), any::<u64>()),
+                (any::<u64>(), 0..1u64 << SEQ_BITS),
                 any::<bool>(),
                 "[^\\p{Cc}]{1,40}",
                 ".{0,64}",
@@ -368,6 +388,7 @@ mod tests {
                 any::<bool>(),
             )
                 .prop_map(|((ms, seq), set, key, value, ttl_ms, if_match, inm, notify)| StreamTask {
+                    shard: 0,
                     stream_id: format!("{ms}-{seq}"),
                     task_id: format!("{ms:016x}{seq:016x}"),
                     op: if set { Op::Set } else { Op::Delete },
@@ -383,7 +404,7 @@ mod tests {
         proptest! {
             #[test]
             fn arbitrary_fields_never_panic(fields in hash_map(any_field(), any_value(), 0..10)) {
-                if let Ok(t) = StreamTask::decode("5-0", &fields) {
+                if let Ok(t) = StreamTask::decode("5-0", 0, &fields) {
                     // Whatever decodes is a task the worker can apply as is.
                     prop_assert!(Key::parse(&t.key).is_ok());
                     prop_assert!(t.ttl_ms.is_none_or(|ms| (1..=MAX_TTL_MS).contains(&ms)));
@@ -397,7 +418,7 @@ mod tests {
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), redis::Value::BulkString(v.into_bytes())))
                     .collect();
-                prop_assert_eq!(StreamTask::decode(&task.stream_id, &fields), Ok(task.clone()));
+                prop_assert_eq!(StreamTask::decode(&task.stream_id, 0, &fields), Ok(task.clone()));
             }
         }
     }
@@ -426,22 +447,28 @@ mod tests {
     }
 
     #[test]
-    fn task_ids_lead_back_to_their_stream_entry() {
-        for stream_id in ["0-0", "1-1", "1700000000000-0", "18446744073709551615-18446744073709551615"] {
-            let id = task_id_of(stream_id).unwrap();
-            assert_eq!(id.len(), 32);
-            assert_eq!(stream_id_of(&id).as_deref(), Some(stream_id));
+    fn task_ids_lead_back_to_their_stream_entry_and_shard() {
+        for stream_id in ["0-0", "1-1", "1700000000000-0", "18446744073709551615-281474976710655"] {
+            for shard in [0, 1, 15, 1023] {
+                let id = task_id_of(stream_id, shard).unwrap();
+                assert_eq!(id.len(), 32);
+                assert_eq!(stream_id_of(&id), Some((shard, stream_id.to_string())));
+            }
         }
-        assert_eq!(task_id_of("1700000000000-0").unwrap(), "0000018bcfe568000000000000000000");
-        for bad in ["", "1", "1-", "-1", "01-1", "1-1-1", "a-1", "18446744073709551616-0"] {
-            assert_eq!(task_id_of(bad), None, "{bad}");
+        assert_eq!(task_id_of("1700000000000-0", 0).unwrap(), "0000018bcfe568000000000000000000");
+        assert_eq!(task_id_of("1700000000000-5", 3).unwrap(), "0000018bcfe568000003000000000005");
+        for bad in ["", "1", "1-", "-1", "01-1", "1-1-1", "a-1", "18446744073709551616-0", "1-281474976710656"] {
+            assert_eq!(task_id_of(bad, 0), None, "{bad}");
         }
+        assert_eq!(task_id_of("1-1", 65536), None, "a shard number past 16 bits");
         for bad in ["", "0123", "0123456789abcdef0123456789abcdeg", "0123456789abcdef0123456789abcdef0"] {
             assert_eq!(stream_id_of(bad), None, "{bad}");
         }
-        // an entry without a task id field takes its stream id's
-        let t = StreamTask::decode("1700000000000-0", &bulk(&[("op", "delete"), ("k", "a")])).unwrap();
+        // an entry without a task id field takes its stream id's and its shard's
+        let t = StreamTask::decode("1700000000000-0", 0, &bulk(&[("op", "delete"), ("k", "a")])).unwrap();
         assert_eq!(t.task_id, "0000018bcfe568000000000000000000");
+        let t = StreamTask::decode("1700000000000-0", 2, &bulk(&[("op", "delete"), ("k", "a")])).unwrap();
+        assert_eq!((t.shard, t.task_id.as_str()), (2, "0000018bcfe568000002000000000000"));
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //! between the two cannot happen; entries left pending by a dead consumer are reclaimed after
 //! `worker.claim_idle_ms`. Failed applies are retried with backoff; after `worker.max_attempts`
 //! the task goes to the dead-letter stream. Redis outages do not count as attempts.
+//!
+//! In a Redis Cluster the queue has one stream per shard: each shard has a read loop of its own
+//! (on a connection of its own, since a blocking read holds its connection), all of them share
+//! the worker's concurrency permits in turn (a busy shard cannot starve the others), and reclaim
+//! and trimming visit every shard.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -17,6 +22,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::config::Settings;
+use crate::connection::Connection;
 use crate::domain::TaskStatus;
 use crate::metrics::{Metrics, StatusLabels};
 use crate::store::{Applied, Delivered, Malformed, Store, StoreError, StreamTask};
@@ -52,10 +58,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Removes a batch's stream ids from the in-flight set when the batch ends, however it ends.
+/// An entry by its shard and stream id (stream ids repeat across shards).
+type EntryId = (usize, String);
+
+/// Removes a batch's entries from the in-flight set when the batch ends, however it ends.
 struct InFlight {
-    set: Arc<Mutex<HashSet<String>>>,
-    ids: Vec<String>,
+    set: Arc<Mutex<HashSet<EntryId>>>,
+    ids: Vec<EntryId>,
 }
 
 impl Drop for InFlight {
@@ -84,14 +93,16 @@ pub struct Worker {
     tombstone_ms: u64,
     metrics: Arc<Metrics>,
     /// Stream ids this process is working on, so its own reclaim does not run them twice.
-    in_flight: Arc<Mutex<HashSet<String>>>,
-    /// Where the next reclaim scan of the pending list starts (`0-0`: from the beginning).
-    reclaim_cursor: Arc<Mutex<String>>,
+    in_flight: Arc<Mutex<HashSet<EntryId>>>,
+    /// Per shard: where the next reclaim scan of its pending list starts (`0-0`: from the
+    /// beginning).
+    reclaim_cursors: Arc<Mutex<Vec<String>>>,
     before_apply: Option<ApplyHook>,
 }
 
 impl Worker {
     pub fn new(settings: &Settings, store: Store, metrics: Arc<Metrics>) -> Self {
+        let shards = store.shards.len();
         Self {
             store,
             consumer: settings.consumer_name(),
@@ -101,7 +112,7 @@ impl Worker {
             tombstone_ms: settings.tasks.retention_seconds * 1000,
             metrics,
             in_flight: Arc::default(),
-            reclaim_cursor: Arc::new(Mutex::new("0-0".into())),
+            reclaim_cursors: Arc::new(Mutex::new(vec!["0-0".into(); shards])),
             before_apply: None,
         }
     }
@@ -132,7 +143,9 @@ impl Worker {
         let (stop_tx, stop_rx) = watch::channel(false);
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let mut tasks = JoinSet::new();
-        tasks.spawn(self.clone().read_loop(stop_rx.clone(), permits.clone()));
+        for shard in 0..self.store.shards.len() {
+            tasks.spawn(self.clone().read_loop(shard, stop_rx.clone(), permits.clone()));
+        }
         tasks.spawn(self.clone().reclaim_loop(stop_rx.clone(), permits.clone()));
         tasks.spawn(self.clone().trim_loop(stop_rx.clone()));
         stop.await;
@@ -144,7 +157,7 @@ impl Worker {
         tracing::info!("worker stopped");
     }
 
-    async fn read_loop(self, mut stop: watch::Receiver<bool>, permits: Arc<Semaphore>) {
+    async fn read_loop(self, shard: usize, mut stop: watch::Receiver<bool>, permits: Arc<Semaphore>) {
         let mut backoff = Backoff::default();
         let mut conn = None;
         while !*stop.borrow() {
@@ -165,16 +178,19 @@ impl Worker {
             let Ok(permit) = permits.clone().acquire_owned().await else { return };
             let (c, client_id) = conn.as_mut().expect("connected above");
             let read = {
-                let read = self.store.read_new(c, &self.consumer, BATCH, BLOCK_MS);
+                let read = self.store.read_new(c, shard, &self.consumer, BATCH, BLOCK_MS);
                 tokio::pin!(read);
                 tokio::select! {
                     r = &mut read => r,
                     _ = stop.changed() => {
                         // Wake the blocked read instead of abandoning it: entries Redis hands it
                         // meanwhile are this worker's to finish, or they would sit pending until
-                        // another worker reclaims them `claim_idle_ms` later.
-                        if let Err(e) = self.store.unblock_client(*client_id).await {
-                            tracing::debug!(error = %e, "could not wake the blocked read; it ends with its block time");
+                        // another worker reclaims them `claim_idle_ms` later. (In a cluster the
+                        // read ends with its block time.)
+                        if let Some(id) = client_id {
+                            if let Err(e) = self.store.unblock_client(*id).await {
+                                tracing::debug!(error = %e, "could not wake the blocked read; it ends with its block time");
+                            }
                         }
                         read.await
                     }
@@ -192,13 +208,16 @@ impl Worker {
         }
     }
 
-    /// Opens the blocking connection (and learns its client id, to wake it on stop) and makes
-    /// sure the group exists.
-    async fn prepare(&self) -> Result<(redis::aio::MultiplexedConnection, u64), StoreError> {
+    /// Opens the blocking connection (and outside a cluster learns its client id, to wake it on
+    /// stop) and makes sure the groups exist.
+    async fn prepare(&self) -> Result<(Connection, Option<u64>), StoreError> {
         self.store.ensure_group().await?;
         let mut conn = self.store.redis.dedicated(Some(BLOCK_RESPONSE_TIMEOUT)).await?;
+        if self.store.redis.is_cluster() {
+            return Ok((conn, None));
+        }
         let id: u64 = redis::cmd("CLIENT").arg("ID").query_async(&mut conn).await.map_err(crate::store::classify)?;
-        Ok((conn, id))
+        Ok((conn, Some(id)))
     }
 
     async fn reclaim_loop(self, mut stop: watch::Receiver<bool>, permits: Arc<Semaphore>) {
@@ -236,21 +255,35 @@ impl Worker {
                 _ = tokio::time::sleep(TRIM_PERIOD) => {}
                 _ = stop.changed() => return,
             }
-            if let Err(e) = self.store.trim_acknowledged().await {
-                tracing::debug!(error = %e, "trimming the stream failed");
+            for shard in 0..self.store.shards.len() {
+                if let Err(e) = self.store.trim_acknowledged(shard).await {
+                    tracing::debug!(shard, error = %e, "trimming the stream failed");
+                }
             }
         }
     }
 
     /// One reclaim scan of the pending list, continuing where the last one stopped, without
     /// the entries this process is working on.
+    /// In a cluster: the first shard with entries to reclaim, shard by shard.
     async fn reclaim_step(&self) -> Result<Delivered, StoreError> {
-        let start = lock(&self.reclaim_cursor).clone();
-        let (mut claimed, next) = self.store.reclaim(&self.consumer, self.claim_idle_ms, BATCH, &start).await?;
-        *lock(&self.reclaim_cursor) = next;
+        let mut last = Delivered::default();
+        for shard in 0..self.store.shards.len() {
+            last = self.reclaim_shard(shard).await?;
+            if !last.is_empty() {
+                break;
+            }
+        }
+        Ok(last)
+    }
+
+    async fn reclaim_shard(&self, shard: usize) -> Result<Delivered, StoreError> {
+        let start = lock(&self.reclaim_cursors)[shard].clone();
+        let (mut claimed, next) = self.store.reclaim(shard, &self.consumer, self.claim_idle_ms, BATCH, &start).await?;
+        lock(&self.reclaim_cursors)[shard] = next;
         let in_flight = lock(&self.in_flight);
-        claimed.tasks.retain(|t| !in_flight.contains(&t.stream_id));
-        claimed.malformed.retain(|m| !in_flight.contains(&m.stream_id));
+        claimed.tasks.retain(|t| !in_flight.contains(&(shard, t.stream_id.clone())));
+        claimed.malformed.retain(|m| !in_flight.contains(&(shard, m.stream_id.clone())));
         Ok(claimed)
     }
 
@@ -340,7 +373,7 @@ impl Worker {
     /// Applies a batch in one script call; tasks that fail there continue one by one with
     /// retries. Returns the outcomes of the tasks that finished.
     async fn process_batch(&self, tasks: &[StreamTask], mut stop: watch::Receiver<bool>) -> Vec<Applied> {
-        let ids: Vec<String> = tasks.iter().map(|t| t.stream_id.clone()).collect();
+        let ids: Vec<EntryId> = tasks.iter().map(|t| (t.shard, t.stream_id.clone())).collect();
         lock(&self.in_flight).extend(ids.iter().cloned());
         let _in_flight = InFlight { set: self.in_flight.clone(), ids };
         if let Some(hook) = &self.before_apply {
@@ -436,7 +469,12 @@ impl Worker {
         let mut batch = self.reclaim_step().await?;
         if batch.is_empty() {
             let mut conn = self.store.redis.dedicated(Some(BLOCK_RESPONSE_TIMEOUT)).await?;
-            batch = self.store.read_new(&mut conn, &self.consumer, BATCH, 1).await?;
+            for shard in 0..self.store.shards.len() {
+                batch = self.store.read_new(&mut conn, shard, &self.consumer, BATCH, 1).await?;
+                if !batch.is_empty() {
+                    break;
+                }
+            }
         }
         if batch.is_empty() {
             return Ok(Step::EmptyQueue);

@@ -105,7 +105,7 @@ async fn scopes_decide_who_reads_and_who_writes() {
     assert_eq!(r.status(), 200);
     app.drain(Duration::from_secs(10)).await;
     let before = redis_keys(&redis);
-    let stream_len = redis.xlen(&app.store.keys.stream);
+    let stream_len = redis.xlen(&app.store.shards.all()[0].stream);
 
     // A read-only token: reads, never writes.
     assert_eq!(reader.value_of("k").await.as_deref(), Some("from admin"));
@@ -120,7 +120,7 @@ async fn scopes_decide_who_reads_and_who_writes() {
     assert_problem(writer.get("/v1/tasks/0123456789abcdef0123456789abcdef").await, 403, "scope").await;
 
     assert_eq!(redis_keys(&redis), before, "a refused write changed Redis");
-    assert_eq!(redis.xlen(&app.store.keys.stream), stream_len, "a refused write was enqueued");
+    assert_eq!(redis.xlen(&app.store.shards.all()[0].stream), stream_len, "a refused write was enqueued");
     assert_eq!(refusals(&app, "scope").await, 6);
 
     let r = writer.put("k", "from writer", "?wait=5").await;

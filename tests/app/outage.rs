@@ -17,7 +17,7 @@ async fn an_outage_answers_503_promptly_and_everything_recovers_without_restarts
         ("put", app.client.put(app.url("/v1/keys/x")).json(&serde_json::json!({"value": "1"}))),
         ("get", app.client.get(app.url("/v1/keys/before"))),
         ("list", app.client.get(app.url("/v1/keys"))),
-        ("task", app.client.get(app.url("/v1/tasks/0123456789abcdef0123456789abcdef"))),
+        ("task", app.client.get(app.url("/v1/tasks/0123456789abcdef0000456789abcdef"))),
         ("delete", app.client.delete(app.url("/v1/keys/before"))),
     ] {
         let started = Instant::now();
@@ -115,8 +115,7 @@ async fn sigterm_drains_in_flight_requests_and_the_worker_finishes_its_tasks() {
     // SIGTERM reaches the worker while it holds tasks: frozen in its blocking read, it is handed
     // a write it has not started, and is told to stop before it runs again.
     bins.worker.freeze_in_blocking_read(&redis).await;
-    let store =
-        kvq::store::Store::new(kvq::connection::Redis::new(test_settings(&redis.url(), &[]).redis.clone()), 3600);
+    let store = kvq::store::Store::from_settings(&test_settings(&redis.url(), &[]));
     for i in 0..50 {
         store.enqueue(&crate::queue::write(&format!("held{i}"), "h")).await.unwrap();
     }
@@ -127,7 +126,7 @@ async fn sigterm_drains_in_flight_requests_and_the_worker_finishes_its_tasks() {
     assert_eq!(bins.worker.process.wait(), Some(0));
     assert!(redis.pending_on("worker-0").is_empty(), "everything it held was finished and acknowledged");
     for id in &held {
-        let t = store.get_task(&kvq::store::task_id_of(id).unwrap()).await.unwrap().unwrap();
+        let t = store.get_task(&kvq::store::task_id_of(id, 0).unwrap()).await.unwrap().unwrap();
         assert_eq!(t.status, kvq::domain::TaskStatus::Applied, "{t:?}");
     }
 }

@@ -69,14 +69,14 @@ async fn the_stream_is_trimmed_to_near_empty_within_seconds_after_a_200k_backlog
     let mut app = spawn_app(&redis, 0).await;
     app.store.ensure_group().await.unwrap();
     app.queue_backlog(200_000, 100).await;
-    assert_eq!(redis.xlen(&app.store.keys.stream), 200_000);
+    assert_eq!(redis.xlen(&app.store.shards.all()[0].stream), 200_000);
     app.workers.push(spawn_worker(&app.settings, "worker-0").await);
     app.drain(Duration::from_secs(300)).await;
     assert_eq!(app.value_of("key-99").await.as_deref(), Some("v199999"), "the last write won");
     // Every entry is acknowledged: one trim takes them all (approximate trimming may keep one
     // radix node, at most 100 entries).
     eventually(Duration::from_secs(3), "the stream to be trimmed", || async {
-        (redis.xlen(&app.store.keys.stream) <= 100).then_some(())
+        (redis.xlen(&app.store.shards.all()[0].stream) <= 100).then_some(())
     })
     .await;
     app.stop().await;
@@ -88,7 +88,7 @@ async fn one_trim_removes_every_acknowledged_entry_and_keeps_every_pending_and_u
     let app = spawn_app(&redis, 0).await;
     app.store.ensure_group().await.unwrap();
     app.queue_backlog(200_000, 100).await;
-    let stream = app.store.keys.stream.clone();
+    let stream = app.store.shards.all()[0].stream.clone();
     let mut c = redis.conn();
     // 150,000 delivered, of which the first 100,000 acknowledged; 50,000 never delivered.
     let read: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
@@ -108,7 +108,7 @@ async fn one_trim_removes_every_acknowledged_entry_and_keeps_every_pending_and_u
         let _: u64 = redis::cmd("XACK").arg(&stream).arg(GROUP).arg(chunk).query(&mut c).unwrap();
     }
 
-    app.store.trim_acknowledged().await.unwrap();
+    app.store.trim_acknowledged(0).await.unwrap();
     let left = redis.xlen(&stream);
     assert!((100_000..=100_100).contains(&left), "{left} entries left; 100,000 are not acknowledged");
     let oldest_pending: redis::streams::StreamRangeReply =
@@ -188,9 +188,9 @@ async fn bookkeeping_stays_under_its_budget_after_many_more_writes_than_it_holds
     eprintln!("bookkeeping after 6,002 tasks, budget {BUDGET}: {parts:?}, total {total}");
     assert!(total <= BUDGET, "bookkeeping takes {total} bytes, over its budget of {BUDGET}: {parts:?}");
     // each capped map: at most its buckets and its state hash
-    let buckets = kvq::store::BUCKETS + 1;
+    let buckets = kvq::store::BUCKETS as u64 + 1;
     assert!(parts[0].1 <= buckets && parts[1].1 <= buckets, "{parts:?}");
-    let caps = kvq::store::BookkeepingCaps::from_budget(BUDGET);
+    let caps = kvq::store::BookkeepingCaps::from_budget(BUDGET, 1);
     assert!(parts[0].2 <= caps.outcome_bucket_bytes * buckets, "task outcomes over their share: {parts:?}");
     assert!(parts[1].2 <= caps.idempotency_bucket_bytes * buckets, "idempotency keys over their share: {parts:?}");
 

@@ -347,7 +347,7 @@ async fn a_stalled_replica_gets_writes_refused_in_time_and_a_retry_applies_once(
 /// few keys) holds "<stream id> <request fingerprint>".
 fn idempotency_task(redis: &TestRedis, token: &str) -> String {
     let held: String = redis::cmd("HGET").arg("kvq:i:0").arg(token).query(&mut redis.conn()).unwrap();
-    kvq::store::task_id_of(held.split(' ').next().unwrap()).unwrap()
+    kvq::store::task_id_of(held.split(' ').next().unwrap(), 0).unwrap()
 }
 
 /// Sentinel mode where the first sentinel is stale: it names a server that is a replica.
@@ -503,8 +503,7 @@ async fn a_slow_worker_overtaken_by_a_reclaim_applies_each_task_once_in_effect()
         let key = format!("race-{k}");
         assert_eq!(stored_value(&redis, &key), Some(format!("{key}-4")), "the last write wins");
     }
-    let store =
-        kvq::store::Store::new(kvq::connection::Redis::new(test_settings(&redis.url(), &[]).redis.clone()), 3600);
+    let store = kvq::store::Store::from_settings(&test_settings(&redis.url(), &[]));
     for (id, first) in ids.iter().zip(&fast) {
         let t = store.get_task(id).await.unwrap().unwrap();
         assert_eq!((t.status, t.version), (kvq::domain::TaskStatus::Applied, first.version), "task {id}");

@@ -90,7 +90,7 @@ pub fn step_worker(settings: &Settings, consumer: &str) -> Worker {
 pub fn worker_with_metrics(settings: &Settings, consumer: &str) -> (Worker, std::sync::Arc<Metrics>) {
     let mut s = settings.clone();
     s.worker.consumer_name = Some(consumer.to_string());
-    let store = Store::new(Redis::new(s.redis.clone()), s.tasks.retention_seconds);
+    let store = Store::from_settings(&s);
     let metrics = std::sync::Arc::new(Metrics::new());
     (Worker::new(&s, store, metrics.clone()), metrics)
 }
@@ -139,7 +139,7 @@ pub async fn spawn_app_settings(settings: Settings, workers: usize) -> TestApp {
     for i in 0..workers {
         ws.push(spawn_worker(&settings, &format!("worker-{i}")).await);
     }
-    let store = Store::new(Redis::new(settings.redis.clone()), settings.tasks.retention_seconds);
+    let store = Store::from_settings(&settings);
     TestApp {
         http: HttpClient::new(&base, Duration::from_secs(40)),
         settings,
@@ -158,33 +158,39 @@ impl Deref for TestApp {
 }
 
 impl TestApp {
-    /// Queues `n` sets of `key-{i % keys}` straight into the task stream (pipelined `XADD`s of
-    /// entries as the server writes them, without task records), as fast as Redis takes them:
+    /// Queues `n` sets of `key-{i % keys}` straight into the task streams (pipelined `XADD`s of
+    /// entries as the server writes them, one pipeline per shard), as fast as Redis takes them:
     /// a backlog far bigger than the API could build in a test.
     pub async fn queue_backlog(&self, n: usize, keys: usize) {
         let mut c = self.store.redis.dedicated(None).await.unwrap();
+        let shards = self.store.shards.clone();
         let mut i = 0;
         while i < n {
-            let mut pipe = redis::pipe();
+            let mut pipes: Vec<redis::Pipeline> = shards.all().iter().map(|_| redis::pipe()).collect();
             for j in i..(i + 5000).min(n) {
+                let key = format!("key-{}", j % keys);
+                let shard = shards.of(&key);
                 let task = kvq::store::StreamTask {
+                    shard: shard.shard,
                     stream_id: String::new(),
-                    task_id: format!("{j:032x}"),
+                    task_id: String::new(),
                     op: kvq::domain::Op::Set,
-                    key: format!("key-{}", j % keys),
+                    key,
                     value: format!("v{j}"),
                     ttl_ms: None,
                     if_match: None,
                     if_none_match: false,
                     notify: false,
                 };
-                let xadd = pipe.cmd("XADD").arg(&self.store.keys.stream).arg("*");
+                let xadd = pipes[shard.shard].cmd("XADD").arg(&shard.stream).arg("*");
                 for (name, value) in task.fields() {
                     xadd.arg(name).arg(value);
                 }
                 xadd.ignore();
             }
-            let () = pipe.query_async(&mut c).await.unwrap();
+            for pipe in pipes.iter().filter(|p| p.cmd_iter().next().is_some()) {
+                let () = pipe.query_async(&mut c).await.unwrap();
+            }
             i = (i + 5000).min(n);
         }
     }

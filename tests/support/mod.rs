@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod pods;
 pub mod process;
 pub mod prometheus;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod sentinel;
 pub mod tls;

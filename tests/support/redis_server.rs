@@ -284,6 +284,11 @@ impl TestRedis {
         self.process.as_ref().expect("redis-server is running").signal(sig);
     }
 
+    /// Whether its process runs (not killed).
+    pub fn is_running(&self) -> bool {
+        self.process.is_some()
+    }
+
     /// Kills the server (SIGKILL): an outage, or a crashed master.
     pub fn kill(&mut self) {
         self.process.take();

@@ -97,7 +97,7 @@ async fn malformed_stream_entries_are_dead_lettered_and_the_stream_is_trimmed_pa
         assert_eq!(outcome, None, "{id}");
     }
 
-    app.store.trim_acknowledged().await.unwrap();
+    app.store.trim_acknowledged(0).await.unwrap();
     let first: Vec<(String, Vec<String>)> =
         redis::cmd("XRANGE").arg("kvq:tasks").arg("-").arg("+").arg("COUNT").arg(1).query(&mut redis.conn()).unwrap();
     let first_left = first.first().map(|(id, _)| id.clone());
@@ -121,7 +121,7 @@ async fn reclaim_gets_past_hundreds_of_malformed_entries_to_an_abandoned_task() 
     // A worker takes everything and dies without finishing any of it.
     app.store.ensure_group().await.unwrap();
     let mut conn = app.store.redis.dedicated(Some(Duration::from_secs(5))).await.unwrap();
-    let taken = app.store.read_new(&mut conn, "doomed", 1000, 100).await.unwrap();
+    let taken = app.store.read_new(&mut conn, 0, "doomed", 1000, 100).await.unwrap();
     assert_eq!((taken.malformed.len(), taken.tasks.len()), (400, 1));
     assert_eq!(app.store.queue_stats().await.unwrap().pending, 401);
 
@@ -143,7 +143,7 @@ async fn reclaim_scans_continue_from_the_returned_cursor_and_skip_deleted_entrie
     }
     app.store.ensure_group().await.unwrap();
     let mut conn = app.store.redis.dedicated(Some(Duration::from_secs(5))).await.unwrap();
-    let taken = app.store.read_new(&mut conn, "doomed", 100, 100).await.unwrap().tasks;
+    let taken = app.store.read_new(&mut conn, 0, "doomed", 100, 100).await.unwrap().tasks;
     assert_eq!(taken.len(), 30);
     // Entries deleted while pending: XAUTOCLAIM reports them in a third element.
     for t in &taken[10..15] {
@@ -154,7 +154,7 @@ async fn reclaim_scans_continue_from_the_returned_cursor_and_skip_deleted_entrie
     let mut seen = Vec::new();
     let mut cursor = "0-0".to_string();
     for _ in 0..10 {
-        let (page, next) = app.store.reclaim("rescuer", 0, 10, &cursor).await.unwrap();
+        let (page, next) = app.store.reclaim(0, "rescuer", 0, 10, &cursor).await.unwrap();
         assert!(page.malformed.is_empty(), "{:?}", page.malformed);
         seen.extend(page.tasks.into_iter().map(|t| t.stream_id));
         cursor = next;
@@ -307,7 +307,7 @@ async fn dead_letters_keep_the_whole_task_and_replay_through_the_worker_binary()
 
     let dlq = dead_letters(&redis);
     assert_eq!(dlq.len(), 2, "{dlq:?}");
-    let failed_seq = kvq::store::stream_id_of(&failed_id).unwrap();
+    let failed_seq = kvq::store::stream_id_of(&failed_id).unwrap().1;
     let (poison_dl, fields) = dlq.iter().find(|(_, f)| f.get("seq") == Some(&failed_seq)).unwrap().clone();
     assert_eq!(fields["task.op"], "set");
     assert_eq!(fields["task.k"], "poison");
@@ -382,7 +382,7 @@ async fn a_task_reads_complete_from_its_entry_and_from_its_outcome() {
     let redis = TestRedis::start();
     let app = spawn_app(&redis, 0).await;
     let id = app.store.enqueue(&write("late", "v")).await.unwrap().task_id;
-    let seq = kvq::store::stream_id_of(&id).unwrap();
+    let seq = kvq::store::stream_id_of(&id).unwrap().1;
     let accepted_ms: u64 = seq.split('-').next().unwrap().parse().unwrap();
     for expected in ["queued", "applied"] {
         if expected == "applied" {
@@ -405,7 +405,7 @@ async fn a_task_reads_complete_from_its_entry_and_from_its_outcome() {
     let partial = "0000018bcfe568000000000000000007";
     let _: () = redis::cmd("HSET")
         .arg("kvq:o:0")
-        .arg(kvq::store::stream_id_of(partial).unwrap())
+        .arg(kvq::store::stream_id_of(partial).unwrap().1)
         .arg("{\"status\": \"applied\"}")
         .query(&mut redis.conn())
         .unwrap();
@@ -511,7 +511,7 @@ async fn a_panic_while_applying_neither_stops_the_worker_nor_loses_the_batch() {
     );
     let dlq = dead_letters(&redis);
     assert_eq!(dlq.len(), 1);
-    assert_eq!(dlq[0].1["seq"], kvq::store::stream_id_of(&boom_id).unwrap());
+    assert_eq!(dlq[0].1["seq"], kvq::store::stream_id_of(&boom_id).unwrap().1);
     // With one permit, a leaked permit or a dead loop would hold this one back forever.
     for i in 0..3 {
         let id = app.store.enqueue(&write(&format!("later{i}"), "1")).await.unwrap().task_id;

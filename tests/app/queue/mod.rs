@@ -24,7 +24,7 @@ pub(crate) fn write(key: &str, value: &str) -> WriteRequest {
 
 /// The acceptance order of a task: its stream id, which its task id stands for.
 fn task_seq(id: &str) -> (u64, u64) {
-    let seq = kvq::store::stream_id_of(id).unwrap();
+    let seq = kvq::store::stream_id_of(id).unwrap().1;
     let (ms, n) = seq.split_once('-').unwrap();
     (ms.parse().unwrap(), n.parse().unwrap())
 }
@@ -38,7 +38,7 @@ async fn apply_one(app: &TestApp, t: &StreamTask) -> kvq::store::Applied {
 async fn read_as(app: &TestApp, consumer: &str, count: usize) -> Vec<StreamTask> {
     app.store.ensure_group().await.unwrap();
     let mut conn = app.store.redis.dedicated(Some(Duration::from_secs(5))).await.unwrap();
-    let delivered = app.store.read_new(&mut conn, consumer, count, 100).await.unwrap();
+    let delivered = app.store.read_new(&mut conn, 0, consumer, count, 100).await.unwrap();
     assert!(delivered.malformed.is_empty(), "{:?}", delivered.malformed);
     delivered.tasks
 }
@@ -224,7 +224,7 @@ async fn a_poison_task_ends_in_the_dead_letter_stream_as_failed() {
 
     let dlq: redis::Value = redis::cmd("XRANGE").arg("kvq:dlq").arg("-").arg("+").query(&mut redis.conn()).unwrap();
     let text = format!("{dlq:?}");
-    let seq = kvq::store::stream_id_of(&id).unwrap();
+    let seq = kvq::store::stream_id_of(&id).unwrap().1;
     assert!(text.contains(&format!("\"{seq}\"")) && text.contains("WRONGTYPE"), "{text}");
     let stats = app.store.queue_stats().await.unwrap();
     assert_eq!((stats.dead_letters, stats.pending), (1, 0));
@@ -279,7 +279,7 @@ async fn acknowledged_entries_are_trimmed_from_the_stream() {
     let held = read_as(&app, "holder", 10).await; // delivered, not acknowledged
     assert_eq!(held.len(), 1);
     let id = held[0].stream_id.clone();
-    app.store.trim_acknowledged().await.unwrap();
+    app.store.trim_acknowledged(0).await.unwrap();
     let len = redis.xlen("kvq:tasks");
     assert!(len < 500, "acknowledged entries trimmed, got {len}");
     let entry: Vec<(String, HashMap<String, String>)> =
@@ -375,7 +375,7 @@ async fn a_worker_stopped_while_applying_finishes_and_acknowledges_its_batch_bef
     running.await.unwrap();
     assert!(redis.pending_on("holder").is_empty(), "a stopped worker left tasks pending");
     for id in &held {
-        let t = app.store.get_task(&kvq::store::task_id_of(id).unwrap()).await.unwrap().unwrap();
+        let t = app.store.get_task(&kvq::store::task_id_of(id, 0).unwrap()).await.unwrap().unwrap();
         assert_eq!(t.status, TaskStatus::Applied, "{t:?}");
     }
     app.stop().await;
@@ -412,7 +412,7 @@ async fn trimming_keeps_pending_and_undelivered_entries_and_reclaim_still_finds_
     let undelivered: Vec<String> = all[total - 50..].iter().map(|(id, _)| id.clone()).collect();
     assert_eq!(app.store.queue_stats().await.unwrap().lag, 50);
 
-    app.store.trim_acknowledged().await.unwrap();
+    app.store.trim_acknowledged(0).await.unwrap();
     let len = redis.xlen("kvq:tasks") as usize;
     assert!(len < total, "acknowledged entries trimmed, got {len}");
     for id in pending.iter().chain(&undelivered) {
@@ -440,7 +440,7 @@ async fn trimming_keeps_pending_and_undelivered_entries_and_reclaim_still_finds_
     for i in 0..150 {
         later.push(app.store.enqueue(&write(&format!("n{i}"), "late")).await.unwrap().task_id);
     }
-    app.store.trim_acknowledged().await.unwrap();
+    app.store.trim_acknowledged(0).await.unwrap();
     assert_eq!(app.store.queue_stats().await.unwrap().lag, 150, "undelivered entries were trimmed");
     assert!(redis.xlen("kvq:tasks") >= 150, "undelivered entries were trimmed");
     while let kvq::worker::Step::Executed(_) = rescuer.try_execute_tasks().await.unwrap() {}
