@@ -113,6 +113,10 @@ fn rendered_config_matches_the_apps_settings_for_every_values_file() {
             assert_eq!(s.redis.min_replicas_ack as u64, cfg["redis"]["min_replicas_ack"].as_u64().unwrap(), "{f}");
             assert_eq!(s.redis.key_prefix, cfg["redis"]["key_prefix"].as_str().unwrap(), "{f}");
             assert_eq!(s.worker.concurrency as u64, cfg["worker"]["concurrency"].as_u64().unwrap(), "{f}");
+            if cluster {
+                assert_eq!(s.redis.nodes, strings(&cfg["redis"]["nodes"]), "{f}");
+                assert_eq!(s.tasks.shards, cfg["tasks"]["shards"].as_u64().unwrap(), "{f}");
+            }
             if sentinel {
                 let want = strings(&cfg["redis"]["sentinels"]);
                 assert_eq!(s.redis.sentinels, want, "{f}");

@@ -81,7 +81,7 @@ if [ ! -s "$nodes" ]; then
   # new node answering at this pod's address would make the peers mark the old one "noaddr",
   # which they never fail over. So redis starts only once no peer lists this pod's name as
   # the owner of slots (at once on a fresh install, where nobody knows it). Without a replica
-  # to take over, it waits for an operator (chart README, "Redis Cluster").
+  # to take over, it waits for an operator (chart README, "How Redis Cluster mode works").
   waited=0
   while owner=$(old_owner) && [ -n "$owner" ]; do
     if [ $((waited % 10)) -eq 0 ]; then
