@@ -38,7 +38,7 @@ cargo test --test chart alerts:: -- --test-threads=2
 step "API fuzzing against its own OpenAPI spec (Schemathesis, real redis/server/worker)"
 bash scripts/fuzz-api.sh
 
-step "cargo test (unit; app: API, auth, TLS and ACL, queue, outage, storage, metrics, alerting, pages, browser; chart: render, contract, alerts, dashboard, release packaging, workflow pins; faults: HA, chart pods)"
+step "cargo test (unit; app: API, auth, TLS and ACL, queue, outage, storage, metrics, alerting, pages, browser; chart: render, contract, alerts, dashboard, release packaging, workflow pins; faults: HA, chart pods in sentinel and cluster mode)"
 cargo test --all-targets --no-fail-fast -- --test-threads="${KVQ_TEST_THREADS:-4}"
 
 step "benchmark suite: unit tests, then a smoke run of every phase on the debug binaries cargo test built"

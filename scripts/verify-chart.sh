@@ -2,7 +2,7 @@
 # Chart verification pipeline; needs no cluster and no network beyond the package registries.
 #
 #   bash scripts/verify-chart.sh            # everything, including the Rust chart tests
-#   bash scripts/verify-chart.sh --no-cargo # skip `cargo test --test chart` and `cargo test --test faults chart_pods`
+#   bash scripts/verify-chart.sh --no-cargo # skip `cargo test --test chart` and `cargo test --test faults chart_pods cluster_pods`
 #                                           # (for callers whose `cargo test` runs them anyway);
 #                                           # the Helm 3 run of the chart tests still happens
 #   bash scripts/verify-chart.sh --images   # also run the Dockerfiles' release builds (slow)
@@ -21,7 +21,7 @@
 #   5. shellcheck of the Redis pod scripts and of this pipeline; hadolint of the Dockerfiles;
 #      each Dockerfile's cargo build command is the canonical one and its binary compiles
 #      (cargo check) from only what the Dockerfile copies (--images: the release build too)
-#   6. Rust chart tests, contract test and the sentinel scripts simulation (cargo)
+#   6. Rust chart tests, contract test and the sentinel and cluster scripts simulations (cargo)
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -191,13 +191,14 @@ for c in server worker; do
 done
 echo "Dockerfile build commands and contexts checked"
 
-step "6. Rust chart tests, contract test, sentinel scripts simulation"
+step "6. Rust chart tests, contract test, sentinel and cluster scripts simulations"
 if [ "$run_cargo" = 1 ]; then
   export HELM="$T/bin/helm"
   cargo test --locked --test chart || fail "cargo test --test chart"
   cargo test --locked --test faults chart_pods || fail "cargo test --test faults chart_pods"
+  cargo test --locked --test faults cluster_pods || fail "cargo test --test faults cluster_pods"
 else
-  echo "skipped (--no-cargo): cargo test --test chart; cargo test --test faults chart_pods"
+  echo "skipped (--no-cargo): cargo test --test chart; cargo test --test faults chart_pods cluster_pods"
 fi
 # The chart tests again with Helm 3: same objects, same snapshots.
 HELM="$T/bin/helm3" cargo test --locked --test chart || fail "cargo test --test chart with Helm 3"

@@ -608,6 +608,19 @@ mod tests {
     }
 
     #[test]
+    fn cluster_nodes_from_env_are_comma_separated_and_only_a_cluster_has_shards() {
+        let s = Settings::load_from(env(&[
+            ("KVQ__REDIS__MODE", "cluster"),
+            ("KVQ__REDIS__NODES", "r-0.r:6379, r-1.r:6379"),
+        ]))
+        .unwrap();
+        assert_eq!(s.redis.nodes, vec!["r-0.r:6379", "r-1.r:6379"]);
+        assert_eq!(s.tasks.shards_in(s.redis.mode), 16, "16 shards by default");
+        let s = Settings::load_from(env(&[("KVQ__TASKS__SHARDS", "64")])).unwrap();
+        assert_eq!(s.tasks.shards_in(s.redis.mode), 1, "one shard outside a cluster");
+    }
+
+    #[test]
     fn sentinels_from_env_are_comma_separated() {
         let s = Settings::load_from(env(&[
             ("KVQ__REDIS__MODE", "sentinel"),
@@ -634,7 +647,11 @@ mod tests {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("KVQ__WORKER__CONCURRENCY", "0")], "worker.concurrency"),
             (&[("KVQ__WORKER__CONCURRENCY", "many")], "concurrency"),
-            (&[("KVQ__REDIS__MODE", "cluster")], "mode"),
+            (&[("KVQ__REDIS__MODE", "cluster")], "redis.nodes"),
+            (&[("KVQ__REDIS__MODE", "cluster"), ("KVQ__REDIS__NODES", "a:1,b")], "'b' is not host:port"),
+            (&[("KVQ__REDIS__MODE", "galaxy")], "mode"),
+            (&[("KVQ__TASKS__SHARDS", "0")], "tasks.shards"),
+            (&[("KVQ__TASKS__SHARDS", "1025")], "tasks.shards"),
             (&[("KVQ__REDIS__MODE", "sentinel")], "redis.sentinels"),
             (&[("KVQ__REDIS__URL", "http://x")], "redis.url"),
             (&[("KVQ__REDIS__URL", "redis://:pw@x:6379")], "KVQ__REDIS__PASSWORD"),

@@ -179,7 +179,7 @@ WORKER = app_component(
 
 REDIS = obj(
     {
-        "mode": {"enum": ["sentinel", "standalone", "external"]},
+        "mode": {"enum": ["sentinel", "cluster", "standalone", "external"]},
         "image": ref("image"),
         "replicas": integer(1),
         "port": PORT,
@@ -221,6 +221,16 @@ REDIS = obj(
                 "minReplicasMaxLag": integer(1),
                 "maxmemory": STRING,
                 "extra": STRING,
+            }
+        ),
+        "cluster": obj(
+            {
+                "masters": integer(1),
+                "replicasPerMaster": integer(0),
+                "busPort": PORT,
+                "nodeTimeoutMs": integer(500),
+                "preStopTimeoutSeconds": integer(1),
+                "createTimeoutSeconds": integer(10),
             }
         ),
         "sentinel": obj(
@@ -270,6 +280,7 @@ REDIS = obj(
                 "url": {"type": "string", "pattern": "^(rediss?://[^@]+)?$"},
                 "sentinels": array_of({"type": "string", "pattern": "^[^:]+:[0-9]+$"}),
                 "masterName": STRING,
+                "cluster": obj({"nodes": array_of({"type": "string", "pattern": "^[^:]+:[0-9]+$"})}),
                 # An ACL user name: no spaces (kvq refuses them too).
                 "username": {"type": "string", "pattern": "^[^\\s]*$"},
             }
@@ -296,6 +307,8 @@ VALUES = obj(
                 "taskRetentionSeconds": integer(1, 315_360_000),
                 # Redis memory kvq may spend on task records, idempotency keys and tombstones.
                 "bookkeepingBytes": integer(65_536, 1_099_511_627_776),
+                # Queue shards in cluster mode; fixed after install.
+                "taskShards": integer(1, 1024),
             }
         ),
         "auth": obj(

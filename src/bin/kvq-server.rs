@@ -15,6 +15,10 @@ async fn main() -> ExitCode {
         }
     };
     kvq::telemetry::init(settings.log.format);
+    if let Err(why) = kvq::store::refuse_wrong_layout(&kvq::store::Store::from_settings(&settings)).await {
+        eprintln!("kvq-server: {why}");
+        return ExitCode::from(2);
+    }
     let app = match ServerApp::build(&settings).await {
         Ok(app) => app,
         Err(kvq::server::BuildError::Listen(e)) => {

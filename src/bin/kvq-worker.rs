@@ -33,6 +33,10 @@ async fn main() -> ExitCode {
         return ExitCode::from(dead_letters::run(&store, command).await);
     }
     kvq::telemetry::init(settings.log.format);
+    if let Err(why) = kvq::store::refuse_wrong_layout(&Store::from_settings(&settings)).await {
+        eprintln!("kvq-worker: {why}");
+        return ExitCode::from(2);
+    }
     let app = match WorkerApp::build(&settings).await {
         Ok(app) => app,
         Err(e) => {

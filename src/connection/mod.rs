@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
 use redis::{AsyncConnectionConfig, ConnectionInfo, RedisError, RedisFuture, Value};
 
 use crate::config::{parse_host_port, RedisMode, RedisSettings};
@@ -34,6 +35,22 @@ pub const CLUSTER_RETRY_BUDGET: Duration = Duration::from_millis(3000);
 pub enum Connection {
     Single(MultiplexedConnection),
     Cluster(ClusterConnection),
+}
+
+impl Connection {
+    /// Sends `pipe` to the master of `slot` in a cluster (its commands may name no key, or
+    /// none of that slot: `CLUSTER MYID` answers for that master), or to the one server.
+    pub async fn pipeline_on_slot(&mut self, pipe: &redis::Pipeline, slot: u16) -> Result<Vec<Value>, RedisError> {
+        match self {
+            Connection::Single(c) => pipe.query_async(c).await,
+            Connection::Cluster(c) => {
+                let route = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
+                let n = pipe.cmd_iter().count();
+                let values = c.route_pipeline(pipe.clone(), 0, n, route).await?;
+                values.into_iter().map(Value::extract_error).collect()
+            }
+        }
+    }
 }
 
 impl redis::aio::ConnectionLike for Connection {
@@ -474,5 +491,5 @@ pub fn is_unavailable(err: &RedisError) -> bool {
         || text.contains("LOADING")
         || text.contains("BUSY ")
         // a cluster failing over or migrating a slot, past the client's own retries
-        || ["CLUSTERDOWN", "TRYAGAIN", "MOVED", "ASK "].iter().any(|n| text.contains(n))
+        || ["CLUSTERDOWN", "TRYAGAIN", "MOVED", "ASK ", "No connections found"].iter().any(|n| text.contains(n))
 }

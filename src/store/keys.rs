@@ -33,6 +33,8 @@ impl CappedMap {
 pub struct KeySpace {
     /// The shard's number.
     pub shard: usize,
+    /// Its slot in a Redis Cluster.
+    pub slot: u16,
     /// What every key of the shard starts with: the prefix, or the shard's hash tag.
     pub base: String,
     pub stream: String,
@@ -56,8 +58,10 @@ pub struct KeySpace {
 
 impl KeySpace {
     fn new(shard: usize, base: String) -> Self {
+        let tag = base.trim_start_matches('{').trim_end_matches('}');
         Self {
             shard,
+            slot: slot_of(tag) as u16,
             stream: format!("{base}:tasks"),
             dead_letter: format!("{base}:dlq"),
             index: format!("{base}:idx"),

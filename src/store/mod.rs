@@ -149,6 +149,7 @@ impl Store {
     /// `CLUSTER MYID` after it in the same pipeline runs on the same node).
     async fn run_on_node<T: redis::FromRedisValue + Send + 'static>(
         &self,
+        shard: &KeySpace,
         cmd: redis::Cmd,
     ) -> Result<(T, u64), StoreError> {
         if !(self.redis.is_cluster() && self.redis.settings().min_replicas_ack > 0) {
@@ -156,28 +157,36 @@ impl Store {
         }
         let mut pipe = redis::pipe();
         pipe.add_command(cmd).cmd("CLUSTER").arg("MYID");
-        let ((reply, node), _): ((T, String), u64) =
-            self.run(|mut c| async move { pipe.query_async(&mut c).await }).await?;
+        let slot = shard.slot;
+        let ((reply, node), _): ((T, String), u64) = self
+            .run(|mut c| async move {
+                let values = c.pipeline_on_slot(&pipe, slot).await?;
+                Ok(redis::FromRedisValue::from_redis_value(redis::Value::Array(values))?)
+            })
+            .await?;
         Ok((reply, node_generation(&node)))
     }
 
     /// `run_on_node` for a script call, loading the script when the node lacks it.
     async fn eval_on_node<T: redis::FromRedisValue + Send + 'static>(
         &self,
+        shard: &KeySpace,
         script: &'static lua::Lua,
         cmd: redis::Cmd,
     ) -> Result<(T, u64), StoreError> {
-        match self.run_on_node(cmd.clone()).await {
+        match self.run_on_node(shard, cmd.clone()).await {
             Err(StoreError::Redis(e)) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 self.run(|mut c| async move { script.load(&mut c).await }).await?;
-                self.run_on_node(cmd).await
+                self.run_on_node(shard, cmd).await
             }
             other => other,
         }
     }
 
-    /// Checks that the master of every shard answers and accepts writes (for `/readyz`).
+    /// Checks that the master of every shard answers and accepts writes (for `/readyz`), and in a
+    /// cluster that the data there was written with this process's shard count.
     pub async fn ping_writable(&self) -> Result<(), StoreError> {
+        self.check_layout().await?;
         let now = now_ms();
         self.each_shard(|shard| {
             let key = shard.ready.clone();
@@ -217,7 +226,10 @@ impl Store {
         Ok(())
     }
 
-    async fn check_layout(&self) -> Result<(), StoreError> {
+    /// In a cluster: records the shard count, or checks it against the recorded one. A
+    /// different count is an error that names the setting: every key would map to another
+    /// shard than the one holding its data and queued writes.
+    pub async fn check_layout(&self) -> Result<(), StoreError> {
         let Some(layout) = self.shards.layout.clone() else { return Ok(()) };
         let n = self.shards.len();
         let (stored, _): (Option<usize>, u64) = self
@@ -274,17 +286,20 @@ impl Store {
     pub async fn wait_replicas(&self, shard: usize, n: u32, timeout_ms: u64) -> Result<(u64, u32), StoreError> {
         let conn = self.redis.get().await?;
         let mut ack = conn.ack.clone().ok_or_else(|| StoreError::Corrupt("no WAIT connection".into()))?;
-        let marker = self.shard(shard)?.ack.clone();
+        let shard = self.shard(shard)?;
         let mut pipe = redis::pipe();
-        pipe.cmd("INCR").arg(&marker).ignore().cmd("WAIT").arg(n).arg(timeout_ms);
-        let cluster = self.redis.is_cluster();
-        if cluster {
+        pipe.cmd("INCR").arg(&shard.ack).ignore().cmd("WAIT").arg(n).arg(timeout_ms);
+        let result: Result<(u32, Option<String>), RedisError> = if self.redis.is_cluster() {
             // the same node as the INCR: the master that holds the shard now
             pipe.cmd("CLUSTER").arg("MYID");
-        }
-        let result: Result<(u32, Option<String>), RedisError> = match cluster {
-            true => pipe.query_async(&mut ack).await,
-            false => pipe.query_async::<(u32,)>(&mut ack).await.map(|(got,)| (got, None)),
+            match ack.pipeline_on_slot(&pipe, shard.slot).await {
+                Ok(values) => redis::FromRedisValue::from_redis_value(redis::Value::Array(values))
+                    .map(|(_, got, node): (u64, u32, String)| (got, Some(node)))
+                    .map_err(RedisError::from),
+                Err(e) => Err(e),
+            }
+        } else {
+            pipe.query_async::<(u32,)>(&mut ack).await.map(|(got,)| (got, None))
         };
         match result {
             Ok((got, node)) => Ok((node.map_or(conn.generation, |id| node_generation(&id)), got)),
@@ -317,4 +332,14 @@ pub fn classify(e: RedisError) -> StoreError {
 /// it comes back from inside a script.
 pub fn is_out_of_memory(e: &RedisError) -> bool {
     e.code() == Some("OOM") || e.to_string().contains("OOM command not allowed")
+}
+
+/// At start: refuses to run against a cluster whose data was written with another shard count
+/// (the message names the setting). A Redis that cannot be reached yet is no reason to stop:
+/// the process retries as it always does.
+pub async fn refuse_wrong_layout(store: &Store) -> Result<(), String> {
+    match tokio::time::timeout(crate::connection::CONNECT_TIMEOUT * 5, store.check_layout()).await {
+        Ok(Err(StoreError::Corrupt(why))) => Err(why),
+        _ => Ok(()),
+    }
 }

@@ -111,20 +111,20 @@ impl Store {
             let mut cmd = redis::cmd("XADD");
             cmd.arg(&shard.stream).arg("*");
             task.push_fields(&mut cmd);
-            self.run_on_node(cmd).await.and_then(|(id, g): (String, u64)| {
+            self.run_on_node(shard, cmd).await.and_then(|(id, g): (String, u64)| {
                 let at = stream_id_ms(&id).ok_or_else(|| StoreError::Corrupt(format!("stream id {id}")))?;
                 Ok(((id, "queued".to_string(), 0, at), g))
             })
         } else {
             let cmd = command(&ENQUEUE, None);
-            self.eval_on_node(&ENQUEUE, cmd).await
+            self.eval_on_node(shard, &ENQUEUE, cmd).await
         };
         let ((stream_id, status, duplicate, at), generation): ((String, String, u8, u64), u64) = match reply {
             // Redis is full: a delete of a key that holds a value still gets through, so
             // clients can free space.
             Err(StoreError::Full(_)) if w.op == Op::Delete => {
                 let cmd = command(&ENQUEUE_FREEING_DELETE, Some(shard.data(w.key.as_str())));
-                self.eval_on_node(&ENQUEUE_FREEING_DELETE, cmd).await?
+                self.eval_on_node(shard, &ENQUEUE_FREEING_DELETE, cmd).await?
             }
             other => other?,
         };

@@ -97,6 +97,8 @@ pub struct Worker {
     /// Per shard: where the next reclaim scan of its pending list starts (`0-0`: from the
     /// beginning).
     reclaim_cursors: Arc<Mutex<Vec<String>>>,
+    /// The shard the next reclaim step starts with.
+    reclaim_next: Arc<std::sync::atomic::AtomicUsize>,
     before_apply: Option<ApplyHook>,
 }
 
@@ -113,6 +115,7 @@ impl Worker {
             metrics,
             in_flight: Arc::default(),
             reclaim_cursors: Arc::new(Mutex::new(vec!["0-0".into(); shards])),
+            reclaim_next: Arc::default(),
             before_apply: None,
         }
     }
@@ -166,6 +169,11 @@ impl Worker {
                     Ok(c) => {
                         conn = Some(c);
                         backoff.reset();
+                    }
+                    Err(e @ StoreError::Corrupt(_)) => {
+                        tracing::error!(error = %e, "cannot read the task stream; retrying");
+                        backoff.sleep_or_stop(&mut stop).await;
+                        continue;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "redis not available; retrying");
@@ -265,10 +273,13 @@ impl Worker {
 
     /// One reclaim scan of the pending list, continuing where the last one stopped, without
     /// the entries this process is working on.
-    /// In a cluster: the first shard with entries to reclaim, shard by shard.
+    /// In a cluster: the first shard with entries to reclaim, starting one shard further each
+    /// time, so that a shard with many idle entries cannot keep the others waiting.
     async fn reclaim_step(&self) -> Result<Delivered, StoreError> {
+        let n = self.store.shards.len();
+        let first = self.reclaim_next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n;
         let mut last = Delivered::default();
-        for shard in 0..self.store.shards.len() {
+        for shard in (first..n).chain(0..first) {
             last = self.reclaim_shard(shard).await?;
             if !last.is_empty() {
                 break;

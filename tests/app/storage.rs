@@ -230,3 +230,31 @@ fn metric(text: &str, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
+
+/// A kvq from before the capped maps were rings numbered its buckets on and on; the buckets
+/// past the ring (16 and up) would never be freed. Starting a worker drops them once, and the
+/// maps go on in the ring.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buckets_an_older_kvq_left_past_the_ring_are_dropped_at_start() {
+    let redis = TestRedis::start();
+    let mut c = redis.conn();
+    // outcomes at bucket 40 (buckets 25..=40 live), idempotency keys at bucket 20 (5..=20)
+    for (base, newest) in [("kvq:o:", 40u64), ("kvq:i:", 20)] {
+        let _: () =
+            redis::cmd("HSET").arg(format!("{base}n")).arg("b").arg(newest).arg("used").arg(10).query(&mut c).unwrap();
+        for n in newest - 15..=newest {
+            let _: () = redis::cmd("HSET").arg(format!("{base}{n}")).arg("old").arg("x").query(&mut c).unwrap();
+        }
+    }
+    let app = spawn_app(&redis, 1).await;
+    assert_eq!(app.put("after", "1", "?wait=5").await.status(), 200);
+    let keys: Vec<String> = redis::cmd("KEYS").arg("kvq:[oi]:*").query(&mut c).unwrap();
+    let past_the_ring: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.rsplit(':').next().and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n >= 16))
+        .collect();
+    assert!(past_the_ring.is_empty(), "buckets past the ring are left: {past_the_ring:?}");
+    let ring: Vec<&String> = keys.iter().filter(|k| k.starts_with("kvq:i:") && *k != "kvq:i:n").collect();
+    assert_eq!(ring.len(), 11, "buckets 5..=15 of the idempotency map are ring buckets and stay: {keys:?}");
+    app.stop().await;
+}

@@ -57,7 +57,15 @@ fn rendered_config_matches_the_apps_settings_for_every_values_file() {
         let mut rendered = BTreeSet::new();
         key_paths(&cfg, "", &mut rendered);
         let sentinel = cfg["redis"]["mode"] == "sentinel";
-        let mode_specific: &[&str] = if sentinel { &["redis.url"] } else { &["redis.sentinels", "redis.master_name"] };
+        let cluster = cfg["redis"]["mode"] == "cluster";
+        // Each mode's own settings; the queue is sharded in cluster mode only.
+        let mode_specific: &[&str] = if sentinel {
+            &["redis.url", "redis.nodes", "tasks.shards"]
+        } else if cluster {
+            &["redis.url", "redis.sentinels", "redis.master_name"]
+        } else {
+            &["redis.sentinels", "redis.master_name", "redis.nodes", "tasks.shards"]
+        };
         let unknown: Vec<_> = rendered.difference(&app_keys).collect();
         assert!(unknown.is_empty(), "{f}: chart renders settings the app does not have: {unknown:?}");
         let missing: Vec<_> = app_keys
@@ -105,6 +113,10 @@ fn rendered_config_matches_the_apps_settings_for_every_values_file() {
             assert_eq!(s.redis.min_replicas_ack as u64, cfg["redis"]["min_replicas_ack"].as_u64().unwrap(), "{f}");
             assert_eq!(s.redis.key_prefix, cfg["redis"]["key_prefix"].as_str().unwrap(), "{f}");
             assert_eq!(s.worker.concurrency as u64, cfg["worker"]["concurrency"].as_u64().unwrap(), "{f}");
+            if cluster {
+                assert_eq!(s.redis.nodes, strings(&cfg["redis"]["nodes"]), "{f}");
+                assert_eq!(s.tasks.shards, cfg["tasks"]["shards"].as_u64().unwrap(), "{f}");
+            }
             if sentinel {
                 let want = strings(&cfg["redis"]["sentinels"]);
                 assert_eq!(s.redis.sentinels, want, "{f}");

@@ -7,6 +7,7 @@ mod support;
 
 mod alerts;
 mod auth;
+mod cluster;
 mod contract;
 mod dashboard;
 mod release;

@@ -67,6 +67,20 @@ fn expected_kinds(file: &str) -> Vec<(&'static str, usize)> {
             ("ServiceAccount", 1),
             ("StatefulSet", 1),
         ],
+        // Redis Cluster: no Service in front of Redis (clients learn every node from the cluster)
+        "values/production-cluster.yaml" | "helm/kvq/ci/cluster-values.yaml" => vec![
+            ("ConfigMap", 2),
+            ("Deployment", 2),
+            ("HorizontalPodAutoscaler", 2),
+            ("Ingress", 1),
+            ("NetworkPolicy", 3),
+            ("Pod", 1),
+            ("PodDisruptionBudget", 3),
+            ("Secret", 2),
+            ("Service", 4),
+            ("ServiceAccount", 1),
+            ("StatefulSet", 1),
+        ],
         // nothing of Redis; the test pod runs against the external Redis; the auth Secret
         "helm/kvq/ci/external-redis-values.yaml" => vec![
             ("ConfigMap", 1),
@@ -473,6 +487,10 @@ fn production_renders_the_sentinel_topology() {
             assert!(scripts["data"].get(&name).is_none(), "{name} is no script");
             continue;
         }
+        if name.starts_with("cluster-") {
+            assert!(scripts["data"].get(&name).is_none(), "{name} is a cluster-mode script");
+            continue;
+        }
         assert_eq!(
             scripts["data"][&name].as_str(),
             Some(std::fs::read_to_string(e.path()).unwrap().as_str()),
@@ -550,7 +568,9 @@ fn staging_and_minikube_use_sentinel_and_dev_standalone() {
 #[test]
 fn schema_rejects_wrong_values() {
     let bad: &[(&[&str], &str)] = &[
-        (&["redis.mode=cluster"], "redis/mode"),
+        (&["redis.mode=shards"], "redis/mode"),
+        (&["config.taskShards=0"], "taskShards"),
+        (&["redis.cluster.masters=0"], "masters"),
         (&["serverr.replicaCount=2"], "serverr"),
         (&["server.replicaCount=two"], "replicaCount"),
         (&["server.service.type=Ingress"], "service/type"),
@@ -599,7 +619,7 @@ fn helm_test_hook_writes_reads_and_deletes_a_key() {
 /// Volatile fields (generated passwords) are redacted.
 #[test]
 fn snapshots_per_environment() {
-    for env in ["dev", "minikube", "staging", "production"] {
+    for env in ["dev", "minikube", "staging", "production", "production-cluster"] {
         let mut m = render(&[&format!("values/{env}.yaml")], &[]);
         for o in m.0.iter_mut() {
             if o["kind"] == "Secret" {

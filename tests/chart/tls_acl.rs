@@ -52,6 +52,10 @@ fn every_values_file_renders_tls_and_acl_and_the_app_agrees_with_the_redis_pods(
         if external {
             continue; // external mode: its own test below
         }
+        if base.app_config()["redis"]["mode"] == "cluster" {
+            cluster_renders_tls_and_refuses_acl(&file);
+            continue;
+        }
         let m = render(&[&file], &TLS_ACL);
         let cfg = m.app_config();
         let redis = &cfg["redis"];
@@ -118,6 +122,27 @@ fn every_values_file_renders_tls_and_acl_and_the_app_agrees_with_the_redis_pods(
             standalone_redis_conf_agrees_with_the_app(&file, &m, redis_c, &redis_dir, redis_port);
         }
     }
+}
+
+/// Cluster mode: TLS for clients, replication and the cluster bus, the app told to use it with
+/// the mounted CA; ACL users refused at render time (the scripts need CLUSTER commands).
+fn cluster_renders_tls_and_refuses_acl(file: &str) {
+    let m = render(&[file], &TLS_ACL[..3]);
+    let cfg = m.app_config();
+    assert_eq!(cfg["redis"]["tls"], true, "{file}");
+    let sts = m.get("StatefulSet", &format!("{RELEASE}-redis"));
+    let pod = &sts["spec"]["template"]["spec"];
+    let redis_c = pod["containers"].as_array().unwrap().iter().find(|c| c["name"] == "redis").unwrap();
+    assert_eq!(env_value(redis_c, "REDIS_TLS"), Some("1"), "{file}");
+    let dir = tls_dir(pod, redis_c, "kvq-tls");
+    assert_eq!(cfg["redis"]["tls_ca_file"].as_str().map(parent), Some(dir.as_str()), "{file}");
+    let start = m.get("ConfigMap", &format!("{RELEASE}-redis-scripts"))["data"]["cluster-start.sh"].as_str().unwrap();
+    assert!(start.contains("echo \"tls-cluster yes\""), "{file}: the cluster bus uses TLS too");
+    for c in pod["containers"].as_array().unwrap() {
+        tls_dir(pod, c, "kvq-tls");
+    }
+    let err = try_render_in(&chart_dir(), &[file], &TLS_ACL).expect_err("ACL users in cluster mode");
+    assert!(err.contains("redis.acl.enabled is not supported with redis.mode=cluster"), "{file}: {err}");
 }
 
 /// Runs the rendered redis-start.sh (standalone: no sentinel to ask) with the rendered env and

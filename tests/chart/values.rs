@@ -113,6 +113,10 @@ fn longest_release_name_renders_valid_names_and_labels_in_every_values_file() {
                 let host = pod.split('.').next().unwrap();
                 assert!(host.len() <= 63, "{file}: pod name {host}");
             }
+        } else if cfg["redis"]["mode"] == "cluster" {
+            let replicas = sts["spec"]["replicas"].as_u64().unwrap();
+            let want: Vec<String> = (0..replicas).map(|i| format!("{sts_name}-{i}.{domain}:6379")).collect();
+            assert_eq!(strings(&cfg["redis"]["nodes"]), want, "{file}: cluster seed nodes are the pods");
         } else {
             let url = cfg["redis"]["url"].as_str().unwrap();
             let host = url.trim_start_matches("redis://").split(':').next().unwrap();
@@ -223,6 +227,27 @@ fn prestop_budget(m: &Manifests) -> (u64, u64) {
     (spec["terminationGracePeriodSeconds"].as_u64().unwrap(), worst + 10)
 }
 
+/// cluster-prestop.sh's worst case (its failover wait and 6 redis-cli calls) plus 10 s.
+fn cluster_prestop_budget(m: &Manifests) -> (u64, u64) {
+    let (spec, redis) = redis_pod(m);
+    let worst = env_u64(redis, "PRESTOP_TIMEOUT") + env_u64(redis, "CLI_TIMEOUT") * 6;
+    (spec["terminationGracePeriodSeconds"].as_u64().unwrap(), worst + 10)
+}
+
+#[test]
+fn cluster_grace_period_covers_the_prestop_worst_case() {
+    let script = std::fs::read_to_string(chart_dir().join("files/cluster-prestop.sh")).unwrap();
+    assert!(script.contains("PRESTOP_TIMEOUT + 6 c"), "cluster-prestop.sh states its worst case");
+    let (grace, need) =
+        cluster_prestop_budget(&render(&[], &["redis.mode=cluster", "redis.cluster.preStopTimeoutSeconds=90"]));
+    assert!(grace >= need && need >= 90 + 18, "{grace} {need}");
+    assert_refused(
+        &[],
+        &["redis.mode=cluster", "redis.terminationGracePeriodSeconds=30"],
+        &["redis.terminationGracePeriodSeconds (30)", "preStopTimeoutSeconds", "48"],
+    );
+}
+
 #[test]
 fn redis_grace_period_covers_the_prestop_worst_case() {
     let script = std::fs::read_to_string(chart_dir().join("files/redis-prestop.sh")).unwrap();
@@ -233,6 +258,11 @@ fn redis_grace_period_covers_the_prestop_worst_case() {
         let m = render(&[&file], &[]);
         let Some(sts) = m.of_kind("StatefulSet").first().copied() else { continue };
         if sts["spec"]["replicas"] == 1 && env_value(redis_pod(&m).1, "REDIS_MODE") == Some("standalone") {
+            continue;
+        }
+        if env_value(redis_pod(&m).1, "REDIS_MODE") == Some("cluster") {
+            let (grace, need) = cluster_prestop_budget(&m);
+            assert!(grace >= need, "{file}: grace {grace}s < cluster preStop worst case + margin {need}s");
             continue;
         }
         let (grace, need) = prestop_budget(&m);

@@ -148,7 +148,10 @@ fn errors_answered(cluster: &TestCluster, i: usize, code: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_under_write_load_loses_no_acknowledged_write_and_keeps_per_key_order() {
-    let mut cluster = TestCluster::start();
+    // Two replicas per master: once one is promoted, every shard still has a replica to confirm
+    // its writes (with one, writes to the promoted master's shards are refused until the old
+    // master is back, as they must be with MIN_REPLICAS_ACK=1).
+    let mut cluster = TestCluster::builder().replicas(2).start();
     let env = app_env(&cluster);
     let (server, _workers, http) = start_app(&env).await;
 

@@ -6,6 +6,7 @@
 pub mod app;
 pub mod auth;
 pub mod chart;
+pub mod cluster_pods;
 pub mod http;
 pub mod load;
 pub mod metrics;

@@ -1,11 +1,12 @@
 # shellcheck shell=sh
-# Shared functions of the Redis/Sentinel pod scripts (POSIX sh; runs on the official redis
-# image, where sh is dash). Sourced by redis-start.sh, sentinel-start.sh, redis-prestop.sh,
-# sentinel-prestop.sh and redis-probe.sh. Outside Kubernetes (tests) every input comes from
+# Shared functions of the Redis/Sentinel/Cluster pod scripts (POSIX sh; runs on the official
+# redis image, where sh is dash). Sourced by redis-start.sh, sentinel-start.sh,
+# redis-prestop.sh, sentinel-prestop.sh, cluster-start.sh, cluster-join.sh,
+# cluster-prestop.sh and redis-probe.sh. Outside Kubernetes (tests) every input comes from
 # the environment; nothing here reads /etc/hosts or the Kubernetes API.
 #
 # Environment (defaults in brackets):
-#   REDIS_MODE            sentinel | standalone [sentinel]
+#   REDIS_MODE            sentinel | standalone | cluster [sentinel]
 #   POD_NAME              this pod's name, ending in -<ordinal> [$(hostname)]
 #   ORDINAL               this pod's ordinal [suffix of POD_NAME]
 #   STATEFULSET_NAME      name of the StatefulSet [POD_NAME without -<ordinal>]
@@ -288,4 +289,67 @@ conf_quote() {
   printf '"'
   printf '%s' "$1" | od -An -v -tx1 | tr -d ' \n' | sed 's/../\\x&/g'
   printf '"'
+}
+
+# common_conf: the redis.conf lines every Redis pod shares (sentinel, standalone and cluster
+# mode): listener (TLS or plain), data dir, AOF, noeviction, memory limit, and the users and
+# passwords. The caller sets APPENDFSYNC, MAXMEMORY and, with ACL users,
+# REPLICATION_PASSWORD.
+common_conf() {
+  echo "bind $BIND_ADDRESS"
+  if [ "$REDIS_TLS" = "1" ]; then tls_conf "$REDIS_PORT"; else echo "port $REDIS_PORT"; fi
+  echo "dir $DATA_DIR"
+  echo "protected-mode no"
+  echo "appendonly yes"
+  echo "appendfsync $APPENDFSYNC"
+  echo "maxmemory-policy noeviction"
+  if [ -n "$MAXMEMORY" ]; then echo "maxmemory $MAXMEMORY"; fi
+  if [ -n "$ACL_RULES_DIR" ]; then
+    # ACL users, each with its own password and rules; replicas authenticate as `replication`.
+    acl_users_conf
+    echo "masteruser replication"
+    printf 'masterauth %s\n' "$(conf_quote "$REPLICATION_PASSWORD")"
+  elif [ -n "$REDIS_PASSWORD" ] && [ -n "$REDIS_EXTRA_PASSWORD" ]; then
+    # Two accepted passwords (a rotation): the default user gets both; everyone uses
+    # REDIS_PASSWORD (replication, sentinels, probes, kvq).
+    printf 'user default on resetpass %s %s ~* &* +@all\n' \
+      "$(conf_quote ">$REDIS_PASSWORD")" "$(conf_quote ">$REDIS_EXTRA_PASSWORD")"
+    printf 'masterauth %s\n' "$(conf_quote "$REDIS_PASSWORD")"
+  elif [ -n "$REDIS_PASSWORD" ]; then
+    printf 'requirepass %s\n' "$(conf_quote "$REDIS_PASSWORD")"
+    printf 'masterauth %s\n' "$(conf_quote "$REDIS_PASSWORD")"
+  fi
+}
+
+# ---- Redis Cluster (REDIS_MODE=cluster) ----
+
+# resolve_host NAME: the first address NAME resolves to now (an address is returned as is),
+# or nothing. A pod's stable name keeps pointing at it when its IP changes.
+resolve_host() {
+  getent ahosts "$1" 2>/dev/null | awk 'NR == 1 { print $1 }'
+}
+
+# cluster_info HOST FIELD: FIELD of CLUSTER INFO of the redis at HOST (nothing when it does
+# not answer).
+cluster_info() {
+  rcli "$1" CLUSTER INFO 2>/dev/null | tr -d '\r' | sed -n "s/^$2://p"
+}
+
+# cluster_nodes HOST: CLUSTER NODES of the redis at HOST, one node a line:
+#   <id> <ip>:<port>@<bus-port>[,<hostname>[,<aux>=<value>...]] <flags> <master-id> <ping>
+#   <pong> <epoch> <link> [<slot ranges>...]
+cluster_nodes() {
+  rcli "$1" CLUSTER NODES 2>/dev/null | tr -d '\r'
+}
+
+# node_host: awk function text returning the hostname of a CLUSTER NODES / nodes.conf address
+# field ("" when the node announced none).
+NODE_HOST_AWK='function node_host(a,   n, p) { n = split(a, p, ","); return (n >= 2 && p[2] !~ /=/) ? p[2] : "" }'
+
+# stale_ids HOST: ids that the redis at HOST lists under this pod's name (ANNOUNCE_HOST) other
+# than MY_ID: this pod's identities from before it lost its volume. With "slots" as second
+# argument, only those still owning slots.
+stale_ids() {
+  cluster_nodes "$1" | awk -v me="$ANNOUNCE_HOST" -v id="$MY_ID" -v slots="${2:-}" "$NODE_HOST_AWK"'
+    node_host($2) == me && $1 != id && (slots == "" || NF > 8) { print $1 }'
 }

@@ -11,6 +11,10 @@
 #                             replica must be in sync with its master (link up) and known
 #                             to the local sentinel. A rollout waits for that before it
 #                             stops the next pod, so a failover never skips a replica.
+#                             In cluster mode: PING, cluster_state:ok, and a replica's link
+#                             to its master up (a rollout never stops the next pod while a
+#                             shard's replica is still syncing); a node that is not yet a
+#                             member (a master without slots) is not ready.
 # Environment: see redis-lib.sh.
 set -u
 SCRIPT_NAME=redis-probe
@@ -27,7 +31,21 @@ if [ "${1:-redis}" = "live" ]; then
   esac
 fi
 [ "$out" = "PONG" ] || { printf '%s\n' "$out" >&2; exit 1; }
-[ "${1:-redis}" = "ready" ] && [ "$REDIS_MODE" = "sentinel" ] || exit 0
+[ "${1:-redis}" = "ready" ] || exit 0
+if [ "$REDIS_MODE" = "cluster" ]; then
+  state=$(cluster_info "$LOCAL_ADDR" cluster_state)
+  [ "$state" = "ok" ] || { echo "cluster_state: ${state:-unknown}" >&2; exit 1; }
+  info=$(rcli "$LOCAL_ADDR" INFO replication 2>/dev/null | tr -d '\r')
+  case "$info" in
+    *role:master*)
+      slots=$(cluster_nodes "$LOCAL_ADDR" | awk '$3 ~ /myself/ { print NF - 8 }')
+      [ "${slots:-0}" -gt 0 ] || { echo "master without slots: not a member yet" >&2; exit 1; }
+      exit 0 ;;
+  esac
+  echo "$info" | grep -qx 'master_link_status:up' || { echo "replica: link to master down" >&2; exit 1; }
+  exit 0
+fi
+[ "$REDIS_MODE" = "sentinel" ] || exit 0
 
 info=$(rcli "$LOCAL_ADDR" INFO replication 2>/dev/null | tr -d '\r')
 case "$info" in

@@ -39,29 +39,7 @@ if [ -n "$ACL_RULES_DIR" ]; then REPLICATION_PASSWORD=$(acl_password replication
 conf="$CONF_DIR/redis.conf"
 tmp="$conf.tmp"
 {
-  echo "bind $BIND_ADDRESS"
-  if [ "$REDIS_TLS" = "1" ]; then tls_conf "$REDIS_PORT"; else echo "port $REDIS_PORT"; fi
-  echo "dir $DATA_DIR"
-  echo "protected-mode no"
-  echo "appendonly yes"
-  echo "appendfsync $APPENDFSYNC"
-  echo "maxmemory-policy noeviction"
-  if [ -n "$MAXMEMORY" ]; then echo "maxmemory $MAXMEMORY"; fi
-  if [ -n "$ACL_RULES_DIR" ]; then
-    # ACL users, each with its own password and rules; replicas authenticate as `replication`.
-    acl_users_conf
-    echo "masteruser replication"
-    printf 'masterauth %s\n' "$(conf_quote "$REPLICATION_PASSWORD")"
-  elif [ -n "$REDIS_PASSWORD" ] && [ -n "$REDIS_EXTRA_PASSWORD" ]; then
-    # Two accepted passwords (a rotation): the default user gets both; everyone uses
-    # REDIS_PASSWORD (replication, sentinels, probes, kvq).
-    printf 'user default on resetpass %s %s ~* &* +@all\n' \
-      "$(conf_quote ">$REDIS_PASSWORD")" "$(conf_quote ">$REDIS_EXTRA_PASSWORD")"
-    printf 'masterauth %s\n' "$(conf_quote "$REDIS_PASSWORD")"
-  elif [ -n "$REDIS_PASSWORD" ]; then
-    printf 'requirepass %s\n' "$(conf_quote "$REDIS_PASSWORD")"
-    printf 'masterauth %s\n' "$(conf_quote "$REDIS_PASSWORD")"
-  fi
+  common_conf
   if [ "$REDIS_MODE" = "sentinel" ]; then
     echo "replica-announce-ip $ANNOUNCE_HOST"
     echo "replica-announce-port $REDIS_PORT"

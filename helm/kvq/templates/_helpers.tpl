@@ -127,7 +127,30 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* Replicas of the Redis StatefulSet. */}}
 {{- define "kvq.redisReplicas" -}}
-{{- if eq .Values.redis.mode "sentinel" }}{{ .Values.redis.replicas | int }}{{ else }}1{{ end }}
+{{- $r := .Values.redis -}}
+{{- if eq $r.mode "sentinel" }}{{ $r.replicas | int }}
+{{- else if eq $r.mode "cluster" }}{{ mul (int $r.cluster.masters) (add 1 (int $r.cluster.replicasPerMaster)) }}
+{{- else }}1{{ end }}
+{{- end }}
+
+{{/* Whether the app talks to a Redis Cluster: the chart's own, or an external one (endpoint list). */}}
+{{- define "kvq.appCluster" -}}
+{{- if or (eq .Values.redis.mode "cluster") (and (eq .Values.redis.mode "external") .Values.redis.external.cluster.nodes) }}true{{ end }}
+{{- end }}
+
+{{/* Seed nodes (host:port) of the app in cluster mode: every pod by its stable name, or the external list. */}}
+{{- define "kvq.clusterNodes" -}}
+{{- $out := list }}
+{{- if eq .Values.redis.mode "external" }}
+{{- $out = .Values.redis.external.cluster.nodes }}
+{{- else }}
+{{- $domain := include "kvq.redisHeadlessDomain" . }}
+{{- $sts := include "kvq.redisName" . }}
+{{- range $i := until (include "kvq.redisReplicas" . | int) }}
+{{- $out = append $out (printf "%s-%d.%s:%d" $sts $i $domain ($.Values.redis.port | int)) }}
+{{- end }}
+{{- end }}
+{{- join "," $out }}
 {{- end }}
 
 {{/* List of sentinel host:port the app and KEDA use. */}}
@@ -157,7 +180,7 @@ app.kubernetes.io/component: {{ .component }}
 {{/* Standalone URL the app uses. */}}
 {{- define "kvq.redisUrl" -}}
 {{- if eq .Values.redis.mode "external" }}
-{{- required "redis.external.url or redis.external.sentinels is required when redis.mode=external" .Values.redis.external.url }}
+{{- required "redis.external.url, redis.external.sentinels or redis.external.cluster.nodes is required when redis.mode=external" .Values.redis.external.url }}
 {{- else }}
 {{- printf "%s://%s:%d" (ternary "rediss" "redis" .Values.redis.tls.enabled) (include "kvq.redisName" .) (.Values.redis.port | int) }}
 {{- end }}
@@ -165,7 +188,9 @@ app.kubernetes.io/component: {{ .component }}
 
 {{- define "kvq.minReplicasAck" -}}
 {{- if kindIs "string" .Values.redis.minReplicasAck }}
-{{- if include "kvq.appSentinel" . }}1{{ else }}0{{ end }}
+{{- if include "kvq.appSentinel" . }}1
+{{- else if and (eq .Values.redis.mode "cluster") (ge (int .Values.redis.cluster.replicasPerMaster) 1) }}1
+{{- else }}0{{ end }}
 {{- else }}
 {{- .Values.redis.minReplicasAck | int }}
 {{- end }}
@@ -286,14 +311,17 @@ podAntiAffinity:
   value: {{ include "kvq.redisHeadlessDomain" . | quote }}
 - name: REDIS_PORT
   value: {{ $r.port | quote }}
+{{- if ne $r.mode "cluster" }}
 - name: SENTINEL_PORT
   value: {{ $r.sentinel.port | quote }}
 - name: MASTER_NAME
   value: {{ $r.masterName | quote }}
+{{- end }}
 - name: DATA_DIR
   value: /data
 - name: CONF_DIR
   value: /run/redis
+{{- if ne $r.mode "cluster" }}
 - name: DISCOVERY_TIMEOUT
   value: {{ $r.sentinel.discoveryTimeoutSeconds | quote }}
 - name: PRESTOP_TIMEOUT
@@ -302,6 +330,7 @@ podAntiAffinity:
   value: "15"
 - name: PRESTOP_CATCHUP_WAIT
   value: "5"
+{{- end }}
 - name: CLI_TIMEOUT
   value: "3"
 {{- if $r.tls.enabled }}
@@ -363,7 +392,14 @@ below that sum fails the render: the kubelet would kill the master mid-failover.
 {{- define "kvq.redisGracePeriod" -}}
 {{- $r := .Values.redis -}}
 {{- $set := not (kindIs "string" $r.terminationGracePeriodSeconds) -}}
-{{- if ne $r.mode "sentinel" }}
+{{- if eq $r.mode "cluster" }}
+{{- /* cluster-prestop.sh: preStopTimeoutSeconds + 6 redis-cli calls of 3 s, and 10 s shutdown margin */ -}}
+{{- $need := add (int $r.cluster.preStopTimeoutSeconds) 18 10 -}}
+{{- if not $set }}{{ max 60 $need }}
+{{- else if lt (int $r.terminationGracePeriodSeconds) $need }}
+{{- fail (printf "redis.terminationGracePeriodSeconds (%d) is below the cluster preStop worst case: redis.cluster.preStopTimeoutSeconds (%d) + 6 x 3 s redis-cli calls + 10 s shutdown margin = %d s" (int $r.terminationGracePeriodSeconds) (int $r.cluster.preStopTimeoutSeconds) $need) }}
+{{- else }}{{ $r.terminationGracePeriodSeconds | int }}{{ end }}
+{{- else if ne $r.mode "sentinel" }}
 {{- if $set }}{{ $r.terminationGracePeriodSeconds | int }}{{ else }}60{{ end }}
 {{- else }}
 {{- $need := add (include "kvq.redisPreStopWorst" . | int) 10 -}}
@@ -459,7 +495,31 @@ PDB-sanctioned eviction) or the loss of the master stops writes or failover.
 {{- if gt $ack $left }}
 {{- fail (printf "redis.minReplicasAck (%d) needs more replicas than remain while %d of redis.replicas (%d) pods are down (%d left besides the master): every write would answer 503 during an allowed disruption; lower it or add pods" $ack $down $n $left) }}
 {{- end }}
-{{- else if eq $r.mode "standalone" }}
+{{- else if eq $r.mode "cluster" }}
+{{- $c := $r.cluster -}}
+{{- if lt (int $c.masters) 3 }}
+{{- fail (printf "redis.cluster.masters is %d: Redis Cluster needs at least 3 masters (a failover needs the votes of a majority of masters, which must survive the loss of one)" (int $c.masters)) }}
+{{- end }}
+{{- if lt (int $c.replicasPerMaster) 0 }}
+{{- fail "redis.cluster.replicasPerMaster cannot be negative" }}
+{{- end }}
+{{- if gt $ack (int $c.replicasPerMaster) }}
+{{- fail (printf "redis.minReplicasAck (%d) exceeds redis.cluster.replicasPerMaster (%d): a shard's master has only that many replicas, so every write would wait in vain and answer 503" $ack (int $c.replicasPerMaster)) }}
+{{- end }}
+{{- if $r.acl.enabled }}
+{{- fail "redis.acl.enabled is not supported with redis.mode=cluster yet (the pods' scripts run CLUSTER commands the least-privilege users do not have); use redis.auth (one password) with redis.tls" }}
+{{- end }}
+{{- end }}
+{{- if and (include "kvq.appCluster" .) .Values.worker.keda.enabled }}
+{{- fail "worker.keda.enabled is not supported in cluster mode yet: the queue is split into config.taskShards streams and KEDA's stream trigger reads one; use worker.autoscaling" }}
+{{- end }}
+{{- if and (eq $r.mode "external") $r.external.cluster.nodes (or $r.external.url $r.external.sentinels) }}
+{{- fail "redis.external.cluster.nodes is set together with redis.external.url or redis.external.sentinels: set only the one kvq should use" }}
+{{- end }}
+{{- if or (lt (int .Values.config.taskShards) 1) (gt (int .Values.config.taskShards) 1024) }}
+{{- fail (printf "config.taskShards (%d) must be between 1 and 1024" (int .Values.config.taskShards)) }}
+{{- end }}
+{{- if eq $r.mode "standalone" }}
 {{- if gt $ack 0 }}
 {{- fail (printf "redis.minReplicasAck (%d) must be 0 with redis.mode=standalone: a standalone Redis has no replica to acknowledge a write" $ack) }}
 {{- end }}

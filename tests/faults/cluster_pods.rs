@@ -1,0 +1,145 @@
+//! The chart's own Redis Cluster scripts (`redis.mode=cluster`), run as six simulated pods
+//! (`support::cluster_pods`: the rendered values/production-cluster.yaml scripts, env and
+//! Secret; one loopback address per pod). Data is written through redis-rs cluster clients and
+//! acknowledged by a replica (WAIT 1) before each fault; after each fault every acknowledged
+//! key must read back with its value and the cluster must be whole again (3 masters owning every
+//! slot, 1 connected replica each, every pod ready by the rendered probe).
+//!
+//! Scenarios, in order:
+//!   1. creation from scratch: all pods start at once, pod 0 creates the cluster;
+//!   2. kill -9 of a master pod: its replica takes over; restarted, the pod is a replica;
+//!   3. all pods killed and started at once, their nodes.conf addresses stale (as after every
+//!      pod got a new IP): the cluster comes back with its data;
+//!   4. a master pod killed and its volume lost: its replica takes over and the pod, with a new
+//!      node id, rejoins as that master's replica; its old id is forgotten;
+//!   5. a rolling restart (preStop, SIGTERM, start; highest ordinal first): each master hands
+//!      its slots to its replica before it stops.
+//!
+//! Needs helm (scripts/chart-tools.sh), redis-server and redis-cli 7+, and the loopback
+//! addresses 127.0.0.1-6 (Linux routes all of 127/8 to lo).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use crate::support::chart::render;
+use crate::support::cluster_pods::{ClusterPods, Layout};
+use crate::support::which;
+
+/// Every pod appears exactly once in the layout, as a master or as a replica.
+fn assert_distinct_pods(cl: &ClusterPods, layout: &Layout) {
+    let mut seen = BTreeSet::new();
+    for (m, replicas) in layout {
+        assert!(seen.insert(*m), "pod {m} twice in {layout:?}");
+        for r in replicas {
+            assert!(seen.insert(*r), "pod {r} twice in {layout:?}");
+        }
+    }
+    assert_eq!(seen.len(), cl.n, "every pod is a node of the cluster: {layout:?}");
+}
+
+/// The master pod whose replica is `replica`.
+fn master_of(layout: &Layout, replica: usize) -> usize {
+    *layout.iter().find(|(_, r)| r.contains(&replica)).unwrap_or_else(|| panic!("{replica} in {layout:?}")).0
+}
+
+#[test]
+fn cluster_scripts_create_rejoin_and_keep_every_acknowledged_write() {
+    for bin in ["redis-server", "redis-cli"] {
+        which(bin);
+    }
+    let mut cl = ClusterPods::new(&render(&["values/production-cluster.yaml"], &[]));
+    assert_eq!((cl.n, cl.masters, cl.replicas_per_master), (6, 3, 1), "the rendered StatefulSet");
+    let mut acked: Vec<String> = Vec::new();
+
+    // 1. Fresh install: every pod starts at once; pod 0 creates the cluster.
+    let t = Instant::now();
+    cl.start_all();
+    let layout = cl.wait_healthy(Duration::from_secs(60), "creation");
+    eprintln!("cluster created in {:?}: {layout:?}", t.elapsed());
+    assert_distinct_pods(&cl, &layout);
+    for i in 0..cl.n {
+        assert_eq!(cl.info(i, "cluster_slots_ok").as_deref(), Some("16384"), "pod {i} sees every slot served");
+        let me = cl.nodes(i).into_iter().find(|n| n.flags.contains("myself")).unwrap();
+        assert_eq!(me.hostname, crate::support::cluster_pods::addr(i), "pod {i} announces its stable name");
+    }
+    acked.extend(cl.write_acked(&layout, "created", 300));
+    for m in layout.keys() {
+        assert!(cl.dbsize(*m).unwrap() > 0, "master pod {m} holds some keys: the slots are split");
+    }
+
+    // 2. kill -9 of a master pod: its replica takes over; the pod restarts as a replica.
+    let (&killed, replicas) = layout.iter().next().unwrap();
+    let heir = replicas[0];
+    let t = Instant::now();
+    cl.kill(killed);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cl.nodes(heir).iter().any(|n| n.flags.contains("myself") && n.is_master() && n.slots() > 0) {
+        assert!(Instant::now() < deadline, "replica pod {heir} did not take over\n{}", cl.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("failover after kill -9 of master pod {killed}: {:?} (pod {heir} took over)", t.elapsed());
+    assert_eq!(cl.wrong_values(&acked), Vec::<String>::new(), "acknowledged writes lost in the failover");
+    cl.start(killed);
+    let layout = cl.wait_healthy(Duration::from_secs(40), "killed master restarted");
+    assert_eq!(master_of(&layout, killed), heir, "the old master rejoins as its replica's replica: {layout:?}");
+    acked.extend(cl.write_acked(&layout, "after-failover", 100));
+
+    // 3. Every pod killed, every address in nodes.conf stale, all started at once.
+    let t = Instant::now();
+    cl.kill_all();
+    cl.make_addresses_stale();
+    cl.start_all();
+    let layout = cl.wait_healthy(Duration::from_secs(60), "all pods restarted at once with stale addresses");
+    eprintln!("all pods restarted with new addresses: healthy after {:?}", t.elapsed());
+    assert_distinct_pods(&cl, &layout);
+    assert_eq!(cl.wrong_values(&acked), Vec::<String>::new(), "writes lost in the full restart");
+    acked.extend(cl.write_acked(&layout, "after-full-restart", 100));
+
+    // 4. A master pod loses its volume: it must come back as a replica, never owning slots.
+    let (&lost, replicas) = layout.iter().next().unwrap();
+    let heir = replicas[0];
+    let old_id = cl.nodes(lost).into_iter().find(|n| n.flags.contains("myself")).unwrap().id;
+    let t = Instant::now();
+    cl.kill(lost);
+    cl.wipe_volume(lost);
+    cl.start(lost);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let layout = loop {
+        // Never a master with slots and no data.
+        let me = cl.nodes(lost).into_iter().find(|n| n.flags.contains("myself"));
+        if let Some(me) = me {
+            assert!(me.slots() == 0 || cl.dbsize(lost) > Some(0), "the empty pod owns slots: {me:?}");
+        }
+        if let Ok(layout) = cl.healthy(heir) {
+            break layout;
+        }
+        assert!(Instant::now() < deadline, "pod {lost} with an empty volume did not rejoin\n{}", cl.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let layout_all = cl.wait_healthy(Duration::from_secs(20), "empty volume rejoined");
+    assert_eq!(layout, layout_all);
+    eprintln!("pod {lost} with an empty volume rejoined in {:?}: {layout:?}", t.elapsed());
+    assert_eq!(master_of(&layout, lost), heir, "it replicates the master that lacked a replica");
+    for i in 0..cl.n {
+        assert!(cl.nodes(i).iter().all(|n| n.id != old_id), "pod {i} still knows the old id {old_id}");
+    }
+    assert_eq!(cl.wrong_values(&acked), Vec::<String>::new(), "writes lost with the volume");
+    acked.extend(cl.write_acked(&layout, "after-empty-volume", 100));
+
+    // 5. Rolling restart, highest ordinal first: masters hand their slots over in preStop.
+    let t = Instant::now();
+    for i in (0..cl.n).rev() {
+        let was_master = cl.healthy(i).unwrap().contains_key(&i);
+        let took = cl.run_prestop(i);
+        if was_master {
+            let me = cl.nodes(i).into_iter().find(|n| n.flags.contains("myself")).unwrap();
+            assert!(!me.is_master(), "master pod {i} must be a replica after its preStop ({took:?}): {me:?}");
+        }
+        cl.terminate(i);
+        cl.start(i);
+        let layout = cl.wait_healthy(Duration::from_secs(40), &format!("rolling restart of pod {i}"));
+        acked.extend(cl.write_acked(&layout, &format!("rolled-{i}"), 20));
+    }
+    eprintln!("rolling restart of {} pods: {:?}", cl.n, t.elapsed());
+    assert_eq!(cl.wrong_values(&acked), Vec::<String>::new(), "writes lost in the rolling restart");
+}
