@@ -23,6 +23,8 @@ pub struct LoadLog {
     /// Each key's last acknowledged value: what it must read once the queue has drained (a
     /// writer sends a key's next value only after the previous one was acknowledged).
     pub last_acked: BTreeMap<String, String>,
+    /// Writes acknowledged (several per key when overwriting).
+    pub writes: u64,
     /// The longest time one write took from its first attempt to its acknowledgement: how long
     /// the worst-hit key could not be written.
     pub slowest_ack: Duration,
@@ -133,6 +135,7 @@ async fn write_until(
                     }
                     l.acked.insert(key.clone());
                     l.last_acked.insert(key.clone(), value.clone());
+                    l.writes += 1;
                     l.slowest_ack = l.slowest_ack.max(started.elapsed());
                     true
                 } else {

@@ -187,9 +187,20 @@ impl TestCluster {
         });
     }
 
-    /// The indexes of the nodes whose process runs.
+    /// The indexes of the nodes whose process runs (not killed).
     pub fn running(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.nodes.len()).filter(|&i| self.nodes[i].is_running())
+    }
+
+    /// The nodes that replicate master `m` now.
+    pub fn replicas_of(&self, m: usize) -> Vec<usize> {
+        let id = self.id(m);
+        let i = self.running().next().expect("a running node");
+        let view = self.try_view(i).expect("a running node answers CLUSTER NODES");
+        view.iter()
+            .filter(|l| l.master.as_deref() == Some(id.as_str()))
+            .filter_map(|l| self.index_of(&l.addr))
+            .collect()
     }
 
     /// Every node's `host:port`: seeds for a cluster client or kvq's `redis.nodes`.
@@ -221,13 +232,18 @@ impl TestCluster {
         self.nodes.iter().position(|n| n.addr() == addr)
     }
 
-    /// A blocking connection to node `i`.
+    /// A blocking connection to node `i` (answers within 10 s or fails: no test hangs on a
+    /// stalled node).
     pub fn conn(&self, i: usize) -> redis::Connection {
-        self.nodes[i].conn()
+        let c = self.nodes[i].conn();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c
     }
 
     fn try_conn(&self, i: usize) -> Option<redis::Connection> {
-        self.nodes[i].client().get_connection_with_timeout(Duration::from_millis(500)).ok()
+        let c = self.nodes[i].client().get_connection_with_timeout(Duration::from_millis(500)).ok()?;
+        c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        Some(c)
     }
 
     /// `INFO section` of node `i`.
