@@ -419,7 +419,9 @@ async fn cluster_mode_works_over_tls_with_each_binary_as_its_least_privilege_use
         http.holds("tls-poison", "payload").await.then_some(())
     })
     .await;
-    for metrics in [http.get("/metrics").await.text().await.unwrap()] {
+    let worker_http = worker.http(Duration::from_secs(10));
+    for h in [&http, &worker_http] {
+        let metrics = h.get("/metrics").await.text().await.unwrap();
         assert!(metrics.lines().any(|l| l == "kvq_redis_up 1"), "{metrics}");
     }
 }
