@@ -237,6 +237,38 @@ impl Redis {
         self.log_outcome(opened.and_then(|r| r))
     }
 
+    /// A connection of its own for blocking reads of the keys in `slot`: outside a cluster one
+    /// to the master (as `dedicated`); in a cluster one to the node the slot map names as the
+    /// slot's master, by the endpoint it announces (its hostname, which TLS certificates name).
+    /// A cluster connection would open one connection per node for each reader. When the slot
+    /// moves or fails over, the read answers an error and the caller asks again.
+    pub async fn slot_reader(&self, slot: u16, response_timeout: Duration) -> Result<Connection, ConnectError> {
+        if !self.is_cluster() {
+            return self.dedicated(Some(response_timeout)).await;
+        }
+        let opened = tokio::time::timeout(CONNECT_TIMEOUT * 3, async {
+            let mut shared = self.get().await?.conn;
+            let slots: Value = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut shared).await?;
+            let (host, port) = slot_master(&slots, slot).ok_or_else(|| ConnectError::NoMaster {
+                name: format!("slot {slot}"),
+                why: "no master serves it in the cluster's slot map".into(),
+            })?;
+            let s = &self.inner.settings;
+            let target = Target {
+                host: &host,
+                port,
+                tls: s.tls,
+                username: s.username.as_deref(),
+                password: s.password.as_ref().map(|p| p.expose()),
+            };
+            let client = tls::client(s, &target)?;
+            Ok(Connection::Single(self.connect(&client, Some(response_timeout)).await?))
+        })
+        .await
+        .map_err(|_| ConnectError::Timeout);
+        self.log_outcome(opened.and_then(|r| r))
+    }
+
     /// Whether kvq talks to a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
         self.inner.settings.mode == RedisMode::Cluster
@@ -447,6 +479,34 @@ impl Redis {
             redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(&s.master_name).query_async(&mut conn).await?;
         Ok(addr.and_then(|(h, p)| Some((h, p.parse().ok()?))))
     }
+}
+
+/// The master endpoint of `slot` in a `CLUSTER SLOTS` reply: `[[start, end, [host, port, id,
+/// ...], replicas...], ...]`.
+fn slot_master(slots: &Value, slot: u16) -> Option<(String, u16)> {
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    let Value::Array(ranges) = slots else { return None };
+    ranges.iter().find_map(|range| {
+        let Value::Array(parts) = range else { return None };
+        let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(master))) =
+            (parts.first(), parts.get(1), parts.get(2))
+        else {
+            return None;
+        };
+        if !(*start..=*end).contains(&i64::from(slot)) {
+            return None;
+        }
+        let host = master.first().and_then(text)?;
+        let port = match master.get(1)? {
+            Value::Int(p) => u16::try_from(*p).ok()?,
+            other => text(other)?.parse().ok()?,
+        };
+        Some((host, port))
+    })
 }
 
 /// Wrong password or user: worth a warning, unlike an unreachable server during a failover.

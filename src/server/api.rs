@@ -373,8 +373,8 @@ impl From<StoreError> for ApiError {
             StoreError::IdempotencyConflict { task_id } => Self::UnprocessableEntity(Json(Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!(
-                    "Idempotency-Key: already used for a different request (task {task_id}); \
-                     use a new key for a new request"
+                    "Idempotency-Key: already used for a different request{}; use a new key for a new request",
+                    task_id.map(|t| format!(" (task {t})")).unwrap_or_default()
                 ),
             ))),
             StoreError::Unavailable(why) => {

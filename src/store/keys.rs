@@ -48,6 +48,9 @@ pub struct KeySpace {
     pub outcomes: CappedMap,
     /// Idempotency-Key -> task (`P:i:n`, `P:i:0` ...).
     pub idempotency: CappedMap,
+    /// Cluster mode: Idempotency-Keys that map to this shard -> the shard and fingerprint of
+    /// the request that used them first (`B:c:n`, `B:c:0` ...).
+    pub claims: CappedMap,
     /// `P:att`: attempts of tasks that failed at least once and are not finished, by stream id.
     pub attempts: String,
     /// Written by the readiness check: proves the shard's master takes writes.
@@ -69,6 +72,7 @@ impl KeySpace {
             tombstones: format!("{base}:tombs"),
             outcomes: CappedMap::new(&format!("{base}:o:")),
             idempotency: CappedMap::new(&format!("{base}:i:")),
+            claims: CappedMap::new(&format!("{base}:c:")),
             attempts: format!("{base}:att"),
             ready: format!("{base}:ready"),
             ack: format!("{base}:ack"),

@@ -73,6 +73,13 @@ pub(super) static TIDY_TOMBSTONES: LazyLock<Lua> =
     LazyLock::new(|| Lua::new(concat!(allow_oom!(), include_str!("../lua/tidy_tombstones.lua"))));
 pub(super) static LOOKUP_TASK: LazyLock<Lua> =
     LazyLock::new(|| Lua::new(concat!(include_str!("../lua/capped.lua"), include_str!("../lua/lookup_task.lua"))));
+/// Cluster mode: an Idempotency-Key's claim in the token's own shard, and the lookup of the task
+/// it enqueued in another shard.
+pub(super) static CLAIM: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(concat!(include_str!("../lua/capped.lua"), include_str!("../lua/claim.lua"))));
+pub(super) static LOOKUP_IDEMPOTENCY: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(concat!(include_str!("../lua/capped.lua"), include_str!("../lua/lookup_idempotency.lua")))
+});
 pub(super) static TIDY_INDEX: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("../lua/tidy_index.lua")));
 
 /// Runs a prepared EVALSHA; on NOSCRIPT loads the script and runs it once more.

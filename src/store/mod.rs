@@ -67,8 +67,8 @@ pub enum StoreError {
     Corrupt(String),
     /// The `Idempotency-Key` was first used for a different request (task `task_id`); nothing
     /// was enqueued.
-    #[error("the idempotency key was used for a different request (task {task_id})")]
-    IdempotencyConflict { task_id: String },
+    #[error("the idempotency key was used for a different request (task {task_id:?})")]
+    IdempotencyConflict { task_id: Option<String> },
 }
 
 impl From<ConnectError> for StoreError {
@@ -93,14 +93,21 @@ pub struct Store {
 pub struct BookkeepingCaps {
     pub outcome_bucket_bytes: u64,
     pub idempotency_bucket_bytes: u64,
+    /// Cluster mode: the idempotency keys' quarter is shared with their claims.
+    pub claim_bucket_bytes: u64,
 }
 
 impl BookkeepingCaps {
     pub fn from_budget(bytes: u64, shards: usize) -> Self {
         let per_shard = bytes / shards.max(1) as u64;
+        let (idempotency, claims) = match shards {
+            0 | 1 => (per_shard / 4, 0),
+            _ => (per_shard / 8, per_shard / 8),
+        };
         Self {
             outcome_bucket_bytes: (per_shard / 4 * 3 / BUCKETS as u64).max(1),
-            idempotency_bucket_bytes: (per_shard / 4 / BUCKETS as u64).max(1),
+            idempotency_bucket_bytes: (idempotency / BUCKETS as u64).max(1),
+            claim_bucket_bytes: (claims / BUCKETS as u64).max(1),
         }
     }
 }

@@ -8,7 +8,7 @@ use redis::AsyncCommands;
 
 use crate::domain::{now_ms, Op, TaskStatus, WriteRequest};
 
-use super::lua::{eval, Lua, APPLY, ENQUEUE, ENQUEUE_FREEING_DELETE, TIDY_TOMBSTONES};
+use super::lua::{eval, Lua, APPLY, CLAIM, ENQUEUE, ENQUEUE_FREEING_DELETE, LOOKUP_IDEMPOTENCY, TIDY_TOMBSTONES};
 
 /// Tombstones one tidy call looks at, and calls per trim: up to 100,000 a trim.
 const TIDY_BATCH: u64 = 5000;
@@ -106,6 +106,9 @@ impl Store {
             task.push_fields(&mut cmd);
             cmd
         };
+        if !token.is_empty() && self.shards.len() > 1 {
+            self.claim_idempotency_key(token, &fingerprint, shard.shard).await?;
+        }
         let reply = if token.is_empty() {
             // Nothing to check first: one XADD is the whole enqueue (it fails whole, or adds).
             let mut cmd = redis::cmd("XADD");
@@ -131,7 +134,7 @@ impl Store {
         let id =
             task_id_of(&stream_id, shard.shard).ok_or_else(|| StoreError::Corrupt(format!("stream id {stream_id}")))?;
         if duplicate == 2 {
-            return Err(StoreError::IdempotencyConflict { task_id: id });
+            return Err(StoreError::IdempotencyConflict { task_id: Some(id) });
         }
         Ok(Enqueued {
             task_id: id,
@@ -141,6 +144,30 @@ impl Store {
             shard: shard.shard,
             generation,
         })
+    }
+
+    /// Cluster mode: claims `token` in its own shard for this request (key shard `shard`,
+    /// `fingerprint`); a token the claim names for a different request is a conflict, with that
+    /// request's task when its shard still knows it.
+    async fn claim_idempotency_key(&self, token: &str, fingerprint: &str, shard: usize) -> Result<(), StoreError> {
+        let home = self.shards.of(token);
+        let mut cmd = CLAIM.call(home.claims.keys.len());
+        cmd.arg(&home.claims.keys).arg(token).arg(fingerprint).arg(shard).arg(self.caps.claim_bucket_bytes);
+        let ((first_shard, first_fingerprint), _): ((usize, String), u64) =
+            self.run(|mut c| async move { eval(&mut c, &CLAIM, &cmd).await }).await?;
+        if first_fingerprint == fingerprint {
+            return Ok(());
+        }
+        let other = self.shard(first_shard)?;
+        let mut cmd = LOOKUP_IDEMPOTENCY.call(other.idempotency.keys.len());
+        cmd.arg(&other.idempotency.keys).arg(token);
+        let (record, _): (Option<String>, u64) =
+            self.run(|mut c| async move { eval(&mut c, &LOOKUP_IDEMPOTENCY, &cmd).await }).await?;
+        let task_id = record
+            .as_deref()
+            .and_then(|r| r.split(' ').next())
+            .and_then(|stream_id| task_id_of(stream_id, first_shard));
+        Err(StoreError::IdempotencyConflict { task_id })
     }
 
     /// Queue figures summed over the shards.

@@ -165,7 +165,7 @@ impl Worker {
         let mut conn = None;
         while !*stop.borrow() {
             if conn.is_none() {
-                match self.prepare().await {
+                match self.prepare(shard).await {
                     Ok(c) => {
                         conn = Some(c);
                         backoff.reset();
@@ -216,11 +216,12 @@ impl Worker {
         }
     }
 
-    /// Opens the blocking connection (and outside a cluster learns its client id, to wake it on
-    /// stop) and makes sure the groups exist.
-    async fn prepare(&self) -> Result<(Connection, Option<u64>), StoreError> {
+    /// Opens the blocking connection for `shard` (and outside a cluster learns its client id,
+    /// to wake it on stop) and makes sure the groups exist.
+    async fn prepare(&self, shard: usize) -> Result<(Connection, Option<u64>), StoreError> {
         self.store.ensure_group().await?;
-        let mut conn = self.store.redis.dedicated(Some(BLOCK_RESPONSE_TIMEOUT)).await?;
+        let slot = self.store.shard(shard)?.slot;
+        let mut conn = self.store.redis.slot_reader(slot, BLOCK_RESPONSE_TIMEOUT).await?;
         if self.store.redis.is_cluster() {
             return Ok((conn, None));
         }

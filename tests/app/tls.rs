@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::support::redis_cluster::TestCluster;
 use crate::support::sentinel::{TestSentinel, MASTER_NAME};
 use crate::support::tls::{acl_rules, TestCerts};
 use crate::support::*;
@@ -362,4 +363,65 @@ async fn a_failing_certificate_is_logged_once_with_the_reason_not_per_retry() {
     assert!(!text.contains("server-pw"), "no password in the log");
     let recovered = lines.iter().filter(|l| l["message"] == "connected to redis again").count();
     assert_eq!(recovered, 1, "{text}");
+}
+
+/// Cluster mode over TLS (client port, cluster bus and replication), `default` off, each binary
+/// as its least-privilege user with exactly the documented rules: the rules cover the cluster's
+/// hash-tagged keys, the slot map, replica acknowledgement on each shard's master (`CLUSTER
+/// MYID` + `WAIT`), the Idempotency-Key claims, completions and the dead-letter commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_mode_works_over_tls_with_each_binary_as_its_least_privilege_user() {
+    let certs = TestCerts::generate();
+    let cluster = TestCluster::builder().tls(&certs).kvq_users().start();
+    let with_acks = |mut env: Vec<(&'static str, String)>| {
+        env.push(("KVQ__REDIS__MIN_REPLICAS_ACK", "1".into()));
+        env
+    };
+    let server_env = with_acks(cluster.kvq_env_as("kvq-server"));
+    let worker_env = with_acks(cluster.kvq_env_as("kvq-worker"));
+    let server = KvqProcess::server(&server_env);
+    let worker = KvqProcess::worker("w1", &worker_env);
+    let http = server.http(Duration::from_secs(20));
+    http.wait_status("/readyz", 200, Duration::from_secs(20)).await;
+    worker.http(Duration::from_secs(10)).wait_status("/readyz", 200, Duration::from_secs(20)).await;
+
+    // Writes to keys on several shards, each confirmed by its shard master's replica.
+    let keys: Vec<String> = (0..12).map(|i| format!("tls-{i}")).collect();
+    for k in &keys {
+        let r = http.put(k, k, "?wait=10").await;
+        assert_eq!(r.status(), 200, "{k}: {:?}", r.text().await);
+    }
+    let shards: std::collections::BTreeSet<usize> = keys.iter().map(|k| kvq::store::shard_of(k, 16)).collect();
+    assert!(shards.len() > 4, "the keys spread over the shards: {shards:?}");
+    let list = body(http.get("/v1/keys?prefix=tls-").await).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), keys.len(), "{list}");
+    let idem = [("Idempotency-Key", "tls-token")];
+    let first = http.put_json("tls-idem", serde_json::json!({"value": "1"}), "", &idem).await;
+    assert_eq!(first.status(), 202);
+    let again = http.put_json("tls-idem", serde_json::json!({"value": "1"}), "", &idem).await;
+    assert_eq!(body(first).await["task_id"], body(again).await["task_id"]);
+
+    // A poisoned key's write is dead-lettered, listed and replayed by the worker CLI as its user.
+    let data_key = kvq::store::Shards::cluster("kvq", 16).of("tls-poison").data("tls-poison");
+    let mut c = cluster.client().get_connection().unwrap();
+    let () = redis::cmd("SET").arg(&data_key).arg("oops").query(&mut c).unwrap();
+    let r = http.put("tls-poison", "payload", "?wait=15").await;
+    assert_eq!(body(r).await["task"]["status"], "failed");
+    let cli_env: Vec<(String, String)> = worker_env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let list = worker_cli(&cli_env, &["dead-letters", "list"]);
+    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+    let listed = String::from_utf8_lossy(&list.stdout).to_string();
+    assert!(listed.contains("\"replayable\":true"), "{listed}");
+    let () = redis::cmd("DEL").arg(&data_key).query(&mut c).unwrap();
+    let replay = worker_cli(&cli_env, &["dead-letters", "replay", "--all"]);
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    eventually(Duration::from_secs(10), "the replayed write applies", || async {
+        http.holds("tls-poison", "payload").await.then_some(())
+    })
+    .await;
+    let worker_http = worker.http(Duration::from_secs(10));
+    for h in [&http, &worker_http] {
+        let metrics = h.get("/metrics").await.text().await.unwrap();
+        assert!(metrics.lines().any(|l| l == "kvq_redis_up 1"), "{metrics}");
+    }
 }

@@ -10,26 +10,32 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::process::{free_port_on_loopbacks, loopback, wait_until, which};
-use super::redis_server::TestRedis;
+use super::redis_server::{TestRedis, HARNESS_USER};
+use super::tls::{acl_rules, TestCerts};
+
+/// The kvq ACL users of `ClusterBuilder::kvq_users` and their passwords.
+pub const KVQ_USERS: [(&str, &str); 2] = [("kvq-server", "server-pw"), ("kvq-worker", "worker-pw")];
 
 /// How long a node may be unreachable before the others mark it failed: short, so failovers
 /// take seconds.
 pub const NODE_TIMEOUT_MS: u64 = 1000;
 
 /// How to start a `TestCluster`: `TestCluster::builder().masters(3).replicas(1).start()`.
-pub struct ClusterBuilder {
+pub struct ClusterBuilder<'a> {
     masters: usize,
     replicas: usize,
     password: Option<String>,
+    tls: Option<&'a TestCerts>,
+    kvq_users: bool,
 }
 
-impl Default for ClusterBuilder {
+impl Default for ClusterBuilder<'_> {
     fn default() -> Self {
-        Self { masters: 3, replicas: 1, password: None }
+        Self { masters: 3, replicas: 1, password: None, tls: None, kvq_users: false }
     }
 }
 
-impl ClusterBuilder {
+impl<'a> ClusterBuilder<'a> {
     /// Masters (default 3): the slot space is split evenly between them.
     pub fn masters(mut self, n: usize) -> Self {
         self.masters = n;
@@ -45,6 +51,20 @@ impl ClusterBuilder {
     /// `requirepass` on every node (and `masterauth`, so replicas can sync).
     pub fn password(mut self, password: &str) -> Self {
         self.password = Some(password.to_string());
+        self
+    }
+
+    /// TLS only, on the client port, the cluster bus and replication (`tls-cluster`,
+    /// `tls-replication`), with the certificates of `certs`.
+    pub fn tls(mut self, certs: &'a TestCerts) -> Self {
+        self.tls = Some(certs);
+        self
+    }
+
+    /// ACL users: `default` off, the kvq-server and kvq-worker users with the rules the chart
+    /// documents, and the harness's all-rights user (which the replicas replicate as).
+    pub fn kvq_users(mut self) -> Self {
+        self.kvq_users = true;
         self
     }
 
@@ -81,6 +101,15 @@ impl ClusterBuilder {
                 if let Some(pw) = &self.password {
                     b = b.password(pw).args(&["--masterauth", pw]);
                 }
+                if let Some(certs) = self.tls {
+                    b = b.tls(certs).args(&["--tls-cluster", "yes", "--tls-replication", "yes"]);
+                }
+                if self.kvq_users {
+                    b = b
+                        .acl_user("kvq-server", KVQ_USERS[0].1, &acl_rules("kvq-server", "kvq"))
+                        .acl_user("kvq-worker", KVQ_USERS[1].1, &acl_rules("kvq-worker", "kvq"))
+                        .args(&["--masteruser", HARNESS_USER.0, "--masterauth", HARNESS_USER.1]);
+                }
                 b.start()
             })
             .collect();
@@ -89,6 +118,8 @@ impl ClusterBuilder {
             masters: self.masters,
             replicas: self.replicas,
             password: self.password,
+            ca: self.tls.map(TestCerts::ca),
+            kvq_users: self.kvq_users,
             killed_slots: HashMap::new(),
         };
         cluster.create(&port_s);
@@ -103,6 +134,10 @@ pub struct TestCluster {
     pub masters: usize,
     pub replicas: usize,
     pub password: Option<String>,
+    /// With TLS: the CA that signed the nodes' certificates.
+    pub ca: Option<std::path::PathBuf>,
+    /// With ACL users (`ClusterBuilder::kvq_users`).
+    pub kvq_users: bool,
     /// The slots each killed master served when it was killed (what its replica takes over).
     killed_slots: HashMap<usize, Vec<RangeInclusive<u16>>>,
 }
@@ -135,7 +170,7 @@ impl NodeLine {
 }
 
 impl TestCluster {
-    pub fn builder() -> ClusterBuilder {
+    pub fn builder<'a>() -> ClusterBuilder<'a> {
         ClusterBuilder::default()
     }
 
@@ -148,6 +183,12 @@ impl TestCluster {
         let mut cmd = Command::new(which("redis-cli"));
         if let Some(pw) = &self.password {
             cmd.args(["-a", pw, "--no-auth-warning"]);
+        }
+        if self.kvq_users {
+            cmd.args(["--user", HARNESS_USER.0, "--pass", HARNESS_USER.1, "--no-auth-warning"]);
+        }
+        if let Some(ca) = &self.ca {
+            cmd.arg("--tls").arg("--cacert").arg(ca);
         }
         cmd.arg("--cluster").arg("create");
         cmd.args((0..self.nodes.len()).map(|i| format!("{}:{port}", loopback(i))));
@@ -214,15 +255,36 @@ impl TestCluster {
         if let Some(pw) = &self.password {
             env.push(("KVQ__REDIS__PASSWORD", pw.clone()));
         }
+        if let Some(ca) = &self.ca {
+            env.push(("KVQ__REDIS__TLS", "true".into()));
+            env.push(("KVQ__REDIS__TLS_CA_FILE", ca.display().to_string()));
+        }
+        env
+    }
+
+    /// `kvq_env` as one of the kvq ACL users (`kvq-server` or `kvq-worker`).
+    pub fn kvq_env_as(&self, user: &str) -> Vec<(&'static str, String)> {
+        let (_, password) = KVQ_USERS.iter().find(|(u, _)| *u == user).unwrap_or_else(|| panic!("no ACL user {user}"));
+        let mut env = self.kvq_env();
+        env.push(("KVQ__REDIS__USERNAME", user.to_string()));
+        env.push(("KVQ__REDIS__PASSWORD", password.to_string()));
         env
     }
 
     /// A cluster client of redis-rs (seeds: every node), for the harness's own reads and writes.
     pub fn client(&self) -> redis::cluster::ClusterClient {
-        let urls: Vec<String> = self.seeds().iter().map(|a| format!("redis://{a}")).collect();
+        let scheme = if self.ca.is_some() { "rediss" } else { "redis" };
+        let urls: Vec<String> = self.seeds().iter().map(|a| format!("{scheme}://{a}")).collect();
         let mut b = redis::cluster::ClusterClientBuilder::new(urls);
         if let Some(pw) = &self.password {
             b = b.password(pw);
+        }
+        if self.kvq_users {
+            b = b.username(HARNESS_USER.0).password(HARNESS_USER.1);
+        }
+        if let Some(ca) = &self.ca {
+            let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(std::fs::read(ca).unwrap()) };
+            b = b.tls(redis::TlsMode::Secure).certs(certs);
         }
         b.build().unwrap()
     }

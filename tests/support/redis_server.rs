@@ -38,7 +38,7 @@ pub struct AclUser {
 
 /// The user the harness itself connects as when ACL users are configured (the `default` user
 /// is off then): every right, so assertions can inspect anything.
-const HARNESS_USER: (&str, &str) = ("harness", "harness-pw");
+pub const HARNESS_USER: (&str, &str) = ("harness", "harness-pw");
 
 impl RedisBuilder {
     /// The address to bind (default 127.0.0.1).
