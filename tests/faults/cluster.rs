@@ -1,4 +1,4 @@
-//! Redis Cluster fault tests: a real 3 masters x 1 replica cluster on loopback
+//! Redis Cluster fault tests: a real cluster of 3 masters with 1 or 2 replicas each on loopback
 //! (`support::redis_cluster`), the real kvq binaries in cluster mode with `MIN_REPLICAS_ACK=1`
 //! under write load, kill -9 of a master and resharding of queue shards.
 //! Each prints its figures; `cargo test --test faults cluster -- --nocapture` shows them.
