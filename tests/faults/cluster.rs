@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 
-use crate::support::load::{assert_latest_within, assert_no_lost_writes_within, lost_writes, Load, LoadLog};
+use crate::support::load::{
+    assert_latest_within, assert_no_lost_writes_within, lost_writes, stale_writes, Load, LoadLog,
+};
 use crate::support::redis_cluster::{field, TestCluster};
 use crate::support::*;
 
@@ -305,4 +307,91 @@ fn keys_in_slot_list(cluster: &TestCluster, i: usize, slot: u16) -> Vec<String> 
 /// MOVED, ASK and TRYAGAIN answers node `i` gave.
 fn redirects(cluster: &TestCluster, i: usize) -> u64 {
     ["MOVED", "ASK", "TRYAGAIN"].iter().map(|c| errors_answered(cluster, i, c)).sum()
+}
+
+/// A worker frozen (SIGSTOP) with tasks in hand while each writer keeps overwriting its one key:
+/// newer writes of the same keys are applied by the other worker, which later reclaims the
+/// frozen worker's older tasks. Each must end as superseded, never overwriting a newer write;
+/// thawed, the frozen worker's late applies change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_frozen_with_tasks_in_hand_is_overtaken_and_every_key_keeps_its_last_write() {
+    let cluster = TestCluster::start();
+    let mut env = app_env(&cluster);
+    // Long enough that the load is stopped before the frozen worker's tasks are reclaimed.
+    env.push(("KVQ__WORKER__CLAIM_IDLE_MS", "3000".into()));
+    let (server, workers, http) = start_app(&env).await;
+    let load = Load::start_overwriting(&http, "overtaken", 8, 1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let streams: Vec<(usize, String)> = cluster
+        .masters_now()
+        .into_keys()
+        .flat_map(|m| stream_keys(&cluster, m).into_iter().filter(|k| k.ends_with(":tasks")).map(move |k| (m, k)))
+        .collect();
+    assert!(!streams.is_empty(), "the load created task streams");
+
+    // Frozen while it holds entries it has not applied (held still after a moment: an apply
+    // already sent would have acknowledged them).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let held = loop {
+        workers[0].signal("STOP");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let held = pending_on(&cluster, &streams, "w1");
+        if held > 0 {
+            break held;
+        }
+        workers[0].signal("CONT");
+        assert!(Instant::now() < deadline, "the worker never held pending tasks");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let before = load.log().writes;
+    eventually(Duration::from_secs(10), "newer writes of the same keys", || async {
+        (load.log().writes >= before + 24).then_some(())
+    })
+    .await;
+    let log = load.stop().await;
+    eventually(Duration::from_secs(20), "the frozen worker's tasks reclaimed and applied", || async {
+        let depth = http.try_get_text("/metrics").await.and_then(|(_, t)| {
+            t.lines().find_map(|l| l.strip_prefix("kvq_queue_depth ")).and_then(|v| v.trim().parse::<u64>().ok())
+        });
+        (pending_on(&cluster, &streams, "w1") == 0 && depth == Some(0)).then_some(())
+    })
+    .await;
+    let stale = stale_writes(&http, &log.last_acked).await;
+    assert!(stale.is_empty(), "older tasks overwrote newer writes: {stale:?}");
+
+    // Thawed, the frozen worker applies what it held: redeliveries that change nothing.
+    workers[0].signal("CONT");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stale = stale_writes(&http, &log.last_acked).await;
+    assert!(stale.is_empty(), "the thawed worker's late applies overwrote newer writes: {stale:?}");
+    let m = scrape(&workers[1].url("/metrics")).await;
+    let superseded = m.get("kvq_tasks_finished_total{status=\"superseded\"}").unwrap_or(0.0);
+    assert!(superseded >= 1.0, "the reclaimed tasks met newer writes of their keys:\n{}", m.text);
+    println!(
+        "cluster worker overtaken: {held} tasks held by the frozen worker, reclaimed by the other; {} writes of {} keys \
+         acknowledged, each key ends at its last one; the other worker finished {} as superseded",
+        log.writes,
+        log.last_acked.len(),
+        superseded,
+    );
+    drop(server);
+}
+
+/// Entries of kvq's group pending on `consumer` over every task stream.
+fn pending_on(cluster: &TestCluster, streams: &[(usize, String)], consumer: &str) -> usize {
+    streams
+        .iter()
+        .map(|(m, stream)| {
+            let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+                .arg(stream)
+                .arg("kvq-workers")
+                .arg("-")
+                .arg("+")
+                .arg(10_000)
+                .arg(consumer)
+                .query(&mut cluster.conn(*m))
+                .unwrap_or_default();
+            pending.len()
+        })
+        .sum()
 }
