@@ -15,7 +15,7 @@ from .http import Http, first_ready_ms, wait_ready
 from .procs import CpuWatch, free_port, proc_mem
 from .figures import balance, cpu_us_per_write
 from .redis import (count_keys, make_certs, redis_benchmark, redis_counters, start_cluster, start_redis,
-                    start_sentinel_set, start_tls_redis)
+                    start_sentinel_set, start_tls_redis, top_commands)
 from .soak import bounded, soak
 from .wrk import burst, run_wrk
 
@@ -366,7 +366,8 @@ def cpu_segment(ctx, label, ports, prefix):
         net = max(0.0, cpu - idle * secs)
         masters.append({"port": port, "cpu_s": round(cpu, 4), "idle_cpu_per_s": round(idle, 5),
                          "net_cpu_s": round(net, 4), "seconds": round(secs, 2), "tasks": a["xadd"] - b["xadd"],
-                         "writes": writes, "cpu_us_per_write": cpu_us_per_write(net, writes)})
+                         "writes": writes, "cpu_us_per_write": cpu_us_per_write(net, writes),
+                         "top_commands": top_commands(b["commands"], a["commands"])})
     ctx.results["raw"][label]["redis"] = masters
     return d, masters
 

@@ -136,10 +136,28 @@ def command_calls(info, command):
     return 0
 
 
+def command_stats(info):
+    """{command: (calls, usec)} of every command in INFO commandstats fields."""
+    out = {}
+    for k, v in info.items():
+        if k.startswith("cmdstat_"):
+            parts = dict(p.split("=", 1) for p in v.split(",") if "=" in p)
+            out[k[len("cmdstat_"):]] = (int(parts.get("calls", 0)), int(parts.get("usec", 0)))
+    return out
+
+
 def redis_counters(port):
-    """The counters a cluster-phase segment takes differences of: CPU seconds and XADD calls."""
+    """The counters a cluster-phase segment takes differences of: CPU seconds, XADD calls and
+    every command's calls and time (where a Redis spends its CPU)."""
     info = info_fields(redis_cli(port, "INFO", "cpu") + redis_cli(port, "INFO", "commandstats"))
-    return {"cpu_s": cpu_seconds(info), "xadd": command_calls(info, "xadd")}
+    return {"cpu_s": cpu_seconds(info), "xadd": command_calls(info, "xadd"), "commands": command_stats(info)}
+
+
+def top_commands(before, after, n=8):
+    """The `n` commands that took the most time between two `command_stats`: {name: [calls, usec]}."""
+    delta = {c: [calls - before.get(c, (0, 0))[0], usec - before.get(c, (0, 0))[1]]
+             for c, (calls, usec) in after.items()}
+    return dict(sorted(((c, d) for c, d in delta.items() if d[0] > 0), key=lambda x: -x[1][1])[:n])
 
 
 def count_keys(port, pattern, timeout=120):

@@ -4,7 +4,7 @@ import unittest
 
 from kvqbench.http import parse_metrics, queue_depth_of
 from kvqbench.procs import parse_proc_status
-from kvqbench.redis import command_calls, cpu_seconds, info_fields, parse_redis_benchmark
+from kvqbench.redis import command_calls, command_stats, cpu_seconds, info_fields, parse_redis_benchmark, top_commands
 
 METRICS = """# HELP kvq_queue_depth Tasks accepted and not yet applied.
 # TYPE kvq_queue_depth gauge
@@ -82,6 +82,13 @@ class RedisInfo(unittest.TestCase):
         self.assertEqual(command_calls(f, "xadd"), 1200)
         self.assertEqual(command_calls(f, "evalsha"), 300)
         self.assertEqual(command_calls(f, "xreadgroup"), 0)
+
+    def test_where_the_time_went(self):
+        before = command_stats(info_fields(INFO))
+        self.assertEqual(before, {"xadd": (1200, 9000), "evalsha": (300, 90000)})
+        after = {"xadd": (1300, 9600), "evalsha": (310, 93000), "ping": (5, 2), "get": (0, 0)}
+        self.assertEqual(top_commands(before, after), {"evalsha": [10, 3000], "xadd": [100, 600], "ping": [5, 2]})
+        self.assertEqual(top_commands(before, after, n=1), {"evalsha": [10, 3000]})
 
 
 class RedisBenchmark(unittest.TestCase):
