@@ -90,8 +90,8 @@ impl KeySpace {
 pub struct Shards {
     pub prefix: String,
     pub done_channel: String,
-    /// Records the shard count in cluster mode (in shard 0's slot), so that a second
-    /// deployment with another count is refused instead of reading the wrong shards.
+    /// Records the shard count in cluster mode (`{P:layout}`, a name that does not depend on the
+    /// count), so that a process with another count is refused instead of using other shards.
     pub layout: Option<String>,
     shards: Vec<KeySpace>,
 }
@@ -113,7 +113,8 @@ impl Shards {
         Self {
             prefix: prefix.to_string(),
             done_channel: format!("{prefix}:done"),
-            layout: Some(format!("{}:layout", shards[0].base)),
+            // Tagged by the prefix alone: the same key whatever the shard count.
+            layout: Some(format!("{{{prefix}:layout}}")),
             shards,
         }
     }
@@ -142,12 +143,13 @@ impl Shards {
     }
 }
 
-/// The shard of `key` among `n`.
+/// The shard of `key` among `n`: from the high bits of its CRC-16 (the low bits of CRC-16 spread
+/// keys that differ only in their last characters unevenly over a few shards).
 pub fn shard_of(key: &str, n: usize) -> usize {
     if n <= 1 {
         return 0;
     }
-    usize::from(crc16(key.as_bytes())) % n
+    (u64::from(crc16(key.as_bytes())) * n as u64 >> 16) as usize
 }
 
 /// Shard `i`'s hash tag: `{P:i:salt}` with the smallest salt that puts it in the `i`-th of `n`
@@ -214,13 +216,16 @@ mod tests {
 
     #[test]
     fn keys_spread_over_the_shards() {
-        let mut counts = [0u32; 16];
-        for i in 0..16_000 {
-            counts[shard_of(&format!("user:{i}"), 16)] += 1;
+        for pattern in ["user:", "k", "bench-"] {
+            let mut counts = [0u32; 16];
+            for i in 0..2_000 {
+                counts[shard_of(&format!("{pattern}{i}"), 16)] += 1;
+            }
+            let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+            assert!(f64::from(*min) / f64::from(*max) > 0.85, "{pattern}: {counts:?}");
         }
-        let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
-        assert!(*min > 900 && *max < 1100, "{counts:?}");
         assert_eq!(shard_of("anything", 1), 0);
+        assert!((0..1000).all(|i| shard_of(&format!("{i}"), 3) < 3));
     }
 
     #[test]

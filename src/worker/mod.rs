@@ -182,8 +182,17 @@ impl Worker {
                     }
                 }
             }
-            // Read only when a batch can start at once, so no task is held unstarted.
-            let Ok(permit) = permits.clone().acquire_owned().await else { return };
+            // With one stream: read only when a batch can start at once, so no task is held
+            // unstarted. With a stream per shard, idle blocking reads must not hold the permits
+            // (there may be more shards than permits, and reclaim needs them too): each loop
+            // takes one once it has a batch, so it holds at most one batch unstarted.
+            let early = match self.store.shards.len() {
+                1 => match permits.clone().acquire_owned().await {
+                    Ok(p) => Some(p),
+                    Err(_) => return,
+                },
+                _ => None,
+            };
             let (c, client_id) = conn.as_mut().expect("connected above");
             let read = {
                 let read = self.store.read_new(c, shard, &self.consumer, BATCH, BLOCK_MS);
@@ -206,7 +215,16 @@ impl Worker {
             };
             match read {
                 Ok(batch) if batch.is_empty() => {}
-                Ok(batch) => self.spawn_batch(batch, permit, stop.clone()),
+                Ok(batch) => {
+                    let permit = match early {
+                        Some(p) => p,
+                        None => match permits.clone().acquire_owned().await {
+                            Ok(p) => p,
+                            Err(_) => return,
+                        },
+                    };
+                    self.spawn_batch(batch, permit, stop.clone());
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the task stream failed; reconnecting");
                     conn = None;
@@ -236,22 +254,26 @@ impl Worker {
                 _ = tokio::time::sleep(period) => {}
                 _ = stop.changed() => return,
             }
-            match self.reclaim_step().await {
-                Ok(claimed) => {
-                    if !claimed.is_empty() {
-                        tracing::info!(
-                            tasks = claimed.tasks.len(),
-                            malformed = claimed.malformed.len(),
-                            "reclaimed idle entries"
-                        );
-                        let Ok(permit) = permits.clone().acquire_owned().await else { return };
-                        self.spawn_batch(claimed, permit, stop.clone());
+            // Every shard each round: one batch from each that has idle entries.
+            for shard in 0..self.store.shards.len() {
+                match self.reclaim_shard(shard).await {
+                    Ok(claimed) => {
+                        if !claimed.is_empty() {
+                            tracing::info!(
+                                shard,
+                                tasks = claimed.tasks.len(),
+                                malformed = claimed.malformed.len(),
+                                "reclaimed idle entries"
+                            );
+                            let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                            self.spawn_batch(claimed, permit, stop.clone());
+                        }
                     }
+                    Err(StoreError::Redis(e)) if e.to_string().contains("NOGROUP") => {
+                        let _ = self.store.ensure_group().await;
+                    }
+                    Err(e) => tracing::debug!(shard, error = %e, "reclaim failed"),
                 }
-                Err(StoreError::Redis(e)) if e.to_string().contains("NOGROUP") => {
-                    let _ = self.store.ensure_group().await;
-                }
-                Err(e) => tracing::debug!(error = %e, "reclaim failed"),
             }
         }
     }
