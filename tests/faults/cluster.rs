@@ -270,4 +270,3 @@ fn keys_in_slot_list(cluster: &TestCluster, i: usize, slot: u16) -> Vec<String> 
 fn redirects(cluster: &TestCluster, i: usize) -> u64 {
     ["MOVED", "ASK", "TRYAGAIN"].iter().map(|c| errors_answered(cluster, i, c)).sum()
 }
-

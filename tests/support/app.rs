@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::http::HttpClient;
 use super::process::{eventually, free_port, ChildProcess};
+use super::redis_cluster::TestCluster;
 use super::redis_server::TestRedis;
 
 /// Logs to stderr when `TEST_LOG` is set.
@@ -104,6 +105,21 @@ pub async fn spawn_app_with(redis: &TestRedis, workers: usize, extra: &[(&str, &
     init_test_log();
     let settings = test_settings(&redis.url(), extra);
     spawn_app_settings(settings, workers).await
+}
+
+/// Settings for an app in cluster mode against `cluster` (its `kvq_env`), on free loopback ports.
+pub fn cluster_settings(cluster: &TestCluster, extra: &[(&str, &str)]) -> Settings {
+    let mut env: Vec<(&str, String)> = cluster.kvq_env();
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // The URL is not used in cluster mode; the nodes are.
+    test_settings("redis://127.0.0.1:1", &env)
+}
+
+/// Starts a server and `workers` workers in cluster mode against `cluster`.
+pub async fn spawn_cluster_app(cluster: &TestCluster, workers: usize, extra: &[(&str, &str)]) -> TestApp {
+    init_test_log();
+    spawn_app_settings(cluster_settings(cluster, extra), workers).await
 }
 
 /// A server and `workers` workers against `redis` (TLS settings from it), each binary as its own
