@@ -32,14 +32,14 @@ const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
 
 /// The Redis a local run starts: `KVQ_TEST_REDIS` is `standalone` (the default) or `cluster`.
 enum LocalRedis {
-    Standalone(TestRedis),
+    Standalone(Box<TestRedis>),
     Cluster(TestCluster),
 }
 
 impl LocalRedis {
     fn start() -> Self {
         match std::env::var("KVQ_TEST_REDIS").unwrap_or_default().trim() {
-            "" | "standalone" => Self::Standalone(TestRedis::start()),
+            "" | "standalone" => Self::Standalone(Box::new(TestRedis::start())),
             "cluster" => Self::Cluster(tokio::task::block_in_place(TestCluster::start)),
             other => panic!("KVQ_TEST_REDIS={other}: expected standalone or cluster"),
         }
