@@ -9,6 +9,7 @@ mod api;
 mod auth;
 mod autoscaling;
 mod browser;
+mod cluster;
 mod hostile;
 mod metrics;
 mod outage;
