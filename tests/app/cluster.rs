@@ -18,9 +18,9 @@ use kvq::store::{stream_id_of, task_id_of, Shards, StreamTask, GROUP};
 /// Keys named `{prefix}{n}` (n = 0, 1, ...) until every shard holds `per_shard` of them; by shard.
 fn keys_on_every_shard(shards: &Shards, prefix: &str, per_shard: usize) -> Vec<Vec<String>> {
     let mut by_shard = vec![Vec::new(); shards.len()];
-    for n in 0.. {
+    for n in 0..100_000 {
         if by_shard.iter().all(|k: &Vec<String>| k.len() >= per_shard) {
-            break;
+            return by_shard;
         }
         let key = format!("{prefix}{n}");
         let shard = &mut by_shard[shards.of(&key).shard];
@@ -28,7 +28,8 @@ fn keys_on_every_shard(shards: &Shards, prefix: &str, per_shard: usize) -> Vec<V
             shard.push(key);
         }
     }
-    by_shard
+    let counts: Vec<usize> = by_shard.iter().map(Vec::len).collect();
+    panic!("100,000 keys do not spread over the shards: {counts:?} of {prefix}*")
 }
 
 /// The shard and acceptance order (stream id) a task id names.
