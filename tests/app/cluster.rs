@@ -498,3 +498,35 @@ async fn tasks_listing_and_idempotency_keys_keep_their_contract_across_shards() 
     }
     app.stop().await;
 }
+/// A worker started with another `tasks.shards` than the data in the cluster was written with
+/// refuses to work on it: it says which count to set, and writes nothing of its own layout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_another_shard_count_refuses_the_cluster_s_data_and_says_why() {
+    let cluster = tokio::task::block_in_place(TestCluster::start);
+    let app = spawn_cluster_app(&cluster, 1, &[]).await;
+    let shards = app.store.shards.clone();
+    assert_eq!(app.put("before", "x", "?wait=5").await.status(), 200);
+    let mut c = cluster_conn(&cluster).await;
+    let layout = shards.layout.clone().unwrap();
+    let recorded: Option<u64> = c.get(&layout).await.unwrap();
+    assert_eq!(recorded, Some(16), "the shard count is recorded");
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("worker.log");
+    let mut env = cluster.kvq_env();
+    env.push(("KVQ__TASKS__SHARDS", "8".into()));
+    let _wrong = KvqProcess::worker_logged("wrong", &env, &log);
+    eventually(Duration::from_secs(15), "the worker to say which shard count the data needs", || async {
+        let text = std::fs::read_to_string(&log).ok()?;
+        (text.contains("tasks.shards=16") && text.contains("KVQ__TASKS__SHARDS=16")).then_some(())
+    })
+    .await;
+    let eight = Shards::cluster(&shards.prefix, 8);
+    for shard in eight.all().iter().filter(|s| shards.all().iter().all(|t| t.base != s.base)) {
+        let exists: bool = c.exists(&shard.stream).await.unwrap();
+        assert!(!exists, "the refused worker created {}", shard.stream);
+    }
+    let recorded: Option<u64> = c.get(&layout).await.unwrap();
+    assert_eq!(recorded, Some(16));
+    app.stop().await;
+}
