@@ -41,6 +41,9 @@ bash scripts/fuzz-api.sh
 step "cargo test (unit; app: API, auth, TLS and ACL, queue, outage, storage, metrics, alerting, pages, browser; chart: render, contract, alerts, dashboard, release packaging, workflow pins; faults: HA, chart pods in sentinel and cluster mode)"
 cargo test --all-targets --no-fail-fast -- --test-threads="${KVQ_TEST_THREADS:-4}"
 
+step "API contract in cluster mode: the black-box API suite against kvq on a 6-node Redis Cluster (3 masters x 1 replica)"
+KVQ_TEST_REDIS=cluster cargo test --test app remote_api -- --test-threads=2
+
 step "benchmark suite: unit tests, then a smoke run of every phase on the debug binaries cargo test built"
 python3 -m unittest discover -s bench -p 'test_*.py'
 bash bench/run.sh --smoke --no-build --bin-dir "${CARGO_TARGET_DIR:-target}/debug"

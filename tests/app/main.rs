@@ -9,6 +9,7 @@ mod api;
 mod auth;
 mod autoscaling;
 mod browser;
+mod cluster;
 mod cluster_idempotency;
 mod hostile;
 mod metrics;

@@ -7,7 +7,10 @@
 //! ```
 //!
 //! Without `KVQ_TEST_URL` every test starts its own `redis-server` and an in-process server with
-//! two workers, so CI runs exactly the same suite. Keys live under a unique
+//! two workers, so CI runs exactly the same suite. With `KVQ_TEST_REDIS=cluster` (and no
+//! `KVQ_TEST_URL`) every test starts a Redis Cluster of 3 masters x 1 replica instead, and the
+//! server and workers run in cluster mode: the same contract, with the keys spread over the
+//! queue shards. Keys live under a unique
 //! `remote-test-<uuid>/` prefix per test and are deleted at the end (also when a test fails).
 //!
 //! Optional: `KVQ_TEST_MAX_VALUE_BYTES=<n>` tells the suite the deployment's
@@ -21,10 +24,39 @@ use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::support::http::delete_from_drop;
-use crate::support::{assert_problem, spawn_app, HttpClient, TestApp, TestRedis};
+use crate::support::redis_cluster::TestCluster;
+use crate::support::{assert_problem, spawn_app, spawn_cluster_app, HttpClient, TestApp, TestRedis};
 
 /// Default `limits.max_value_bytes` (README "Configuration").
 const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
+
+/// The Redis a local run starts: `KVQ_TEST_REDIS` is `standalone` (the default) or `cluster`.
+enum LocalRedis {
+    Standalone(Box<TestRedis>),
+    Cluster(TestCluster),
+}
+
+impl LocalRedis {
+    fn start() -> Self {
+        match std::env::var("KVQ_TEST_REDIS").unwrap_or_default().trim() {
+            "" | "standalone" => Self::Standalone(Box::new(TestRedis::start())),
+            "cluster" => Self::Cluster(tokio::task::block_in_place(TestCluster::start)),
+            other => panic!("KVQ_TEST_REDIS={other}: expected standalone or cluster"),
+        }
+    }
+
+    /// The app under test against it: a server and two workers.
+    async fn spawn_app(&self) -> TestApp {
+        match self {
+            Self::Standalone(redis) => spawn_app(redis, 2).await,
+            Self::Cluster(cluster) => {
+                let app = spawn_cluster_app(cluster, 2, &[]).await;
+                assert!(app.store.shards.len() > 1, "cluster mode spreads the keys over several queue shards");
+                app
+            }
+        }
+    }
+}
 
 /// What the tests talk to: a remote deployment, or a local Redis + app started for this test.
 struct Target {
@@ -35,7 +67,7 @@ struct Target {
     max_value_bytes: Option<usize>,
     remote: bool,
     // Declared after everything else: dropped last, once the keys are cleaned up.
-    _local: Option<(TestApp, TestRedis)>,
+    _local: Option<(TestApp, LocalRedis)>,
 }
 
 impl Target {
@@ -70,8 +102,8 @@ impl Target {
                 }
             }
             None => {
-                let redis = TestRedis::start();
-                let app = spawn_app(&redis, 2).await;
+                let redis = LocalRedis::start();
+                let app = redis.spawn_app().await;
                 Self {
                     http: HttpClient::with_client(&app.base, client),
                     prefix,

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::http::HttpClient;
 use super::process::{eventually, free_port, ChildProcess};
+use super::redis_cluster::TestCluster;
 use super::redis_server::TestRedis;
 
 /// Logs to stderr when `TEST_LOG` is set.
@@ -104,6 +105,21 @@ pub async fn spawn_app_with(redis: &TestRedis, workers: usize, extra: &[(&str, &
     init_test_log();
     let settings = test_settings(&redis.url(), extra);
     spawn_app_settings(settings, workers).await
+}
+
+/// Settings for an app in cluster mode against `cluster` (its `kvq_env`), on free loopback ports.
+pub fn cluster_settings(cluster: &TestCluster, extra: &[(&str, &str)]) -> Settings {
+    let mut env: Vec<(&str, String)> = cluster.kvq_env();
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // The URL is not used in cluster mode; the nodes are.
+    test_settings("redis://127.0.0.1:1", &env)
+}
+
+/// Starts a server and `workers` workers in cluster mode against `cluster`.
+pub async fn spawn_cluster_app(cluster: &TestCluster, workers: usize, extra: &[(&str, &str)]) -> TestApp {
+    init_test_log();
+    spawn_app_settings(cluster_settings(cluster, extra), workers).await
 }
 
 /// A server and `workers` workers against `redis` (TLS settings from it), each binary as its own
@@ -195,6 +211,36 @@ impl TestApp {
         }
     }
 
+    /// Queues `n` sets of `key` straight into its shard's task stream (pipelined `XADD`s of
+    /// entries as the server writes them): a backlog in one shard only.
+    pub async fn queue_backlog_of_key(&self, key: &str, n: usize) {
+        let mut c = self.store.redis.dedicated(None).await.unwrap();
+        let shard = self.store.shards.of(key).clone();
+        for start in (0..n).step_by(5000) {
+            let mut pipe = redis::pipe();
+            for j in start..(start + 5000).min(n) {
+                let task = kvq::store::StreamTask {
+                    shard: shard.shard,
+                    stream_id: String::new(),
+                    task_id: String::new(),
+                    op: kvq::domain::Op::Set,
+                    key: key.to_string(),
+                    value: format!("v{j}"),
+                    ttl_ms: None,
+                    if_match: None,
+                    if_none_match: false,
+                    notify: false,
+                };
+                let xadd = pipe.cmd("XADD").arg(&shard.stream).arg("*");
+                for (name, value) in task.fields() {
+                    xadd.arg(name).arg(value);
+                }
+                xadd.ignore();
+            }
+            let () = pipe.query_async(&mut c).await.unwrap();
+        }
+    }
+
     /// Waits until no task is queued or pending.
     pub async fn drain(&self, timeout: Duration) {
         eventually(timeout, "the queue to drain", || async {
@@ -229,6 +275,13 @@ impl KvqProcess {
         let mut env = env.to_vec();
         env.push(("KVQ__WORKER__CONSUMER_NAME", consumer.to_string()));
         Self::spawn(env!("CARGO_BIN_EXE_kvq-worker"), "KVQ__WORKER__BIND", &env, None)
+    }
+
+    /// A `kvq-worker` whose log (stderr, JSON lines) goes to `log`.
+    pub fn worker_logged(consumer: &str, env: &[(&str, String)], log: &std::path::Path) -> Self {
+        let mut env = env.to_vec();
+        env.push(("KVQ__WORKER__CONSUMER_NAME", consumer.to_string()));
+        Self::spawn(env!("CARGO_BIN_EXE_kvq-worker"), "KVQ__WORKER__BIND", &env, Some(log))
     }
 
     /// A `kvq-server` whose log (stderr, JSON lines) goes to `log`.
@@ -331,4 +384,16 @@ impl KvqProcess {
         })
         .await
     }
+}
+
+/// Runs `kvq-worker args...` (e.g. `dead-letters list`) with `env` and returns its output.
+pub fn worker_cli(env: &[(&str, String)], args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kvq-worker"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("KVQ__LOG__FORMAT", "json")
+        .output()
+        .expect("run kvq-worker")
 }

@@ -482,6 +482,17 @@ impl TestCluster {
         );
     }
 
+    /// `XREADGROUP`s blocked in Redis now, waiting for entries, over every master.
+    pub fn blocked_reads(&self) -> usize {
+        self.masters_now()
+            .into_keys()
+            .map(|i| {
+                let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut self.conn(i)).unwrap();
+                clients.lines().filter(|l| l.contains("cmd=xreadgroup") && l.contains("flags=b")).count()
+            })
+            .sum()
+    }
+
     /// Keys held by each master now (`DBSIZE`).
     pub fn keys_per_master(&self) -> BTreeMap<usize, u64> {
         self.masters_now().into_keys().map(|i| (i, redis::cmd("DBSIZE").query(&mut self.conn(i)).unwrap())).collect()
