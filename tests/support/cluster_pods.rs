@@ -472,3 +472,41 @@ fn is_script_or_cluster(l: &str) -> bool {
 fn urlencode(s: &str) -> String {
     s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
+
+/// The rendered cluster-mode release: its Redis pods created and healthy, and its kvq-server
+/// and kvq-worker containers (real binaries, rendered env and config) against them with their
+/// probes passing. One render for both: the app must use the password the pods got.
+pub async fn cluster_set_with_app(values: &[&str]) -> (ClusterPods, super::chart::RunningApp, tempfile::TempDir) {
+    let m = super::chart::render(values, &[]);
+    let cl = tokio::task::block_in_place(|| {
+        let mut cl = ClusterPods::new(&m);
+        cl.start_all();
+        cl.wait_healthy(Duration::from_secs(60), "creation");
+        cl
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (port, n) = (cl.port, cl.n);
+    let mut app = super::chart::run_app_containers(&m, dir.path(), move |cfg| point_at_simulated_pods(cfg, port, n));
+    app.probes_pass(Duration::from_secs(30)).await;
+    (cl, app, dir)
+}
+
+/// Rewrites the rendered seed nodes (`kvq-redis-N.<headless>:6379`) to pod N's loopback
+/// address, checking the rest of the rendered cluster settings on the way.
+fn point_at_simulated_pods(cfg: &mut serde_yaml_ng::Value, port: u16, n: usize) {
+    assert_eq!(cfg["redis"]["mode"].as_str(), Some("cluster"));
+    assert_eq!(cfg["redis"]["min_replicas_ack"].as_u64(), Some(1), "a replica of the shard holds each write");
+    assert_eq!(cfg["tasks"]["shards"].as_u64(), Some(16));
+    let rewritten: Vec<serde_yaml_ng::Value> = cfg["redis"]["nodes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let host = s.as_str().unwrap().split(':').next().unwrap();
+            let ordinal: usize = host.split('.').next().unwrap().rsplit('-').next().unwrap().parse().unwrap();
+            format!("{}:{port}", addr(ordinal)).into()
+        })
+        .collect();
+    assert_eq!(rewritten.len(), n, "every pod is a seed");
+    cfg["redis"]["nodes"] = serde_yaml_ng::Value::Sequence(rewritten);
+}
