@@ -244,13 +244,6 @@ impl ClusterPods {
         }
     }
 
-    /// A rollout of pod i: preStop, SIGTERM, started again.
-    pub fn restart(&mut self, i: usize) {
-        self.run_prestop(i);
-        self.terminate(i);
-        self.start(i);
-    }
-
     /// Pod i's volume replaced by an empty one (a lost disk, a deleted PVC); the pod must be down.
     pub fn wipe_volume(&mut self, i: usize) {
         assert!(self.pods[i].is_none(), "pod {i} still runs");
