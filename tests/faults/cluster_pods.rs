@@ -11,7 +11,9 @@
 //!   3. all pods killed and started at once, their nodes.conf addresses stale (as after every
 //!      pod got a new IP): the cluster comes back with its data;
 //!   4. a master pod killed and its volume lost: its replica takes over and the pod, with a new
-//!      node id, rejoins as that master's replica; its old id is forgotten.
+//!      node id, rejoins as that master's replica; its old id is forgotten;
+//!   5. a fourth master by the chart README's steps: an upgrade to 8 pods, whose new pods the
+//!      scripts leave alone, then redis-cli add-node and rebalance; the data stays.
 //!
 //! A second test runs the rendered production-cluster kvq-server and kvq-worker containers
 //! (real binaries, rendered env and config, seed nodes mapped to the simulated pods) and
@@ -89,7 +91,11 @@ fn cluster_scripts_create_rejoin_and_keep_every_acknowledged_write() {
     assert_eq!(master_of(&layout, killed), heir, "the old master rejoins as its replica's replica: {layout:?}");
     acked.extend(cl.write_acked(&layout, "after-failover", 100));
 
-    // 3. Every pod killed, every address in nodes.conf stale, all started at once.
+    // 3. Every pod killed, every address in nodes.conf stale, all started at once. Both copies
+    //    of every write die together here, so what counts is the disk: the AOF is fsynced once a
+    //    second (appendfsync everysec), and a kill of every copy within that second loses it on
+    //    any Redis. The writes above get that second.
+    std::thread::sleep(Duration::from_millis(1500));
     let t = Instant::now();
     cl.kill_all();
     cl.make_addresses_stale();
@@ -129,8 +135,60 @@ fn cluster_scripts_create_rejoin_and_keep_every_acknowledged_write() {
         assert!(cl.nodes(i).iter().all(|n| n.id != old_id), "pod {i} still knows the old id {old_id}");
     }
     assert_eq!(cl.wrong_values(&acked), Vec::<String>::new(), "writes lost with the volume");
-    let more = cl.write_acked(&layout, "after-empty-volume", 100);
-    assert_eq!(cl.wrong_values(&more), Vec::<String>::new(), "writes to the cluster after the rejoin");
+    acked.extend(cl.write_acked(&layout, "after-empty-volume", 100));
+
+    // 5. A fourth master, by the chart README's steps ("Scaling the number of shards"): the
+    //    upgrade adds two pods, which the scripts leave alone; redis-cli joins them and moves
+    //    a share of the slots, with the data, to the new master.
+    let t = Instant::now();
+    let pw = format!("redis.auth.password={}", cl.password);
+    cl.grow(&render(&["values/production-cluster.yaml"], &["redis.cluster.masters=4", &pw]));
+    assert_eq!(cl.n, 8);
+    cl.start(6);
+    cl.start(7);
+    std::thread::sleep(Duration::from_secs(3));
+    for i in [6, 7] {
+        assert_eq!(cl.info(i, "cluster_known_nodes").as_deref(), Some("1"), "pod {i} joined by itself\n{}", cl.logs());
+        assert!(cl.probe(i, "readinessProbe").is_err(), "pod {i} is not ready before it is a member");
+    }
+    cl.redis_cli(&["--cluster", "add-node", &cl.node_addr(6), &cl.node_addr(0)]);
+    let new_master = cl.nodes(6).into_iter().find(|n| n.flags.contains("myself")).unwrap().id;
+    // As the README says: wait until the node redis-cli reads the cluster from knows the new
+    // master and every node agrees (redis-cli checks that before it adds).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(cl.nodes(0).iter().any(|n| n.id == new_master)
+        && cl.redis_cli_ok(&["--cluster", "check", &cl.node_addr(0)]))
+    {
+        assert!(Instant::now() < deadline, "the nodes never agreed on the new master\n{}", cl.logs());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    cl.redis_cli(&[
+        "--cluster",
+        "add-node",
+        &cl.node_addr(7),
+        &cl.node_addr(0),
+        "--cluster-slave",
+        "--cluster-master-id",
+        &new_master,
+    ]);
+    // Until the rebalance the new master owns nothing, and stays a master.
+    std::thread::sleep(Duration::from_secs(3));
+    let me = cl.nodes(6).into_iter().find(|n| n.flags.contains("myself")).unwrap();
+    assert!(me.is_master() && me.slots() == 0, "pod 6 before the rebalance: {me:?}\n{}", cl.logs());
+    // The new nodes accept slots once they see the cluster as up (a second or so after joining).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while [6, 7].iter().any(|&i| cl.info(i, "cluster_state").as_deref() != Some("ok")) {
+        assert!(Instant::now() < deadline, "the new nodes never saw the cluster up\n{}", cl.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    cl.redis_cli(&["--cluster", "rebalance", &cl.node_addr(0), "--cluster-use-empty-masters"]);
+    let layout = cl.wait_healthy(Duration::from_secs(60), "a fourth master");
+    eprintln!("a fourth master joined and rebalanced in {:?}: {layout:?}", t.elapsed());
+    assert_eq!(layout.get(&6), Some(&vec![7]), "pod 6 a master with pod 7 its replica: {layout:?}");
+    assert!(cl.dbsize(6).unwrap() > 0, "keys moved to the new master");
+    assert_eq!(cl.wrong_values(&acked), Vec::<String>::new(), "writes lost in the rebalance");
+    let more = cl.write_acked(&layout, "after-rebalance", 100);
+    assert_eq!(cl.wrong_values(&more), Vec::<String>::new(), "writes to the grown cluster");
 }
 
 /// The rolling restart of the first test end to end, through the rendered kvq containers: the

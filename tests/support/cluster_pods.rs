@@ -70,6 +70,8 @@ pub struct ClusterPods {
     // Fields drop in order: the pods' processes are killed before their directories go.
     pods: Vec<Option<ChildProcess>>,
     dir: tempfile::TempDir,
+    /// Directories of later renders (`grow`): their scripts and password files.
+    renders: Vec<tempfile::TempDir>,
     /// Pods in the rendered StatefulSet: masters x (1 + replicas per master).
     pub n: usize,
     pub masters: usize,
@@ -143,6 +145,7 @@ impl ClusterPods {
         ClusterPods {
             pods: (0..n).map(|_| None).collect(),
             dir,
+            renders: Vec::new(),
             n,
             masters: n / (1 + replicas_per_master),
             replicas_per_master,
@@ -154,6 +157,42 @@ impl ClusterPods {
             probes,
             prestop,
         }
+    }
+
+    /// A `helm upgrade` to a render with more pods (`redis.cluster.masters` raised, the same
+    /// password): pods started from now on get its scripts and env; the running ones keep
+    /// theirs (a rollout would only give them the longer peer list).
+    pub fn grow(&mut self, m: &Manifests) {
+        let mut next = ClusterPods::new(m);
+        assert!(next.n > self.n, "{} pods, had {}", next.n, self.n);
+        assert_eq!(next.password, self.password, "render the upgrade with the same password");
+        self.pods.resize_with(next.n, || None);
+        (self.n, self.masters, self.replicas_per_master) = (next.n, next.masters, next.replicas_per_master);
+        self.scripts = next.scripts.clone();
+        self.env = std::mem::take(&mut next.env);
+        self.probes = std::mem::take(&mut next.probes);
+        self.prestop = std::mem::take(&mut next.prestop);
+        let dir = std::mem::replace(&mut next.dir, tempfile::tempdir().unwrap());
+        self.renders.push(dir);
+    }
+
+    /// `redis-cli ARGS` as an operator runs it (the password in REDISCLI_AUTH); its output.
+    pub fn redis_cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli").args(args).env("REDISCLI_AUTH", &self.password).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "redis-cli {args:?}: {text}");
+        text
+    }
+
+    /// Whether `redis-cli ARGS` exits 0.
+    pub fn redis_cli_ok(&self, args: &[&str]) -> bool {
+        let out = Command::new("redis-cli").args(args).env("REDISCLI_AUTH", &self.password).output().unwrap();
+        out.status.success()
+    }
+
+    /// `ip:port` of pod i.
+    pub fn node_addr(&self, i: usize) -> String {
+        format!("{}:{}", addr(i), self.port)
     }
 
     fn pod_dir(&self, i: usize) -> PathBuf {
