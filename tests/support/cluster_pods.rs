@@ -70,6 +70,8 @@ pub struct ClusterPods {
     // Fields drop in order: the pods' processes are killed before their directories go.
     pods: Vec<Option<ChildProcess>>,
     dir: tempfile::TempDir,
+    /// Directories of later renders (`grow`): their scripts and password files.
+    renders: Vec<tempfile::TempDir>,
     /// Pods in the rendered StatefulSet: masters x (1 + replicas per master).
     pub n: usize,
     pub masters: usize,
@@ -143,6 +145,7 @@ impl ClusterPods {
         ClusterPods {
             pods: (0..n).map(|_| None).collect(),
             dir,
+            renders: Vec::new(),
             n,
             masters: n / (1 + replicas_per_master),
             replicas_per_master,
@@ -154,6 +157,42 @@ impl ClusterPods {
             probes,
             prestop,
         }
+    }
+
+    /// A `helm upgrade` to a render with more pods (`redis.cluster.masters` raised, the same
+    /// password): pods started from now on get its scripts and env; the running ones keep
+    /// theirs (a rollout would only give them the longer peer list).
+    pub fn grow(&mut self, m: &Manifests) {
+        let mut next = ClusterPods::new(m);
+        assert!(next.n > self.n, "{} pods, had {}", next.n, self.n);
+        assert_eq!(next.password, self.password, "render the upgrade with the same password");
+        self.pods.resize_with(next.n, || None);
+        (self.n, self.masters, self.replicas_per_master) = (next.n, next.masters, next.replicas_per_master);
+        self.scripts = next.scripts.clone();
+        self.env = std::mem::take(&mut next.env);
+        self.probes = std::mem::take(&mut next.probes);
+        self.prestop = std::mem::take(&mut next.prestop);
+        let dir = std::mem::replace(&mut next.dir, tempfile::tempdir().unwrap());
+        self.renders.push(dir);
+    }
+
+    /// `redis-cli ARGS` as an operator runs it (the password in REDISCLI_AUTH); its output.
+    pub fn redis_cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli").args(args).env("REDISCLI_AUTH", &self.password).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "redis-cli {args:?}: {text}");
+        text
+    }
+
+    /// Whether `redis-cli ARGS` exits 0.
+    pub fn redis_cli_ok(&self, args: &[&str]) -> bool {
+        let out = Command::new("redis-cli").args(args).env("REDISCLI_AUTH", &self.password).output().unwrap();
+        out.status.success()
+    }
+
+    /// `ip:port` of pod i.
+    pub fn node_addr(&self, i: usize) -> String {
+        format!("{}:{}", addr(i), self.port)
     }
 
     fn pod_dir(&self, i: usize) -> PathBuf {
@@ -242,13 +281,6 @@ impl ClusterPods {
         if let Some(mut p) = self.pods[i].take() {
             p.terminate();
         }
-    }
-
-    /// A rollout of pod i: preStop, SIGTERM, started again.
-    pub fn restart(&mut self, i: usize) {
-        self.run_prestop(i);
-        self.terminate(i);
-        self.start(i);
     }
 
     /// Pod i's volume replaced by an empty one (a lost disk, a deleted PVC); the pod must be down.
@@ -471,4 +503,42 @@ fn is_script_or_cluster(l: &str) -> bool {
 
 fn urlencode(s: &str) -> String {
     s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
+/// The rendered cluster-mode release: its Redis pods created and healthy, and its kvq-server
+/// and kvq-worker containers (real binaries, rendered env and config) against them with their
+/// probes passing. One render for both: the app must use the password the pods got.
+pub async fn cluster_set_with_app(values: &[&str]) -> (ClusterPods, super::chart::RunningApp, tempfile::TempDir) {
+    let m = super::chart::render(values, &[]);
+    let cl = tokio::task::block_in_place(|| {
+        let mut cl = ClusterPods::new(&m);
+        cl.start_all();
+        cl.wait_healthy(Duration::from_secs(60), "creation");
+        cl
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (port, n) = (cl.port, cl.n);
+    let mut app = super::chart::run_app_containers(&m, dir.path(), move |cfg| point_at_simulated_pods(cfg, port, n));
+    app.probes_pass(Duration::from_secs(30)).await;
+    (cl, app, dir)
+}
+
+/// Rewrites the rendered seed nodes (`kvq-redis-N.<headless>:6379`) to pod N's loopback
+/// address, checking the rest of the rendered cluster settings on the way.
+fn point_at_simulated_pods(cfg: &mut serde_yaml_ng::Value, port: u16, n: usize) {
+    assert_eq!(cfg["redis"]["mode"].as_str(), Some("cluster"));
+    assert_eq!(cfg["redis"]["min_replicas_ack"].as_u64(), Some(1), "a replica of the shard holds each write");
+    assert_eq!(cfg["tasks"]["shards"].as_u64(), Some(16));
+    let rewritten: Vec<serde_yaml_ng::Value> = cfg["redis"]["nodes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let host = s.as_str().unwrap().split(':').next().unwrap();
+            let ordinal: usize = host.split('.').next().unwrap().rsplit('-').next().unwrap().parse().unwrap();
+            format!("{}:{port}", addr(ordinal)).into()
+        })
+        .collect();
+    assert_eq!(rewritten.len(), n, "every pod is a seed");
+    cfg["redis"]["nodes"] = serde_yaml_ng::Value::Sequence(rewritten);
 }

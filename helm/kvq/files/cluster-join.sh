@@ -12,9 +12,10 @@
 #   - knows only itself, ordinal 0, and every pod answers knowing only itself with no slot and
 #     no key: a fresh install. It creates the cluster (redis-cli --cluster create, masters
 #     first, CLUSTER_REPLICAS_PER_MASTER replicas each, every pod by its address).
-#   - a master without slots that knows other nodes (a join interrupted by a restart) for
-#     ORPHAN_WAIT seconds while every slot is assigned: replicates as above. The wait leaves
-#     a running creation its time to send its own CLUSTER REPLICATE.
+#   - a master without slots that knows other nodes: with the marker DATA_DIR/rejoining, which
+#     the empty-volume case leaves until it replicates, a rejoin interrupted by a restart: it
+#     replicates as above. Without it (a node being created, or a pod added by scaling that an
+#     operator joins with redis-cli --cluster add-node and rebalances) it is left alone.
 # Anything else (peers down, a cluster being created) is waited out, with a log line every
 # 30 s. Pods added beyond the cluster created are not joined: see the chart README, "Scaling
 # the number of shards".
@@ -25,7 +26,6 @@
 #   CLUSTER_BUS_PORT             [16379]
 #   CLUSTER_REPLICAS_PER_MASTER  replicas of each master at creation [1]
 #   CLUSTER_CREATE_TIMEOUT       seconds the creation may take [120]
-#   ORPHAN_WAIT                  seconds before a master without slots replicates [30]
 set -u
 SCRIPT_NAME=cluster-join
 # shellcheck source=redis-lib.sh
@@ -34,7 +34,6 @@ SCRIPT_NAME=cluster-join
 : "${CLUSTER_BUS_PORT:=16379}"
 : "${CLUSTER_REPLICAS_PER_MASTER:=1}"
 : "${CLUSTER_CREATE_TIMEOUT:=120}"
-: "${ORPHAN_WAIT:=30}"
 if [ -z "${POD_IP:-}" ]; then POD_IP=$(resolve_host "$ANNOUNCE_HOST"); fi
 
 alive() { [ -z "$REDIS_PID" ] || kill -0 "$REDIS_PID" 2>/dev/null; }
@@ -112,8 +111,7 @@ until [ "$(rcli "$LOCAL_ADDR" PING 2>/dev/null)" = "PONG" ]; do
   sleep 1
 done
 MY_ID=$(rcli "$LOCAL_ADDR" CLUSTER MYID 2>/dev/null | tr -d '\r')
-orphan=0
-joining=0
+marker="$DATA_DIR/rejoining"
 view=$LOCAL_ADDR
 n=0
 while alive; do
@@ -122,6 +120,7 @@ while alive; do
   known=$(cluster_info "$LOCAL_ADDR" cluster_known_nodes)
   myslots=$(cluster_nodes "$LOCAL_ADDR" | awk '$3 ~ /myself/ { print NF - 8 }')
   if [ "$role" = "slave" ] || { [ "$role" = "master" ] && [ "${myslots:-0}" -gt 0 ]; }; then
+    rm -f "$marker"
     log "member of the cluster as $role ($known nodes known)"
     exit 0
   fi
@@ -129,20 +128,17 @@ while alive; do
     if seed=$(seed_knowing_me); then
       seed_ip=$(resolve_host "$seed")
       log "$seed knows this pod under another node id (empty volume): meeting the cluster as $MY_ID"
+      : > "$marker"
       rcli "$LOCAL_ADDR" CLUSTER MEET "$seed_ip" "$REDIS_PORT" "$CLUSTER_BUS_PORT" > /dev/null 2>&1
-      joining=1
       view=$seed
     elif [ "$ORDINAL" = "0" ]; then
       all=1
       for h in $PEER_HOSTS; do fresh "$h" || { all=0; break; }; done
       if [ "$all" = 1 ]; then create_cluster || log "cluster creation failed; retrying"; fi
     fi
-  elif [ "$role" = "master" ]; then
-    # Knows others, owns no slot: a join of ours in progress, or one interrupted by a restart.
-    orphan=$((orphan + 1))
-    if [ "$joining" = 1 ] || { [ "$orphan" -ge "$ORPHAN_WAIT" ] && [ "$(cluster_info "$LOCAL_ADDR" cluster_slots_assigned)" = "16384" ]; }; then
-      replicate_neediest "$view" || true
-    fi
+  elif [ "$role" = "master" ] && [ -f "$marker" ]; then
+    # Knows others, owns no slot: a rejoin of ours in progress, or one interrupted by a restart.
+    replicate_neediest "$view" || true
   fi
   if [ $((n % 30)) -eq 0 ]; then log "not a member yet (role ${role:-?}, $known nodes known)"; fi
   sleep 1
