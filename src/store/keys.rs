@@ -149,7 +149,7 @@ pub fn shard_of(key: &str, n: usize) -> usize {
     if n <= 1 {
         return 0;
     }
-    (u64::from(crc16(key.as_bytes())) * n as u64 >> 16) as usize
+    ((u64::from(crc16(key.as_bytes())) * n as u64) >> 16) as usize
 }
 
 /// Shard `i`'s hash tag: `{P:i:salt}` with the smallest salt that puts it in the `i`-th of `n`
