@@ -253,15 +253,7 @@ impl Redis {
                 name: format!("slot {slot}"),
                 why: "no master serves it in the cluster's slot map".into(),
             })?;
-            let s = &self.inner.settings;
-            let target = Target {
-                host: &host,
-                port,
-                tls: s.tls,
-                username: s.username.as_deref(),
-                password: s.password.as_ref().map(|p| p.expose()),
-            };
-            let client = tls::client(s, &target)?;
+            let client = self.server_client(&host, port)?;
             Ok(Connection::Single(self.connect(&client, Some(response_timeout)).await?))
         })
         .await
@@ -309,19 +301,25 @@ impl Redis {
         Ok(self.connect_master(Some(RESPONSE_TIMEOUT)).await?.0)
     }
 
+    /// A client for one Redis server (not a sentinel) with kvq's TLS setting and credentials.
+    fn server_client(&self, host: &str, port: u16) -> Result<redis::Client, TlsError> {
+        let s = &self.inner.settings;
+        let target = Target {
+            host,
+            port,
+            tls: s.tls,
+            username: s.username.as_deref(),
+            password: s.password.as_ref().map(|p| p.expose()),
+        };
+        tls::client(s, &target)
+    }
+
     async fn first_cluster_node(&self) -> Result<ConnectionInfo, ConnectError> {
         let s = &self.inner.settings;
         let mut why = ConnectError::NoMaster { name: "cluster".into(), why: "no node configured".into() };
         for node in &s.nodes {
             let (host, port) = parse_host_port(node).expect("validated at start");
-            let target = Target {
-                host: &host,
-                port,
-                tls: s.tls,
-                username: s.username.as_deref(),
-                password: s.password.as_ref().map(|p| p.expose()),
-            };
-            let client = tls::client(s, &target)?;
+            let client = self.server_client(&host, port)?;
             match self.connect(&client, Some(RESPONSE_TIMEOUT)).await {
                 Ok(_) => return Ok(client.get_connection_info().clone()),
                 Err(e) => why = e,
@@ -416,14 +414,7 @@ impl Redis {
                 continue;
             }
             tried.push(addr.clone());
-            let target = Target {
-                host: &addr.0,
-                port: addr.1,
-                tls: s.tls,
-                username: s.username.as_deref(),
-                password: s.password.as_ref().map(|p| p.expose()),
-            };
-            let client = tls::client(s, &target)?;
+            let client = self.server_client(&addr.0, addr.1)?;
             match self.connect(&client, response_timeout).await {
                 Ok(conn) => return Ok((client.get_connection_info().clone(), conn)),
                 Err(e) => {
