@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::chart::{b64decode, strings, Manifests};
+use super::pods::pod_env;
 use super::process::{free_port_on_loopbacks, loopback, ChildProcess};
 
 /// Pod `i`'s address (and, in this simulation, its stable hostname).
@@ -201,32 +202,8 @@ impl ClusterPods {
 
     /// Pod i's env: the rendered one plus what Kubernetes would provide.
     fn env(&self, i: usize) -> Vec<(String, String)> {
-        let pd = self.pod_dir(i);
-        let mut env: Vec<(String, String)> = self
-            .env
-            .iter()
-            .map(|(k, v)| {
-                let v = match k.as_str() {
-                    "DATA_DIR" => pd.join("data").to_str().unwrap().to_string(),
-                    "CONF_DIR" => pd.join("run").to_str().unwrap().to_string(),
-                    "REDIS_PORT" => self.port.to_string(),
-                    "CLUSTER_BUS_PORT" => self.bus_port.to_string(),
-                    _ => v.clone(),
-                };
-                (k.clone(), v)
-            })
-            .collect();
-        let peers: Vec<String> = (0..self.n).map(addr).collect();
-        env.extend([
-            ("POD_NAME".into(), format!("kvq-redis-{i}")),
-            ("POD_IP".into(), addr(i)),
-            ("ANNOUNCE_HOST".into(), addr(i)),
-            ("PEER_HOSTS".into(), peers.join(" ")),
-            ("LOCAL_ADDR".into(), addr(i)),
-            ("BIND_ADDRESS".into(), addr(i)),
-            ("PATH".into(), std::env::var("PATH").unwrap()),
-        ]);
-        env
+        let ports = [("REDIS_PORT", self.port), ("CLUSTER_BUS_PORT", self.bus_port)];
+        pod_env(&self.env, &self.pod_dir(i), i, self.n, &ports, &[("POD_IP", addr(i))])
     }
 
     /// Runs a rendered exec command (`sh /scripts/...`) with pod i's env.

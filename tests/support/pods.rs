@@ -272,30 +272,8 @@ impl ChartPods {
 
     /// The env one container of pod `i` gets: rendered env + what Kubernetes would provide.
     fn env(&self, i: usize, base: &[(String, String)]) -> Vec<(String, String)> {
-        let pd = self.pod_dir(i);
-        let mut env: Vec<(String, String)> = base
-            .iter()
-            .map(|(k, v)| {
-                let v = match k.as_str() {
-                    "DATA_DIR" => pd.join("data").to_str().unwrap().to_string(),
-                    "CONF_DIR" => pd.join("run").to_str().unwrap().to_string(),
-                    "REDIS_PORT" => self.endpoints.redis_port.to_string(),
-                    "SENTINEL_PORT" => self.endpoints.sentinel_port.to_string(),
-                    _ => v.clone(),
-                };
-                (k.clone(), v)
-            })
-            .collect();
-        let peers: Vec<String> = (0..self.n).map(addr).collect();
-        env.extend([
-            ("POD_NAME".into(), format!("kvq-redis-{i}")),
-            ("ANNOUNCE_HOST".into(), addr(i)),
-            ("PEER_HOSTS".into(), peers.join(" ")),
-            ("LOCAL_ADDR".into(), addr(i)),
-            ("BIND_ADDRESS".into(), addr(i)),
-            ("PATH".into(), std::env::var("PATH").unwrap()),
-        ]);
-        env
+        let ports = [("REDIS_PORT", self.endpoints.redis_port), ("SENTINEL_PORT", self.endpoints.sentinel_port)];
+        pod_env(base, &self.pod_dir(i), i, self.n, &ports, &[])
     }
 
     fn spawn(&self, i: usize, script: &str, base: &[(String, String)], log: &str) -> ChildProcess {
@@ -746,4 +724,39 @@ pub fn tls_acl_values(dir: &std::path::Path) -> PathBuf {
     let path = dir.join("tls-acl-values.yaml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// A simulated pod's env: the rendered `base` with its data and config directories and `ports`
+/// replaced, plus what Kubernetes would provide: the pod's name, its stable hostname and the
+/// peers' (loopback addresses here), its address, and `extra`.
+pub fn pod_env(
+    base: &[(String, String)],
+    pod_dir: &std::path::Path,
+    i: usize,
+    n: usize,
+    ports: &[(&str, u16)],
+    extra: &[(&str, String)],
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = base
+        .iter()
+        .map(|(k, v)| {
+            let v = match k.as_str() {
+                "DATA_DIR" => pod_dir.join("data").to_str().unwrap().to_string(),
+                "CONF_DIR" => pod_dir.join("run").to_str().unwrap().to_string(),
+                name => ports.iter().find(|(p, _)| *p == name).map_or_else(|| v.clone(), |(_, port)| port.to_string()),
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    let peers: Vec<String> = (0..n).map(addr).collect();
+    env.extend([
+        ("POD_NAME".into(), format!("kvq-redis-{i}")),
+        ("ANNOUNCE_HOST".into(), addr(i)),
+        ("PEER_HOSTS".into(), peers.join(" ")),
+        ("LOCAL_ADDR".into(), addr(i)),
+        ("BIND_ADDRESS".into(), addr(i)),
+        ("PATH".into(), std::env::var("PATH").unwrap()),
+    ]);
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    env
 }
