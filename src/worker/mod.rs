@@ -92,7 +92,7 @@ pub struct Worker {
     max_attempts: u32,
     tombstone_ms: u64,
     metrics: Arc<Metrics>,
-    /// Stream ids this process is working on, so its own reclaim does not run them twice.
+    /// Entries this process is working on, so its own reclaim does not run them twice.
     in_flight: Arc<Mutex<HashSet<EntryId>>>,
     /// Per shard: where the next reclaim scan of its pending list starts (`0-0`: from the
     /// beginning).
