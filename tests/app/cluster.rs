@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 
+use crate::queue::{assert_key_ends_at_its_last_accepted_write, Accepted};
 use crate::support::redis_cluster::TestCluster;
 use crate::support::*;
 use kvq::domain::{Op, TaskStatus};
@@ -100,8 +101,6 @@ async fn writers_on_every_shard_end_at_each_key_s_last_accepted_write_and_every_
             accepted
         }));
     }
-    /// (acceptance order, value, task id) of one accepted write
-    type Accepted = ((u64, u64), String, String);
     let mut by_key: BTreeMap<String, Vec<Accepted>> = BTreeMap::new();
     for w in writers {
         for (key, value, id) in w.await.unwrap() {
@@ -114,24 +113,7 @@ async fn writers_on_every_shard_end_at_each_key_s_last_accepted_write_and_every_
 
     let mut shards_written = BTreeSet::new();
     for (key, mut writes) in by_key {
-        writes.sort();
-        let (_, last_value, last_id) = writes.last().unwrap();
-        assert_eq!(
-            app.value_of(&key).await.as_deref(),
-            Some(last_value.as_str()),
-            "{key} ends at its last accepted write"
-        );
-        let mut last_version = 0;
-        for (_, _, id) in &writes {
-            let t = app.store.get_task(id).await.unwrap().unwrap();
-            assert!(matches!(t.status, TaskStatus::Applied | TaskStatus::Superseded), "{t:?}");
-            if t.status == TaskStatus::Applied {
-                let v = t.version.unwrap();
-                assert!(v > last_version, "{key}: versions increase in acceptance order");
-                last_version = v;
-            }
-        }
-        assert_eq!(app.store.get_task(last_id).await.unwrap().unwrap().status, TaskStatus::Applied, "{key}");
+        assert_key_ends_at_its_last_accepted_write(&app, &key, &mut writes).await;
         shards_written.insert(shards.of(&key).shard);
     }
     // Every shard's own stream carried tasks: the keys really spread.

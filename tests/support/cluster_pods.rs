@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::chart::{b64decode, strings, Manifests};
-use super::pods::pod_env;
+use super::pods::{pod_env, to_pod_addresses};
 use super::process::{free_port_on_loopbacks, loopback, ChildProcess};
 
 /// Pod `i`'s address (and, in this simulation, its stable hostname).
@@ -506,16 +506,7 @@ fn point_at_simulated_pods(cfg: &mut serde_yaml_ng::Value, port: u16, n: usize) 
     assert_eq!(cfg["redis"]["mode"].as_str(), Some("cluster"));
     assert_eq!(cfg["redis"]["min_replicas_ack"].as_u64(), Some(1), "a replica of the shard holds each write");
     assert_eq!(cfg["tasks"]["shards"].as_u64(), Some(16));
-    let rewritten: Vec<serde_yaml_ng::Value> = cfg["redis"]["nodes"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            let host = s.as_str().unwrap().split(':').next().unwrap();
-            let ordinal: usize = host.split('.').next().unwrap().rsplit('-').next().unwrap().parse().unwrap();
-            format!("{}:{port}", addr(ordinal)).into()
-        })
-        .collect();
+    let rewritten = to_pod_addresses(&cfg["redis"]["nodes"], port);
     assert_eq!(rewritten.len(), n, "every pod is a seed");
     cfg["redis"]["nodes"] = serde_yaml_ng::Value::Sequence(rewritten);
 }

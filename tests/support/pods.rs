@@ -698,16 +698,7 @@ fn point_at_simulated_sentinels(sentinel_port: u16) -> impl FnOnce(&mut serde_ya
     move |cfg| {
         assert_eq!(cfg["redis"]["mode"].as_str(), Some("sentinel"));
         assert_eq!(cfg["redis"]["min_replicas_ack"].as_u64(), Some(1));
-        let rewritten: Vec<serde_yaml_ng::Value> = cfg["redis"]["sentinels"]
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .map(|s| {
-                let host = s.as_str().unwrap().split(':').next().unwrap();
-                let ordinal: usize = host.split('.').next().unwrap().rsplit('-').next().unwrap().parse().unwrap();
-                format!("{}:{sentinel_port}", addr(ordinal)).into()
-            })
-            .collect();
+        let rewritten = to_pod_addresses(&cfg["redis"]["sentinels"], sentinel_port);
         assert_eq!(rewritten.len(), PODS);
         cfg["redis"]["sentinels"] = serde_yaml_ng::Value::Sequence(rewritten);
     }
@@ -759,4 +750,19 @@ pub fn pod_env(
     ]);
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
     env
+}
+
+/// Rendered pod addresses (`kvq-redis-N.<headless>:<port>`, a list) as pod N's loopback
+/// address with `port`.
+pub fn to_pod_addresses(rendered: &serde_yaml_ng::Value, port: u16) -> Vec<serde_yaml_ng::Value> {
+    rendered
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let host = s.as_str().unwrap().split(':').next().unwrap();
+            let ordinal: usize = host.split('.').next().unwrap().rsplit('-').next().unwrap().parse().unwrap();
+            format!("{}:{port}", addr(ordinal)).into()
+        })
+        .collect()
 }

@@ -72,31 +72,37 @@ async fn concurrent_writers_and_four_workers_end_at_the_last_accepted_write() {
     }
     app.drain(Duration::from_secs(30)).await;
 
-    /// (stream sequence, value, task id) of one accepted write
-    type Accepted = ((u64, u64), String, String);
     let mut by_key: HashMap<&str, Vec<Accepted>> = HashMap::new();
     for (key, value, id) in &all {
         by_key.entry(key).or_default().push((task_seq(id), value.clone(), id.clone()));
     }
     for (key, mut writes) in by_key {
-        writes.sort();
-        let (_, last_value, _) = writes.last().unwrap();
-        assert_eq!(app.value_of(key).await.as_deref(), Some(last_value.as_str()), "{key}");
-        // Applied writes, in acceptance order, have strictly increasing versions.
-        let mut last_version = 0;
-        for (_, _, id) in &writes {
-            let t = app.store.get_task(id).await.unwrap().unwrap();
-            assert!(matches!(t.status, TaskStatus::Applied | TaskStatus::Superseded), "{t:?}");
-            if t.status == TaskStatus::Applied {
-                let v = t.version.unwrap();
-                assert!(v > last_version, "versions must increase in acceptance order");
-                last_version = v;
-            }
-        }
-        let (_, _, last_id) = writes.last().unwrap();
-        assert_eq!(app.store.get_task(last_id).await.unwrap().unwrap().status, TaskStatus::Applied);
+        assert_key_ends_at_its_last_accepted_write(&app, key, &mut writes).await;
     }
     app.stop().await;
+}
+
+/// (acceptance order: the stream id's ms and sequence, value, task id) of one accepted write
+pub(crate) type Accepted = ((u64, u64), String, String);
+
+/// Once the queue has drained: `key` holds the value of its last accepted write, which is
+/// applied; every other write of it is applied or superseded, and the applied ones, in
+/// acceptance order, have strictly increasing versions.
+pub(crate) async fn assert_key_ends_at_its_last_accepted_write(app: &TestApp, key: &str, writes: &mut [Accepted]) {
+    writes.sort();
+    let (_, last_value, last_id) = writes.last().unwrap();
+    assert_eq!(app.value_of(key).await.as_deref(), Some(last_value.as_str()), "{key} ends at its last accepted write");
+    let mut last_version = 0;
+    for (_, _, id) in writes.iter() {
+        let t = app.store.get_task(id).await.unwrap().unwrap();
+        assert!(matches!(t.status, TaskStatus::Applied | TaskStatus::Superseded), "{t:?}");
+        if t.status == TaskStatus::Applied {
+            let v = t.version.unwrap();
+            assert!(v > last_version, "{key}: versions increase in acceptance order");
+            last_version = v;
+        }
+    }
+    assert_eq!(app.store.get_task(last_id).await.unwrap().unwrap().status, TaskStatus::Applied, "{key}");
 }
 
 #[tokio::test]
