@@ -39,15 +39,21 @@ pub enum Connection {
 
 impl Connection {
     /// Sends `pipe` to the master of `slot` in a cluster (its commands may name no key, or
-    /// none of that slot: `CLUSTER MYID` answers for that master), or to the one server.
-    pub async fn pipeline_on_slot(&mut self, pipe: &redis::Pipeline, slot: u16) -> Result<Vec<Value>, RedisError> {
+    /// none of that slot: `CLUSTER MYID` answers for that master), or to the one server, and
+    /// reads its replies as `T`.
+    pub async fn query_on_slot<T: redis::FromRedisValue>(
+        &mut self,
+        pipe: &redis::Pipeline,
+        slot: u16,
+    ) -> Result<T, RedisError> {
         match self {
             Connection::Single(c) => pipe.query_async(c).await,
             Connection::Cluster(c) => {
                 let route = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
                 let n = pipe.cmd_iter().count();
                 let values = c.route_pipeline(pipe.clone(), 0, n, route).await?;
-                values.into_iter().map(Value::extract_error).collect()
+                let values: Vec<Value> = values.into_iter().map(Value::extract_error).collect::<Result<_, _>>()?;
+                Ok(T::from_redis_value(Value::Array(values))?)
             }
         }
     }

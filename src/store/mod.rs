@@ -165,12 +165,8 @@ impl Store {
         let mut pipe = redis::pipe();
         pipe.add_command(cmd).cmd("CLUSTER").arg("MYID");
         let slot = shard.slot;
-        let ((reply, node), _): ((T, String), u64) = self
-            .run(|mut c| async move {
-                let values = c.pipeline_on_slot(&pipe, slot).await?;
-                Ok(redis::FromRedisValue::from_redis_value(redis::Value::Array(values))?)
-            })
-            .await?;
+        let ((reply, node), _): ((T, String), u64) =
+            self.run(|mut c| async move { c.query_on_slot(&pipe, slot).await }).await?;
         Ok((reply, node_generation(&node)))
     }
 
@@ -217,12 +213,21 @@ impl Store {
     /// idempotent). In cluster mode it also records the shard count, and refuses a different
     /// one: the same keys would map to other shards.
     pub async fn ensure_group(&self) -> Result<(), StoreError> {
+        self.ensure_groups(self.shards.all()).await
+    }
+
+    /// `ensure_group` for one shard: what a shard's read loop needs before it reads.
+    pub async fn ensure_shard_group(&self, shard: usize) -> Result<(), StoreError> {
+        self.ensure_groups(std::slice::from_ref(self.shard(shard)?)).await
+    }
+
+    async fn ensure_groups(&self, shards: &[KeySpace]) -> Result<(), StoreError> {
         self.check_layout().await?;
-        self.each_shard(|shard| {
+        futures_util::future::try_join_all(shards.iter().map(|shard| {
             let mut cmd = lua::ENSURE_GROUP.call(1);
             cmd.arg(&shard.stream).arg(GROUP);
             self.run(|mut c| async move { lua::eval::<u8>(&mut c, &lua::ENSURE_GROUP, &cmd).await })
-        })
+        }))
         .await?;
         if self.shards.layout.is_none() {
             // Best effort: a full Redis refuses the marker, and the worker must still start.
@@ -299,12 +304,7 @@ impl Store {
         let result: Result<(u32, Option<String>), RedisError> = if self.redis.is_cluster() {
             // the same node as the INCR: the master that holds the shard now
             pipe.cmd("CLUSTER").arg("MYID");
-            match ack.pipeline_on_slot(&pipe, shard.slot).await {
-                Ok(values) => redis::FromRedisValue::from_redis_value(redis::Value::Array(values))
-                    .map(|(_, got, node): (u64, u32, String)| (got, Some(node)))
-                    .map_err(RedisError::from),
-                Err(e) => Err(e),
-            }
+            ack.query_on_slot(&pipe, shard.slot).await.map(|(_, got, node): (u64, u32, String)| (got, Some(node)))
         } else {
             pipe.query_async::<(u32,)>(&mut ack).await.map(|(got,)| (got, None))
         };

@@ -235,9 +235,9 @@ impl Worker {
     }
 
     /// Opens the blocking connection for `shard` (and outside a cluster learns its client id,
-    /// to wake it on stop) and makes sure the groups exist.
+    /// to wake it on stop) and makes sure its group exists.
     async fn prepare(&self, shard: usize) -> Result<(Connection, Option<u64>), StoreError> {
-        self.store.ensure_group().await?;
+        self.store.ensure_shard_group(shard).await?;
         let slot = self.store.shard(shard)?.slot;
         let mut conn = self.store.redis.slot_reader(slot, BLOCK_RESPONSE_TIMEOUT).await?;
         if self.store.redis.is_cluster() {
