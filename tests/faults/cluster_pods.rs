@@ -28,7 +28,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::support::chart::render;
-use crate::support::cluster_pods::{cluster_set_with_app, ClusterPods, Layout};
+use crate::support::cluster_pods::{addr, cluster_set_with_app, ClusterPods, Layout};
 use crate::support::load::{assert_no_lost_writes_within, Load};
 use crate::support::which;
 
@@ -67,7 +67,7 @@ fn cluster_scripts_create_rejoin_and_keep_every_acknowledged_write() {
     for i in 0..cl.n {
         assert_eq!(cl.info(i, "cluster_slots_ok").as_deref(), Some("16384"), "pod {i} sees every slot served");
         let me = cl.nodes(i).into_iter().find(|n| n.flags.contains("myself")).unwrap();
-        assert_eq!(me.hostname, crate::support::cluster_pods::addr(i), "pod {i} announces its stable name");
+        assert_eq!(me.hostname, addr(i), "pod {i} announces its stable name");
     }
     acked.extend(cl.write_acked(&layout, "created", 300));
     for m in layout.keys() {
@@ -162,15 +162,15 @@ fn cluster_scripts_create_rejoin_and_keep_every_acknowledged_write() {
         assert!(Instant::now() < deadline, "the nodes never agreed on the new master\n{}", cl.logs());
         std::thread::sleep(Duration::from_millis(500));
     }
-    cl.redis_cli(&[
-        "--cluster",
-        "add-node",
-        &cl.node_addr(7),
-        &cl.node_addr(0),
-        "--cluster-slave",
-        "--cluster-master-id",
-        &new_master,
-    ]);
+    // The replica joins as an empty master and replicates the new one once gossip told it of
+    // it: `--cluster-slave` sends CLUSTER REPLICATE without waiting and failed "Unknown node".
+    cl.redis_cli(&["--cluster", "add-node", &cl.node_addr(7), &cl.node_addr(0)]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (host7, port) = (addr(7), cl.port.to_string());
+    while !cl.redis_cli(&["-h", &host7, "-p", &port, "CLUSTER", "REPLICATE", &new_master]).starts_with("OK") {
+        assert!(Instant::now() < deadline, "pod 7 never learnt of the new master\n{}", cl.logs());
+        std::thread::sleep(Duration::from_millis(500));
+    }
     // Until the rebalance the new master owns nothing, and stays a master.
     std::thread::sleep(Duration::from_secs(3));
     let me = cl.nodes(6).into_iter().find(|n| n.flags.contains("myself")).unwrap();
