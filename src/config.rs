@@ -160,17 +160,6 @@ pub struct TaskSettings {
     pub shards: u64,
 }
 
-impl TaskSettings {
-    /// The shards kvq uses in `mode`: `shards` in cluster mode, else 1.
-    pub fn shards_in(&self, mode: RedisMode) -> usize {
-        if mode == RedisMode::Cluster {
-            self.shards as usize
-        } else {
-            1
-        }
-    }
-}
-
 /// Most queue shards: every shard is a stream each worker reads on a connection of its own.
 pub const MAX_SHARDS: u64 = 1024;
 
@@ -608,16 +597,16 @@ mod tests {
     }
 
     #[test]
-    fn cluster_nodes_from_env_are_comma_separated_and_only_a_cluster_has_shards() {
+    fn cluster_nodes_from_env_are_comma_separated_and_shards_default_to_16() {
         let s = Settings::load_from(env(&[
             ("KVQ__REDIS__MODE", "cluster"),
             ("KVQ__REDIS__NODES", "r-0.r:6379, r-1.r:6379"),
         ]))
         .unwrap();
         assert_eq!(s.redis.nodes, vec!["r-0.r:6379", "r-1.r:6379"]);
-        assert_eq!(s.tasks.shards_in(s.redis.mode), 16, "16 shards by default");
+        assert_eq!(s.tasks.shards, 16, "16 shards by default");
         let s = Settings::load_from(env(&[("KVQ__TASKS__SHARDS", "64")])).unwrap();
-        assert_eq!(s.tasks.shards_in(s.redis.mode), 1, "one shard outside a cluster");
+        assert_eq!(s.tasks.shards, 64);
     }
 
     #[test]
