@@ -217,13 +217,13 @@ fn env_u64(c: &Value, name: &str) -> u64 {
 }
 
 /// The preStop worst case from what the rendered pod gives the script (redis-prestop.sh's
-/// waits, its redis-cli timeout, replicas + 9 calls) plus 10 s for redis' own shutdown.
+/// waits, its redis-cli timeout, replicas + 10 calls) plus 10 s for redis' own shutdown.
 fn prestop_budget(m: &Manifests) -> (u64, u64) {
     let (spec, redis) = redis_pod(m);
     let worst = env_u64(redis, "PRESTOP_SENTINEL_WAIT")
         + env_u64(redis, "PRESTOP_CATCHUP_WAIT")
         + env_u64(redis, "PRESTOP_TIMEOUT")
-        + env_u64(redis, "CLI_TIMEOUT") * (env_u64(redis, "REPLICAS") + 9);
+        + env_u64(redis, "CLI_TIMEOUT") * (env_u64(redis, "REPLICAS") + 10);
     (spec["terminationGracePeriodSeconds"].as_u64().unwrap(), worst + 10)
 }
 
@@ -278,7 +278,7 @@ fn redis_grace_period_covers_the_prestop_worst_case() {
     assert_refused(
         &[],
         &["redis.terminationGracePeriodSeconds=60"],
-        &["redis.terminationGracePeriodSeconds (60)", "preStopTimeoutSeconds", "96"],
+        &["redis.terminationGracePeriodSeconds (60)", "preStopTimeoutSeconds", "99"],
     );
     let (grace, _) = prestop_budget(&render(&[], &["redis.terminationGracePeriodSeconds=120"]));
     assert_eq!(grace, 120);

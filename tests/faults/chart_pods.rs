@@ -417,6 +417,32 @@ fn wait_sentinel_view(cl: &ChartPods, i: usize, peers: usize, removed: &[String]
 /// (`redis.auth.extraPassword`), the old one still used; (2) the new one used, the old one still
 /// accepted; (3) the old one dropped. Neighbouring steps always accept each other's password,
 /// so replication, the sentinels and clients keep working: no acknowledged write is lost.
+/// A handover the sentinels finish only after the preStop hook stopped waiting for it (here a
+/// PRESTOP_TIMEOUT of 0 s; in a cluster, a slow or tilted sentinel) must not let the old master
+/// take writes meanwhile: a write one replica acknowledges between the promotion of the other
+/// and the old master's reconfiguration would be lost. The hook keeps writes paused when it
+/// did not see the new master, so the old master takes none until it stops.
+#[test]
+fn a_handover_that_outlasts_the_prestop_hook_loses_no_acknowledged_write() {
+    let mut cl = ChartPods::new(&render(&["values/production.yaml"], &[]));
+    cl.start_all();
+    let m = cl.wait_one_master(Duration::from_secs(60), "bootstrap");
+    let writer = Writer::spawn(&cl);
+    std::thread::sleep(Duration::from_millis(500));
+    cl.run_prestop_with(m, &[("PRESTOP_TIMEOUT", "0")]);
+    // The sentinels promote a replica and reconfigure the other while the old master still runs.
+    let new = cl.wait_master(&ChartPods::all_but(m), false, Duration::from_secs(30), "the late handover");
+    std::thread::sleep(Duration::from_secs(2));
+    let (acked, refused) = writer.stop();
+    cl.terminate(m);
+    cl.start(m);
+    let after = cl.wait_one_master(Duration::from_secs(60), "the old master back as a replica");
+    assert_eq!(after, new, "the promoted replica stays master");
+    eprintln!("late handover: writes acknowledged {}, not acknowledged {refused}", acked.len());
+    assert!(acked.len() > 50, "the writer made progress: {}", acked.len());
+    assert_eq!(cl.missing(after, &acked), Vec::<String>::new(), "acknowledged writes lost\n{}", cl.logs());
+}
+
 #[test]
 fn password_rotation_in_three_rollouts_loses_no_acknowledged_write() {
     let vdir = tempfile::tempdir().unwrap();
@@ -442,7 +468,7 @@ fn password_rotation_in_three_rollouts_loses_no_acknowledged_write() {
         acked.extend(a);
         refused += f;
         let m = cl.wait_one_master(Duration::from_secs(10), name);
-        assert_eq!(cl.missing(m, &acked), Vec::<String>::new(), "step {name}: acknowledged writes lost");
+        assert_eq!(cl.missing(m, &acked), Vec::<String>::new(), "step {name}: acknowledged writes lost\n{}", cl.logs());
     }
     let m = cl.wait_one_master(Duration::from_secs(10), "after the rotation");
     let old = format!("redis://:old-pw@{}:{}", crate::support::pods::addr(m), cl.endpoints.redis_port);

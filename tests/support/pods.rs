@@ -413,10 +413,20 @@ impl ChartPods {
 
     /// The preStop hooks of both containers, in parallel as the kubelet runs them.
     pub fn run_prestop(&mut self, i: usize) -> Duration {
+        self.run_prestop_with(i, &[])
+    }
+
+    /// `run_prestop` with these variables added to both hooks' rendered env.
+    pub fn run_prestop_with(&mut self, i: usize, extra: &[(&str, &str)]) -> Duration {
         let t = Instant::now();
+        let with = |base: &[(String, String)]| {
+            let mut env = base.to_vec();
+            env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            env
+        };
         let mut hooks = [
-            self.spawn(i, "redis-prestop.sh", &self.redis_env, "redis-prestop.log"),
-            self.spawn(i, "sentinel-prestop.sh", &self.sentinel_env, "sentinel-prestop.log"),
+            self.spawn(i, "redis-prestop.sh", &with(&self.redis_env), "redis-prestop.log"),
+            self.spawn(i, "sentinel-prestop.sh", &with(&self.sentinel_env), "sentinel-prestop.log"),
         ];
         for h in hooks.iter_mut() {
             assert_eq!(h.wait(), Some(0), "{} failed", h.name);

@@ -374,14 +374,15 @@ podAntiAffinity:
 
 {{/*
 Worst case of the Redis preStop hook (files/redis-prestop.sh), in seconds: 15 s for the
-sentinels to learn every replica, 5 s for a replica to catch up, preStopTimeoutSeconds for the
-new master, and 3 s (CLI_TIMEOUT) for each of replicas + 9 redis-cli calls (SENTINEL FAILOVER
-to each pod, ROLE, INFO, CLIENT PAUSE, REPLICAOF, UNPAUSE, one overrun per wait loop).
+sentinels to learn every replica, 5 s for the replicas to catch up, preStopTimeoutSeconds for the
+new master (and then for the sentinels to agree on it), and 3 s (CLI_TIMEOUT) for each of
+replicas + 10 redis-cli calls (SENTINEL FAILOVER to each pod, ROLE, INFO, CLIENT PAUSE,
+REPLICAOF, UNPAUSE, one overrun per wait loop).
 The numbers match the PRESTOP_SENTINEL_WAIT, PRESTOP_CATCHUP_WAIT and CLI_TIMEOUT env above.
 */}}
 {{- define "kvq.redisPreStopWorst" -}}
 {{- $r := .Values.redis -}}
-{{- add 15 5 (int $r.sentinel.preStopTimeoutSeconds) (mul 3 (add (int $r.replicas) 9)) }}
+{{- add 15 5 (int $r.sentinel.preStopTimeoutSeconds) (mul 3 (add (int $r.replicas) 10)) }}
 {{- end }}
 
 {{/*
@@ -406,7 +407,7 @@ below that sum fails the render: the kubelet would kill the master mid-failover.
 {{- if not $set }}
 {{- $need }}
 {{- else if lt (int $r.terminationGracePeriodSeconds) $need }}
-{{- fail (printf "redis.terminationGracePeriodSeconds (%d) is below the Redis preStop worst case: 15 s (sentinels learn replicas) + 5 s (replica catch-up) + redis.sentinel.preStopTimeoutSeconds (%d) + 3 s x (redis.replicas (%d) + 9) redis-cli calls + 10 s shutdown margin = %d s; raise it or leave it empty to have the chart compute it" (int $r.terminationGracePeriodSeconds) (int $r.sentinel.preStopTimeoutSeconds) (int $r.replicas) $need) }}
+{{- fail (printf "redis.terminationGracePeriodSeconds (%d) is below the Redis preStop worst case: 15 s (sentinels learn replicas) + 5 s (replica catch-up) + redis.sentinel.preStopTimeoutSeconds (%d) + 3 s x (redis.replicas (%d) + 10) redis-cli calls + 10 s shutdown margin = %d s; raise it or leave it empty to have the chart compute it" (int $r.terminationGracePeriodSeconds) (int $r.sentinel.preStopTimeoutSeconds) (int $r.replicas) $need) }}
 {{- else }}
 {{- $r.terminationGracePeriodSeconds | int }}
 {{- end }}
