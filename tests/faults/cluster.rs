@@ -169,11 +169,18 @@ async fn a_master_killed_under_write_load_loses_no_acknowledged_write_and_keeps_
     // took meanwhile exists on it alone; they come back right after it dies and one takes over.
     // Only writes a replica held may have been acknowledged. (A frozen replica would not do:
     // what the master sent sits in the replica's socket buffer and arrives once it is thawed.)
+    // The replicas crash holding the same writes (the master's writes paused until they caught
+    // up): restarted from their AOF neither knows its replication offset, so either may be
+    // promoted, and `WAIT 1` promises one copy, not two.
     let replicas = cluster.replicas_of(victim);
     assert_eq!(replicas.len(), 2, "the victim's replicas: {replicas:?}");
+    let mut victim_conn = cluster.conn(victim);
+    redis::cmd("CLIENT").arg("PAUSE").arg(10_000).arg("WRITE").query::<()>(&mut victim_conn).unwrap();
+    tokio::task::block_in_place(|| cluster.wait_replicated(Duration::from_secs(10)));
     for &r in &replicas {
         cluster.kill9(r);
     }
+    redis::cmd("CLIENT").arg("UNPAUSE").query::<()>(&mut victim_conn).unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let killed_at = Instant::now();
     cluster.kill9(victim);
