@@ -466,7 +466,10 @@ impl ChartPods {
             let roles: Vec<Option<String>> = (0..self.n).map(|i| self.role(i)).collect();
             let masters: Vec<usize> =
                 candidates.iter().copied().filter(|&i| roles[i].as_deref() == Some("master")).collect();
-            assert!(masters.len() <= 1, "{what}: two masters at once: {roles:?}");
+            if masters.len() > 1 {
+                let named: Vec<Option<String>> = (0..self.n).map(|i| self.sentinel_master(i)).collect();
+                panic!("{what}: two masters at once: {roles:?}, sentinels name {named:?}\n{}", self.logs());
+            }
             if let [m] = masters[..] {
                 let agree = candidates.iter().all(|&i| self.sentinel_master(i).as_deref() == Some(addr(m).as_str()));
                 if agree && (!settled || (self.good_replicas(m) == self.n - 1 && (0..self.n).all(|i| self.ready(i)))) {
