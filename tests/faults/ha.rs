@@ -74,7 +74,12 @@ async fn master_failover_under_load_loses_no_acknowledged_write_and_the_old_mast
     // kvq follows on its next failed write: seconds (printed above). The bound only catches a
     // hang: with the whole fault suite loading both cores, the last refusal once came 20 s
     // after the kill (the first success after 2 s).
-    assert!(outage < Duration::from_secs(30), "writes were unavailable for {outage:?} after the kill");
+    let last = log.last_failure_detail.as_deref().unwrap_or("none");
+    println!("HA failover: the last refused write got {last}");
+    assert!(
+        outage < Duration::from_secs(30),
+        "writes were unavailable for {outage:?} after the kill; the last refusal: {last}"
+    );
     assert!(acked.len() > acked_before_kill, "writes resumed after the kill");
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
     assert!(abandoned.is_empty(), "every write eventually got through: {abandoned:?}");

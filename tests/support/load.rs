@@ -35,6 +35,8 @@ pub struct LoadLog {
     /// Attempts that were not acknowledged (and retried).
     pub failures: u64,
     pub last_failure: Option<Instant>,
+    /// What the last failed attempt got: the status and the start of the body, or the error.
+    pub last_failure_detail: Option<String>,
     /// The first acknowledgement after the last failed attempt: writes were available again
     /// for good from then on.
     pub resumed: Option<Instant>,
@@ -124,6 +126,15 @@ async fn write_until(
         loop {
             let r = http.try_put_json(&key, json!({ "value": value }), "", &[("Idempotency-Key", &value)]).await;
             let ok = matches!(&r, Ok(r) if r.status() == 202);
+            let failure = match r {
+                _ if ok => None,
+                Ok(r) => {
+                    let status = r.status();
+                    let body: String = r.text().await.unwrap_or_default().chars().take(200).collect();
+                    Some(format!("HTTP {status}: {body}"))
+                }
+                Err(e) => Some(e.to_string()),
+            };
             let done = {
                 let mut l = log.lock().unwrap();
                 if ok {
@@ -142,6 +153,7 @@ async fn write_until(
                     l.failures += 1;
                     l.first_failure.get_or_insert_with(Instant::now);
                     l.last_failure = Some(Instant::now());
+                    l.last_failure_detail = failure;
                     if Instant::now() > deadline {
                         l.abandoned.insert(key.clone());
                         true
