@@ -83,8 +83,17 @@ async fn master_failover_under_load_loses_no_acknowledged_write_and_the_old_mast
     assert!(acked.len() > acked_before_kill, "writes resumed after the kill");
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
     assert!(abandoned.is_empty(), "every write eventually got through: {abandoned:?}");
+    // kvq follows each failover the sentinels make, and makes no change of its own: at most
+    // their config epoch. (On a loaded machine it once counted two changes, with a refusal
+    // "the redis master changed" 19 s after the kill: a second failover, or a flip; the epoch
+    // tells them apart.)
     let m = scrape(&server.url("/metrics")).await;
-    assert_eq!(m.value("kvq_redis_master_changes_total"), 1.0, "the server followed one failover");
+    let changes = m.value("kvq_redis_master_changes_total");
+    let epoch = cluster.sentinels[0].config_epoch().expect("the sentinel's config epoch");
+    assert!(
+        changes >= 1.0 && changes <= epoch as f64,
+        "the server followed {changes} changes, the sentinels {epoch} failovers at most"
+    );
 
     // The old master comes back: it must rejoin as a replica and lose nothing written since.
     cluster.node(old_master).restart();

@@ -94,6 +94,14 @@ impl TestSentinel {
         c.get_connection_with_timeout(Duration::from_millis(500)).ok()
     }
 
+    /// The `config-epoch` of the master this sentinel believes in: the epoch of the last
+    /// failover, so at least the number of failovers so far (failed elections use epochs too).
+    pub fn config_epoch(&self) -> Option<u64> {
+        let fields: Vec<String> =
+            redis::cmd("SENTINEL").arg("MASTER").arg(MASTER_NAME).query(&mut self.conn()?).ok()?;
+        fields.chunks(2).find(|kv| kv[0] == "config-epoch")?.get(1)?.parse().ok()
+    }
+
     /// The master port this sentinel believes in.
     pub fn master_port(&self) -> Option<u16> {
         let mut c = self.conn()?;
