@@ -450,6 +450,11 @@ impl ChartPods {
         self.endpoints.sentinel_master(i)
     }
 
+    /// What each pod's sentinel names as master (for failure messages).
+    fn named(&self) -> Vec<Option<String>> {
+        (0..self.n).map(|i| self.sentinel_master(i)).collect()
+    }
+
     /// Waits until exactly one pod is master with PODS-1 online replicas, every sentinel names
     /// it and every pod passes the rendered readiness probe; returns its index.
     pub fn wait_one_master(&self, timeout: Duration, what: &str) -> usize {
@@ -467,8 +472,7 @@ impl ChartPods {
             let masters: Vec<usize> =
                 candidates.iter().copied().filter(|&i| roles[i].as_deref() == Some("master")).collect();
             if masters.len() > 1 {
-                let named: Vec<Option<String>> = (0..self.n).map(|i| self.sentinel_master(i)).collect();
-                panic!("{what}: two masters at once: {roles:?}, sentinels name {named:?}\n{}", self.logs());
+                panic!("{what}: two masters at once: {roles:?}, sentinels name {:?}\n{}", self.named(), self.logs());
             }
             if let [m] = masters[..] {
                 let agree = candidates.iter().all(|&i| self.sentinel_master(i).as_deref() == Some(addr(m).as_str()));
@@ -477,9 +481,9 @@ impl ChartPods {
                 }
             }
             if Instant::now() > deadline {
-                let named: Vec<Option<String>> = (0..self.n).map(|i| self.sentinel_master(i)).collect();
                 panic!(
-                    "{what}: no single master among {candidates:?} after {timeout:?}: roles {roles:?}, sentinels {named:?}\n{}",
+                    "{what}: no single master among {candidates:?} after {timeout:?}: roles {roles:?}, sentinels {:?}\n{}",
+                    self.named(),
                     self.logs()
                 );
             }
